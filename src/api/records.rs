@@ -1,0 +1,407 @@
+//! Data-plane operations: PutRecord, PutRecords, GetShardIterator, GetRecords.
+//!
+//! Hot path. A put is validated whole before anything is written, routed by hash key to shards,
+//! and sent to every owning core worker before the first reply is awaited, so the shards of one
+//! PutRecords commit in parallel.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{epoch_seconds, in_range, required, timestamp_ms};
+use crate::error::{ApiError, ApiResult};
+use crate::log::NewRecord;
+use crate::runtime::{Appended, Position, ShardKey};
+use crate::service::Service;
+use crate::stream::hashing::{hash_partition_key, parse_explicit_hash_key};
+use crate::stream::meta::{parse_shard_id, shard_id, ShardMeta, StreamMeta};
+use crate::stream::seqno::{SeqNo, ShardIterator};
+
+pub const RECORD_DATA_MAX_BYTES: usize = 1 << 20;
+pub const PARTITION_KEY_MAX_CHARS: usize = 256;
+pub const PUT_RECORDS_MAX_RECORDS: usize = 500;
+pub const PUT_RECORDS_MAX_BYTES: usize = 5 << 20;
+pub const GET_RECORDS_MAX_RECORDS: i64 = 10_000;
+pub const GET_RECORDS_MAX_BYTES: usize = 10 << 20;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PutRecordInput {
+    stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    stream_arn: Option<String>,
+    data: Option<String>,
+    partition_key: Option<String>,
+    explicit_hash_key: Option<String>,
+    sequence_number_for_ordering: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PutRecordsEntry {
+    data: Option<String>,
+    partition_key: Option<String>,
+    explicit_hash_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PutRecordsInput {
+    stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    stream_arn: Option<String>,
+    records: Option<Vec<PutRecordsEntry>>,
+}
+
+/// A validated record with the hash key that routes it.
+struct Routed {
+    hash: u128,
+    record: NewRecord,
+}
+
+fn decode_record(
+    data: Option<String>,
+    partition_key: Option<String>,
+    explicit_hash_key: Option<&str>,
+    member: &str,
+) -> ApiResult<Routed> {
+    let data = required(data, &format!("{member}data"))?;
+    let partition_key = required(partition_key, &format!("{member}partitionKey"))?;
+    let key_chars = partition_key.chars().count();
+    if key_chars == 0 || key_chars > PARTITION_KEY_MAX_CHARS {
+        return Err(ApiError::validation(
+            &partition_key,
+            &format!("{member}partitionKey"),
+            "Member must have length less than or equal to 256 and greater than or equal to 1",
+        ));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data.as_bytes())
+        .map_err(|_| ApiError::Serialization(format!("{member}Data is not valid base64.")))?;
+    if bytes.len() > RECORD_DATA_MAX_BYTES {
+        return Err(ApiError::validation(
+            format!(
+                "java.nio.HeapByteBuffer[pos=0 lim={} cap={}]",
+                bytes.len(),
+                bytes.len()
+            ),
+            &format!("{member}data"),
+            "Member must have length less than or equal to 1048576",
+        ));
+    }
+    if bytes.len() + partition_key.len() > RECORD_DATA_MAX_BYTES {
+        return Err(ApiError::InvalidArgument(format!(
+            "The size of the record (data plus partition key, {} bytes) exceeds the 1 MiB limit.",
+            bytes.len() + partition_key.len()
+        )));
+    }
+    let hash = match explicit_hash_key {
+        Some(h) => parse_explicit_hash_key(h)?,
+        None => hash_partition_key(&partition_key),
+    };
+    Ok(Routed {
+        hash,
+        record: NewRecord {
+            partition_key,
+            data: Bytes::from(bytes),
+        },
+    })
+}
+
+fn route<'a>(svc: &Service, meta: &'a StreamMeta, hash: u128) -> ApiResult<&'a ShardMeta> {
+    meta.shard_for_hash(hash).ok_or_else(|| {
+        ApiError::InternalFailure(format!("No open shard of stream {} covers hash key {hash}.", meta.name))
+    }).inspect_err(|_| tracing::error!(stream = %meta.name, account = %svc.cfg.account_id, "hash key space has a hole"))
+}
+
+pub async fn put_record(svc: &Arc<Service>, input: PutRecordInput) -> ApiResult<Value> {
+    let routed = decode_record(
+        input.data,
+        input.partition_key,
+        input.explicit_hash_key.as_deref(),
+        "",
+    )?;
+    if let Some(s) = &input.sequence_number_for_ordering {
+        let ok = s == "0"
+            || (!s.is_empty()
+                && s.len() <= 129
+                && !s.starts_with('0')
+                && s.bytes().all(|b| b.is_ascii_digit()));
+        if !ok {
+            return Err(ApiError::validation(
+                s,
+                "sequenceNumberForOrdering",
+                "Member must satisfy regular expression pattern: 0|([1-9]\\d{0,128})",
+            ));
+        }
+    }
+    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
+    svc.writable(&meta)?;
+    let shard = route(svc, &meta, routed.hash)?;
+    let key = ShardKey {
+        stream_id: meta.id,
+        shard_index: shard.index,
+    };
+    let bytes = routed.record.data.len() as u64;
+    let started = Instant::now();
+    let appended = svc.runtime.append(key, vec![routed.record]).await?;
+    svc.metrics
+        .record_put_latency(&meta.name, started.elapsed());
+    svc.metrics
+        .record_put(&meta.name, &shard.shard_id(), 1, bytes);
+    Ok(json!({
+        "ShardId": shard.shard_id(),
+        "SequenceNumber": SeqNo { stream_id: meta.id, shard_index: shard.index, ordinal: appended.first_ordinal }.encode(),
+        "EncryptionType": "NONE",
+    }))
+}
+
+pub async fn put_records(svc: &Arc<Service>, input: PutRecordsInput) -> ApiResult<Value> {
+    let entries = required(input.records, "records")?;
+    if entries.is_empty() || entries.len() > PUT_RECORDS_MAX_RECORDS {
+        return Err(ApiError::validation(
+            format!("{} records", entries.len()),
+            "records",
+            "Member must have length less than or equal to 500 and greater than or equal to 1",
+        ));
+    }
+    let mut routed = Vec::with_capacity(entries.len());
+    let mut total = 0usize;
+    for (i, e) in entries.into_iter().enumerate() {
+        let r = decode_record(
+            e.data,
+            e.partition_key,
+            e.explicit_hash_key.as_deref(),
+            &format!("records.{}.member.", i + 1),
+        )?;
+        total += r.record.data.len() + r.record.partition_key.len();
+        routed.push(r);
+    }
+    if total > PUT_RECORDS_MAX_BYTES {
+        return Err(ApiError::InvalidArgument(format!(
+            "Records size exceeds 5 MB limit: {total} bytes of data and partition keys."
+        )));
+    }
+    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
+    svc.writable(&meta)?;
+    // Group by shard, keeping request order inside each shard.
+    let mut groups: Vec<(u32, Vec<usize>, Vec<NewRecord>)> = Vec::new();
+    let mut placement = Vec::with_capacity(routed.len());
+    for r in routed {
+        let shard = route(svc, &meta, r.hash)?.index;
+        let g = match groups.iter().position(|g| g.0 == shard) {
+            Some(g) => g,
+            None => {
+                groups.push((shard, Vec::new(), Vec::new()));
+                groups.len() - 1
+            }
+        };
+        placement.push((g, groups[g].2.len()));
+        groups[g].1.push(placement.len() - 1);
+        groups[g].2.push(r.record);
+    }
+    let started = Instant::now();
+    let mut pending: Vec<(u32, u64, u64, _)> = Vec::with_capacity(groups.len());
+    for (shard, _, records) in groups {
+        let bytes = records.iter().map(|r| r.data.len() as u64).sum();
+        let count = records.len() as u64;
+        let key = ShardKey {
+            stream_id: meta.id,
+            shard_index: shard,
+        };
+        pending.push((shard, count, bytes, svc.runtime.append(key, records)));
+    }
+    let mut outcomes: Vec<(u32, Result<Appended, ApiError>)> = Vec::with_capacity(pending.len());
+    for (shard, count, bytes, fut) in pending {
+        let res = fut.await;
+        if res.is_ok() {
+            svc.metrics
+                .record_put(&meta.name, &shard_id(shard), count, bytes);
+        }
+        outcomes.push((shard, res));
+    }
+    svc.metrics
+        .record_put_latency(&meta.name, started.elapsed());
+    let mut failed = 0;
+    let results: Vec<Value> = placement
+        .iter()
+        .map(|&(g, pos)| match &outcomes[g] {
+            (shard, Ok(a)) => json!({
+                "SequenceNumber": SeqNo { stream_id: meta.id, shard_index: *shard, ordinal: a.first_ordinal + pos as u64 }.encode(),
+                "ShardId": shard_id(*shard),
+            }),
+            (_, Err(e)) => {
+                failed += 1;
+                json!({"ErrorCode": e.type_name(), "ErrorMessage": e.message()})
+            }
+        })
+        .collect();
+    Ok(json!({"FailedRecordCount": failed, "Records": results, "EncryptionType": "NONE"}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetShardIteratorInput {
+    stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    stream_arn: Option<String>,
+    shard_id: Option<String>,
+    shard_iterator_type: Option<String>,
+    starting_sequence_number: Option<String>,
+    timestamp: Option<Value>,
+}
+
+pub async fn get_shard_iterator(
+    svc: &Arc<Service>,
+    input: GetShardIteratorInput,
+) -> ApiResult<Value> {
+    let shard_id_text = required(input.shard_id, "shardId")?;
+    let kind = required(input.shard_iterator_type, "shardIteratorType")?;
+    let kinds = [
+        "AT_SEQUENCE_NUMBER",
+        "AFTER_SEQUENCE_NUMBER",
+        "TRIM_HORIZON",
+        "LATEST",
+        "AT_TIMESTAMP",
+    ];
+    if !kinds.contains(&kind.as_str()) {
+        return Err(ApiError::validation(
+            &kind,
+            "shardIteratorType",
+            "Member must satisfy enum value set: [AFTER_SEQUENCE_NUMBER, AT_SEQUENCE_NUMBER, AT_TIMESTAMP, TRIM_HORIZON, LATEST]",
+        ));
+    }
+    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
+    svc.writable(&meta)?;
+    let shard = parse_shard_id(&shard_id_text)
+        .and_then(|i| meta.shard(i))
+        .ok_or_else(|| {
+            ApiError::ResourceNotFound(format!(
+                "Shard {shard_id_text} in stream {} under account {} does not exist",
+                meta.name, svc.cfg.account_id
+            ))
+        })?;
+    let position = match kind.as_str() {
+        "TRIM_HORIZON" => Position::TrimHorizon,
+        "LATEST" => Position::Latest,
+        "AT_TIMESTAMP" => {
+            let ts = input.timestamp.as_ref().ok_or_else(|| {
+                ApiError::InvalidArgument("Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. Current request has no timestamp parameter.".into())
+            })?;
+            Position::AtTimestamp(timestamp_ms(ts, "Timestamp")?)
+        }
+        _ => {
+            let text = input.starting_sequence_number.as_deref().ok_or_else(|| {
+                ApiError::InvalidArgument(format!(
+                    "Must specify StartingSequenceNumber for iterator of type {kind}. Current request has no starting sequence number."
+                ))
+            })?;
+            let seq = SeqNo::parse(text)?;
+            if seq.stream_id != meta.id || seq.shard_index != shard.index {
+                return Err(ApiError::InvalidArgument(format!(
+                    "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {}",
+                    shard_id(seq.shard_index),
+                    shard.shard_id()
+                )));
+            }
+            Position::AtOrdinal(if kind == "AFTER_SEQUENCE_NUMBER" {
+                seq.ordinal + 1
+            } else {
+                seq.ordinal
+            })
+        }
+    };
+    let key = ShardKey {
+        stream_id: meta.id,
+        shard_index: shard.index,
+    };
+    let ordinal = svc.runtime.position(key, position).await?;
+    let it = ShardIterator {
+        stream_id: meta.id,
+        shard_index: shard.index,
+        ordinal,
+        issued_ms: svc.now_ms(),
+    };
+    Ok(json!({"ShardIterator": it.encode()}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetRecordsInput {
+    shard_iterator: Option<String>,
+    limit: Option<i64>,
+    #[serde(rename = "StreamARN")]
+    #[allow(dead_code)]
+    stream_arn: Option<String>,
+}
+
+pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResult<Value> {
+    let text = required(input.shard_iterator, "shardIterator")?;
+    if text.is_empty() || text.len() > 512 {
+        return Err(ApiError::validation(
+            &text,
+            "shardIterator",
+            "Member must have length less than or equal to 512",
+        ));
+    }
+    let limit = input.limit.unwrap_or(GET_RECORDS_MAX_RECORDS);
+    in_range(limit, 1, GET_RECORDS_MAX_RECORDS, "limit")?;
+    let now = svc.now_ms();
+    let it = ShardIterator::decode(&text, now)?;
+    let meta = svc.stream_by_id(it.stream_id).ok_or_else(|| {
+        ApiError::ResourceNotFound(
+            "The stream this shard iterator belongs to no longer exists.".into(),
+        )
+    })?;
+    svc.writable(&meta)?;
+    let shard = meta.shard(it.shard_index).ok_or_else(|| {
+        ApiError::ResourceNotFound(format!(
+            "Shard {} in stream {} does not exist",
+            shard_id(it.shard_index),
+            meta.name
+        ))
+    })?;
+    let key = ShardKey {
+        stream_id: meta.id,
+        shard_index: shard.index,
+    };
+    let reply = svc
+        .runtime
+        .read(key, it.ordinal, limit as usize, GET_RECORDS_MAX_BYTES)
+        .await?;
+    let mut bytes = 0u64;
+    let records: Vec<Value> = reply
+        .records
+        .iter()
+        .map(|r| {
+            bytes += r.data.len() as u64;
+            json!({
+                "SequenceNumber": SeqNo { stream_id: meta.id, shard_index: shard.index, ordinal: r.ordinal }.encode(),
+                "ApproximateArrivalTimestamp": epoch_seconds(r.ts_ms),
+                "Data": base64::engine::general_purpose::STANDARD.encode(&r.data),
+                "PartitionKey": r.partition_key,
+            })
+        })
+        .collect();
+    svc.metrics
+        .record_get(&meta.name, &shard.shard_id(), records.len() as u64, bytes);
+    let behind = match reply.records.last() {
+        _ if reply.next >= reply.tip => 0,
+        Some(last) => (reply.last_ts_ms - last.ts_ms).max(0),
+        None => 0,
+    };
+    let next = ShardIterator {
+        ordinal: reply.next,
+        issued_ms: now,
+        ..it
+    };
+    Ok(json!({
+        "Records": records,
+        "NextShardIterator": next.encode(),
+        "MillisBehindLatest": behind,
+    }))
+}

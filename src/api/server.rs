@@ -1,0 +1,234 @@
+//! The HTTP front end: HTTP/1.1 and prior-knowledge h2c on one port (hyper), `GET /healthz`,
+//! `GET /metrics`, and `POST /` for the Kinesis API.
+//!
+//! Bounds: connections beyond `http.max_connections` are closed at accept; a body larger than
+//! `http.max_body_size` is refused without being read past the limit; HTTP/1.1 headers must arrive
+//! within [`HEADER_READ_TIMEOUT`]; on shutdown in-flight requests get [`DRAIN_TIMEOUT`] to finish.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use super::codec::{decode_request, encode_response, Protocol};
+use super::{dispatch, KINESIS_TARGET_PREFIX};
+use crate::error::ApiError;
+use crate::service::Service;
+
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests.
+pub async fn serve(listener: TcpListener, svc: Arc<Service>, shutdown: impl Future<Output = ()>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(svc.cfg.http.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, "connection limit reached; closing new connection");
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let svc = svc.clone();
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service_fn(move |req| handle(svc.clone(), req)))
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    drop(permit);
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing remaining connections"),
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+async fn handle(svc: Arc<Service>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let path = req.uri().path();
+    Ok(match (req.method(), path) {
+        (&Method::GET, "/healthz") => plain(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::GET, "/metrics") => plain(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            svc.metrics.render().into(),
+        ),
+        (&Method::POST, _) => api(svc, req).await,
+        _ => {
+            let err =
+                ApiError::UnknownOperation(format!("No operation at {} {path}.", req.method()));
+            error_response(Protocol::Json, &err)
+        }
+    })
+}
+
+fn plain(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn request_id() -> String {
+    let n = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = crate::time::now_ms() as u64;
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        (t >> 16) as u32,
+        t as u16,
+        (n >> 48) & 0xfff,
+        (n >> 36) & 0xfff,
+        n & 0xffff_ffff_ffff
+    )
+}
+
+fn respond(
+    proto: Protocol,
+    status: StatusCode,
+    body: Vec<u8>,
+    error_type: Option<&'static str>,
+) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(proto.content_type()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&request_id()) {
+        h.insert("x-amzn-RequestId", v);
+    }
+    if let Some(t) = error_type {
+        h.insert("x-amzn-ErrorType", HeaderValue::from_static(t));
+    }
+    r
+}
+
+fn error_response(proto: Protocol, err: &ApiError) -> Resp {
+    let body = encode_response(
+        proto,
+        &json!({"__type": err.type_name(), "message": err.message()}),
+    );
+    respond(proto, err.status(), body, Some(err.type_name()))
+}
+
+async fn api(svc: Arc<Service>, req: Request<Incoming>) -> Resp {
+    let proto = Protocol::from_content_type(
+        req.headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let Some(op) = target
+        .strip_prefix(KINESIS_TARGET_PREFIX)
+        .map(str::to_owned)
+    else {
+        let err = ApiError::UnknownOperation(format!("Unknown operation target '{target}'."));
+        svc.metrics.record_request("unknown", err.type_name());
+        return error_response(proto, &err);
+    };
+    let limit = svc.cfg.http.max_body_size as usize;
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        let err = ApiError::Validation(format!(
+            "Request body is larger than the {limit} bytes this daemon accepts."
+        ));
+        let mut r = error_response(proto, &err);
+        *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        r
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return too_large()
+        }
+        Err(e) => {
+            let err = ApiError::Serialization(format!("Could not read the request body: {e}"));
+            return error_response(proto, &err);
+        }
+    };
+    let result = match decode_request(proto, &body) {
+        Ok(value) => {
+            drop(body);
+            dispatch(&svc, &op, value).await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(v) => {
+            svc.metrics.record_request(&op, "ok");
+            respond(proto, StatusCode::OK, encode_response(proto, &v), None)
+        }
+        Err(e) => {
+            if matches!(e, ApiError::InternalFailure(_)) {
+                tracing::error!(operation = %op, error = %e, "internal failure");
+            }
+            let known = matches!(e, ApiError::UnknownOperation(_));
+            svc.metrics
+                .record_request(if known { "unknown" } else { &op }, e.type_name());
+            error_response(proto, &e)
+        }
+    }
+}

@@ -1,0 +1,724 @@
+//! Control-plane operations: streams, shards listing, retention, tags, limits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{epoch_seconds, in_range, required, timestamp_ms};
+use crate::error::{ApiError, ApiResult};
+use crate::runtime::ShardKey;
+use crate::service::{validate_stream_name, Service};
+use crate::stream::meta::{
+    ShardMeta, StreamMeta, StreamMode, StreamStatus, ON_DEMAND_INITIAL_SHARDS, RETENTION_HOURS_MAX,
+    RETENTION_HOURS_MIN, TAGS_PER_STREAM_MAX,
+};
+
+/// NextToken values expire like AWS's (ExpiredNextTokenException after 300 s).
+const NEXT_TOKEN_TTL_MS: i64 = 300_000;
+const TAGS_PER_CALL_MAX: usize = 10;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StreamRef {
+    stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    stream_arn: Option<String>,
+}
+
+impl StreamRef {
+    fn resolve(&self, svc: &Service) -> ApiResult<Arc<StreamMeta>> {
+        svc.resolve(self.stream_name.as_deref(), self.stream_arn.as_deref())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ModeDetails {
+    stream_mode: Option<String>,
+}
+
+fn parse_mode(details: Option<&ModeDetails>) -> ApiResult<Option<StreamMode>> {
+    let Some(d) = details else { return Ok(None) };
+    match required(d.stream_mode.as_deref(), "streamModeDetails.streamMode")? {
+        "PROVISIONED" => Ok(Some(StreamMode::Provisioned)),
+        "ON_DEMAND" => Ok(Some(StreamMode::OnDemand)),
+        other => Err(ApiError::validation(
+            other,
+            "streamModeDetails.streamMode",
+            "Member must satisfy enum value set: [PROVISIONED, ON_DEMAND]",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateStreamInput {
+    stream_name: Option<String>,
+    shard_count: Option<i64>,
+    stream_mode_details: Option<ModeDetails>,
+    tags: Option<HashMap<String, String>>,
+}
+
+pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiResult<Value> {
+    let name = required(input.stream_name, "streamName")?;
+    validate_stream_name(&name)?;
+    let mode = parse_mode(input.stream_mode_details.as_ref())?.unwrap_or(StreamMode::Provisioned);
+    let shard_count = match (mode, input.shard_count) {
+        (StreamMode::Provisioned, None) => {
+            return Err(ApiError::InvalidArgument(
+                "ShardCount is required for a PROVISIONED stream.".into(),
+            ))
+        }
+        (StreamMode::Provisioned, Some(n)) => {
+            in_range(n, 1, 100_000, "shardCount")?;
+            n as u32
+        }
+        (StreamMode::OnDemand, _) => ON_DEMAND_INITIAL_SHARDS,
+    };
+    if let Some(tags) = &input.tags {
+        validate_tags(tags, TAGS_PER_STREAM_MAX)?;
+    }
+    let _guard = svc.control.lock().await;
+    if svc.stream(&name).is_ok() {
+        return Err(ApiError::ResourceInUse(format!(
+            "Stream {name} under account {} already exists.",
+            svc.cfg.account_id
+        )));
+    }
+    let streams = svc.all_streams();
+    let open: u32 = streams.iter().map(|s| s.open_shard_count()).sum();
+    let limit = svc.cfg.streams.shard_limit;
+    if open + shard_count > limit {
+        return Err(ApiError::LimitExceeded(format!(
+            "This request would exceed the shard limit for the account {} in {}. Current shard count for the account: {open}. Limit: {limit}. Number of additional shards that would have resulted from this request: {shard_count}.",
+            svc.cfg.account_id, svc.cfg.region
+        )));
+    }
+    if mode == StreamMode::OnDemand {
+        let on_demand = streams
+            .iter()
+            .filter(|s| s.mode == StreamMode::OnDemand)
+            .count() as u32;
+        if on_demand >= svc.cfg.streams.on_demand_stream_limit {
+            return Err(ApiError::LimitExceeded(format!(
+                "This request would exceed the limit of {} ON_DEMAND streams for the account {}.",
+                svc.cfg.streams.on_demand_stream_limit, svc.cfg.account_id
+            )));
+        }
+    }
+    let store = svc.store.clone();
+    let id = tokio::task::spawn_blocking(move || store.allocate_stream_id())
+        .await
+        .map_err(|e| ApiError::InternalFailure(e.to_string()))?
+        .map_err(|e| ApiError::InternalFailure(e.to_string()))?;
+    let mut meta = StreamMeta::new(name.clone(), id, mode, shard_count, svc.now_ms());
+    if let Some(tags) = input.tags {
+        meta.tags.extend(tags);
+    }
+    // Metadata first: a crash after this point recovers the stream and opens its shards.
+    let meta = svc.save(meta).await?;
+    for shard in &meta.shards {
+        let key = ShardKey {
+            stream_id: meta.id,
+            shard_index: shard.index,
+        };
+        svc.runtime
+            .open(key, svc.shard_dir(key), Vec::new(), meta.retention_hours)
+            .await?;
+    }
+    drop(_guard);
+    let delay = svc.cfg.streams.create_delay;
+    let svc2 = svc.clone();
+    let activate = async move {
+        tokio::time::sleep(delay).await;
+        let _guard = svc2.control.lock().await;
+        if let Ok(current) = svc2.stream(&name) {
+            if current.id == id && current.status == StreamStatus::Creating {
+                let mut m = (*current).clone();
+                m.status = StreamStatus::Active;
+                if let Err(e) = svc2.save(m).await {
+                    tracing::error!(stream = %name, error = %e, "could not activate stream");
+                }
+            }
+        }
+    };
+    if delay.is_zero() {
+        activate.await;
+    } else {
+        tokio::spawn(activate);
+    }
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteStreamInput {
+    #[serde(flatten)]
+    stream: StreamRef,
+    #[serde(default)]
+    #[allow(dead_code)]
+    enforce_consumer_deletion: Option<bool>,
+}
+
+pub async fn delete_stream(svc: &Arc<Service>, input: DeleteStreamInput) -> ApiResult<Value> {
+    let _guard = svc.control.lock().await;
+    let meta = input.stream.resolve(svc)?;
+    match meta.status {
+        StreamStatus::Deleting => return Err(svc.not_found(&meta.name)),
+        StreamStatus::Creating => {
+            return Err(ApiError::ResourceInUse(format!(
+                "Stream {} under account {} is in use (status CREATING).",
+                meta.name, svc.cfg.account_id
+            )))
+        }
+        _ => {}
+    }
+    let mut m = (*meta).clone();
+    m.status = StreamStatus::Deleting;
+    let meta = svc.save(m).await?;
+    drop(_guard);
+    let delay = svc.cfg.streams.delete_delay;
+    let svc2 = svc.clone();
+    let finish = async move {
+        tokio::time::sleep(delay).await;
+        let _guard = svc2.control.lock().await;
+        if let Err(e) = svc2.finish_delete(&meta).await {
+            tracing::error!(stream = %meta.name, error = %e, "could not finish deleting stream; will retry at next start");
+        }
+    };
+    if delay.is_zero() {
+        finish.await;
+    } else {
+        tokio::spawn(finish);
+    }
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListStreamsInput {
+    limit: Option<i64>,
+    exclusive_start_stream_name: Option<String>,
+    next_token: Option<String>,
+}
+
+pub fn list_streams(svc: &Service, input: ListStreamsInput) -> ApiResult<Value> {
+    let limit = input.limit.unwrap_or(100);
+    in_range(limit, 1, 10_000, "limit")?;
+    if input.next_token.is_some() && input.exclusive_start_stream_name.is_some() {
+        return Err(ApiError::InvalidArgument(
+            "NextToken and ExclusiveStartStreamName cannot be provided together.".into(),
+        ));
+    }
+    let after = match &input.next_token {
+        Some(t) => Some(decode_token(svc, t)?.after),
+        None => input.exclusive_start_stream_name.clone(),
+    };
+    let streams: Vec<Arc<StreamMeta>> = svc
+        .all_streams()
+        .into_iter()
+        .filter(|s| after.as_ref().is_none_or(|a| s.name.as_str() > a.as_str()))
+        .collect();
+    let page: Vec<&Arc<StreamMeta>> = streams.iter().take(limit as usize).collect();
+    let more = streams.len() > page.len();
+    let mut out = json!({
+        "StreamNames": page.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        "HasMoreStreams": more,
+        "StreamSummaries": page.iter().map(|s| json!({
+            "StreamName": s.name,
+            "StreamARN": svc.arn(s),
+            "StreamStatus": s.status.as_str(),
+            "StreamModeDetails": {"StreamMode": s.mode.as_str()},
+            "StreamCreationTimestamp": epoch_seconds(s.created_ms),
+        })).collect::<Vec<_>>(),
+    });
+    if more {
+        if let Some(last) = page.last() {
+            out["NextToken"] = json!(encode_token(svc, "", &last.name));
+        }
+    }
+    Ok(out)
+}
+
+fn shard_json(meta: &StreamMeta, s: &ShardMeta) -> Value {
+    let mut v = json!({
+        "ShardId": s.shard_id(),
+        "HashKeyRange": {"StartingHashKey": s.hash_start, "EndingHashKey": s.hash_end},
+        "SequenceNumberRange": {"StartingSequenceNumber": meta.starting_sequence_number(s)},
+    });
+    if let Some(p) = s.parent {
+        v["ParentShardId"] = json!(crate::stream::meta::shard_id(p));
+    }
+    if let Some(p) = s.adjacent_parent {
+        v["AdjacentParentShardId"] = json!(crate::stream::meta::shard_id(p));
+    }
+    if let Some(end) = s.end_ordinal {
+        let last = crate::stream::seqno::SeqNo {
+            stream_id: meta.id,
+            shard_index: s.index,
+            ordinal: end.saturating_sub(1),
+        };
+        v["SequenceNumberRange"]["EndingSequenceNumber"] = json!(last.encode());
+    }
+    v
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeStreamInput {
+    #[serde(flatten)]
+    stream: StreamRef,
+    limit: Option<i64>,
+    exclusive_start_shard_id: Option<String>,
+}
+
+pub fn describe_stream(svc: &Service, input: DescribeStreamInput) -> ApiResult<Value> {
+    let limit = input.limit.unwrap_or(100);
+    in_range(limit, 1, 10_000, "limit")?;
+    let meta = input.stream.resolve(svc)?;
+    let after = match &input.exclusive_start_shard_id {
+        Some(id) => Some(shard_id_arg(id, "exclusiveStartShardId")?),
+        None => None,
+    };
+    let shards: Vec<&ShardMeta> = meta
+        .shards
+        .iter()
+        .filter(|s| after.as_ref().is_none_or(|a| s.shard_id() > *a))
+        .collect();
+    let page = &shards[..shards.len().min(limit as usize)];
+    Ok(json!({
+        "StreamDescription": {
+            "StreamName": meta.name,
+            "StreamARN": svc.arn(&meta),
+            "StreamStatus": meta.status.as_str(),
+            "StreamModeDetails": {"StreamMode": meta.mode.as_str()},
+            "Shards": page.iter().map(|s| shard_json(&meta, s)).collect::<Vec<_>>(),
+            "HasMoreShards": shards.len() > page.len(),
+            "RetentionPeriodHours": meta.retention_hours,
+            "StreamCreationTimestamp": epoch_seconds(meta.created_ms),
+            "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
+            "EncryptionType": "NONE",
+        }
+    }))
+}
+
+pub fn describe_stream_summary(svc: &Service, input: StreamRef) -> ApiResult<Value> {
+    let meta = input.resolve(svc)?;
+    Ok(json!({
+        "StreamDescriptionSummary": {
+            "StreamName": meta.name,
+            "StreamARN": svc.arn(&meta),
+            "StreamStatus": meta.status.as_str(),
+            "StreamModeDetails": {"StreamMode": meta.mode.as_str()},
+            "RetentionPeriodHours": meta.retention_hours,
+            "StreamCreationTimestamp": epoch_seconds(meta.created_ms),
+            "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
+            "EncryptionType": "NONE",
+            "OpenShardCount": meta.open_shard_count(),
+            "ConsumerCount": 0,
+        }
+    }))
+}
+
+/// A shard id argument. Shard ids sort as strings in index order, so any well-formed id (ours or
+/// not) works as an exclusive start, as on AWS.
+fn shard_id_arg(id: &str, member: &str) -> ApiResult<String> {
+    if id.is_empty() || id.len() > 128 {
+        return Err(ApiError::validation(
+            id,
+            member,
+            "Member must have length less than or equal to 128",
+        ));
+    }
+    Ok(id.to_owned())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ShardFilter {
+    #[serde(rename = "Type")]
+    kind: Option<String>,
+    shard_id: Option<String>,
+    timestamp: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListShardsInput {
+    #[serde(flatten)]
+    stream: StreamRef,
+    next_token: Option<String>,
+    exclusive_start_shard_id: Option<String>,
+    max_results: Option<i64>,
+    stream_creation_timestamp: Option<Value>,
+    shard_filter: Option<ShardFilter>,
+}
+
+pub fn list_shards(svc: &Service, input: ListShardsInput) -> ApiResult<Value> {
+    let max = input.max_results.unwrap_or(1000);
+    in_range(max, 1, 10_000, "maxResults")?;
+    let (meta, after) = match &input.next_token {
+        Some(token) => {
+            if input.stream.stream_name.is_some()
+                || input.exclusive_start_shard_id.is_some()
+                || input.stream_creation_timestamp.is_some()
+                || input.shard_filter.is_some()
+            {
+                return Err(ApiError::InvalidArgument(
+                    "NextToken and StreamName (or ExclusiveStartShardId, StreamCreationTimestamp, ShardFilter) cannot be provided together.".into(),
+                ));
+            }
+            let t = decode_token(svc, token)?;
+            let meta = svc.stream(&t.stream)?;
+            (meta, Some(t.after))
+        }
+        None => {
+            let meta = input.stream.resolve(svc)?;
+            if let Some(ts) = &input.stream_creation_timestamp {
+                let ms = timestamp_ms(ts, "StreamCreationTimestamp")?;
+                if ms / 1000 != meta.created_ms / 1000 {
+                    return Err(svc.not_found(&meta.name));
+                }
+            }
+            let after = match &input.exclusive_start_shard_id {
+                Some(id) => Some(shard_id_arg(id, "exclusiveStartShardId")?),
+                None => None,
+            };
+            (meta, after)
+        }
+    };
+    let filter = shard_filter(input.shard_filter.as_ref())?;
+    let shards: Vec<&ShardMeta> = meta
+        .shards
+        .iter()
+        .filter(|s| after.as_ref().is_none_or(|a| s.shard_id() > *a))
+        .filter(|s| filter.keeps(s))
+        .collect();
+    let page = &shards[..shards.len().min(max as usize)];
+    let mut out = json!({"Shards": page.iter().map(|s| shard_json(&meta, s)).collect::<Vec<_>>()});
+    if shards.len() > page.len() {
+        if let Some(last) = page.last() {
+            out["NextToken"] = json!(encode_token(svc, &meta.name, &last.shard_id()));
+        }
+    }
+    Ok(out)
+}
+
+enum Filter {
+    All,
+    AfterShard(String),
+    Open,
+    OpenAt(i64),
+    From(i64),
+}
+
+impl Filter {
+    fn keeps(&self, s: &ShardMeta) -> bool {
+        match *self {
+            Filter::All => true,
+            Filter::AfterShard(ref id) => s.shard_id() > *id,
+            Filter::Open => s.is_open(),
+            Filter::OpenAt(ts) => s.created_ms <= ts && s.is_open(),
+            Filter::From(ts) => s.is_open() || s.created_ms >= ts,
+        }
+    }
+}
+
+fn shard_filter(f: Option<&ShardFilter>) -> ApiResult<Filter> {
+    let Some(f) = f else { return Ok(Filter::All) };
+    let kind = required(f.kind.as_deref(), "shardFilter.type")?;
+    let ts = || -> ApiResult<i64> {
+        let v = f.timestamp.as_ref().ok_or_else(|| {
+            ApiError::InvalidArgument(format!(
+                "Timestamp is required for ShardFilter type {kind}."
+            ))
+        })?;
+        timestamp_ms(v, "ShardFilter.Timestamp")
+    };
+    Ok(match kind {
+        "AFTER_SHARD_ID" => {
+            let id = f.shard_id.as_deref().ok_or_else(|| {
+                ApiError::InvalidArgument("ShardId is required for ShardFilter type AFTER_SHARD_ID.".into())
+            })?;
+            Filter::AfterShard(shard_id_arg(id, "shardFilter.shardId")?)
+        }
+        "AT_TRIM_HORIZON" | "FROM_TRIM_HORIZON" => Filter::All,
+        "AT_LATEST" => Filter::Open,
+        "AT_TIMESTAMP" => Filter::OpenAt(ts()?),
+        "FROM_TIMESTAMP" => Filter::From(ts()?),
+        other => {
+            return Err(ApiError::validation(
+                other,
+                "shardFilter.type",
+                "Member must satisfy enum value set: [AFTER_SHARD_ID, AT_TRIM_HORIZON, FROM_TRIM_HORIZON, AT_LATEST, AT_TIMESTAMP, FROM_TIMESTAMP]",
+            ))
+        }
+    })
+}
+
+struct Token {
+    stream: String,
+    after: String,
+}
+
+fn encode_token(svc: &Service, stream: &str, after: &str) -> String {
+    let raw = json!({"s": stream, "a": after, "t": svc.now_ms()}).to_string();
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+fn decode_token(svc: &Service, token: &str) -> ApiResult<Token> {
+    let invalid = || {
+        ApiError::InvalidArgument(format!(
+            "Invalid NextToken: {}",
+            token.chars().take(64).collect::<String>()
+        ))
+    };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .map_err(|_| invalid())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| invalid())?;
+    let (Some(s), Some(a), Some(t)) = (v["s"].as_str(), v["a"].as_str(), v["t"].as_i64()) else {
+        return Err(invalid());
+    };
+    if svc.now_ms() - t > NEXT_TOKEN_TTL_MS {
+        return Err(ApiError::ExpiredNextToken(format!(
+            "The NextToken {} has expired.",
+            token.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok(Token {
+        stream: s.to_owned(),
+        after: a.to_owned(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RetentionInput {
+    #[serde(flatten)]
+    stream: StreamRef,
+    retention_period_hours: Option<i64>,
+}
+
+pub async fn change_retention(
+    svc: &Arc<Service>,
+    input: RetentionInput,
+    increase: bool,
+) -> ApiResult<Value> {
+    let hours = required(input.retention_period_hours, "retentionPeriodHours")?;
+    in_range(
+        hours,
+        1,
+        i64::from(RETENTION_HOURS_MAX) * 10,
+        "retentionPeriodHours",
+    )?;
+    let _guard = svc.control.lock().await;
+    let meta = input.stream.resolve(svc)?;
+    if meta.status != StreamStatus::Active {
+        return Err(ApiError::ResourceInUse(format!(
+            "Stream {} under account {} is not ACTIVE.",
+            meta.name, svc.cfg.account_id
+        )));
+    }
+    let hours = hours as u32;
+    let current = meta.retention_hours;
+    if !(RETENTION_HOURS_MIN..=RETENTION_HOURS_MAX).contains(&hours) {
+        return Err(ApiError::InvalidArgument(format!(
+            "Minimum allowed retention period is {RETENTION_HOURS_MIN} hours and maximum is {RETENTION_HOURS_MAX} hours. Requested retention period ({hours} hours) is out of range."
+        )));
+    }
+    if increase && hours < current {
+        return Err(ApiError::InvalidArgument(format!(
+            "Requested retention period ({hours} hours) for stream {} can not be shorter than existing retention period ({current} hours). Use DecreaseRetentionPeriod API.",
+            meta.name
+        )));
+    }
+    if !increase && hours > current {
+        return Err(ApiError::InvalidArgument(format!(
+            "Requested retention period ({hours} hours) for stream {} can not be longer than existing retention period ({current} hours). Use IncreaseRetentionPeriod API.",
+            meta.name
+        )));
+    }
+    let mut m = (*meta).clone();
+    m.retention_hours = hours;
+    let meta = svc.save(m).await?;
+    for s in &meta.shards {
+        svc.runtime.set_retention(
+            ShardKey {
+                stream_id: meta.id,
+                shard_index: s.index,
+            },
+            hours,
+        );
+    }
+    Ok(json!({}))
+}
+
+fn validate_tags(tags: &HashMap<String, String>, max: usize) -> ApiResult<()> {
+    if tags.is_empty() || tags.len() > max {
+        return Err(ApiError::validation(
+            format!("{} tags", tags.len()),
+            "tags",
+            &format!("Member must have length less than or equal to {max} and greater than or equal to 1"),
+        ));
+    }
+    for (k, v) in tags {
+        if k.is_empty() || k.chars().count() > 128 {
+            return Err(ApiError::validation(
+                k,
+                "tags.key",
+                "Member must have length between 1 and 128",
+            ));
+        }
+        if v.chars().count() > 256 {
+            return Err(ApiError::validation(
+                v,
+                "tags.value",
+                "Member must have length less than or equal to 256",
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn update_tags(
+    svc: &Arc<Service>,
+    meta: Arc<StreamMeta>,
+    f: impl FnOnce(&mut BTreeMap<String, String>),
+) -> ApiResult<()> {
+    let mut m = (*meta).clone();
+    f(&mut m.tags);
+    if m.tags.len() > TAGS_PER_STREAM_MAX {
+        return Err(ApiError::InvalidArgument(format!(
+            "Failed to add tags to stream {} under account {} because a given stream cannot have more than {TAGS_PER_STREAM_MAX} tags.",
+            meta.name, svc.cfg.account_id
+        )));
+    }
+    svc.save(m).await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AddTagsInput {
+    #[serde(flatten)]
+    stream: StreamRef,
+    tags: Option<HashMap<String, String>>,
+}
+
+pub async fn add_tags_to_stream(svc: &Arc<Service>, input: AddTagsInput) -> ApiResult<Value> {
+    let tags = required(input.tags, "tags")?;
+    validate_tags(&tags, TAGS_PER_CALL_MAX)?;
+    let _guard = svc.control.lock().await;
+    let meta = input.stream.resolve(svc)?;
+    update_tags(svc, meta, |t| t.extend(tags)).await?;
+    Ok(json!({}))
+}
+
+fn validate_tag_keys(keys: &[String]) -> ApiResult<()> {
+    if keys.is_empty() || keys.len() > TAGS_PER_STREAM_MAX {
+        return Err(ApiError::validation(
+            format!("{} keys", keys.len()),
+            "tagKeys",
+            "Member must have length less than or equal to 50 and greater than or equal to 1",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RemoveTagsInput {
+    #[serde(flatten)]
+    stream: StreamRef,
+    tag_keys: Option<Vec<String>>,
+}
+
+pub async fn remove_tags_from_stream(
+    svc: &Arc<Service>,
+    input: RemoveTagsInput,
+) -> ApiResult<Value> {
+    let keys = required(input.tag_keys, "tagKeys")?;
+    validate_tag_keys(&keys)?;
+    let _guard = svc.control.lock().await;
+    let meta = input.stream.resolve(svc)?;
+    update_tags(svc, meta, |t| keys.iter().for_each(|k| drop(t.remove(k)))).await?;
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListTagsInput {
+    #[serde(flatten)]
+    stream: StreamRef,
+    exclusive_start_tag_key: Option<String>,
+    limit: Option<i64>,
+}
+
+fn tag_list<'a>(tags: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<Value> {
+    tags.map(|(k, v)| json!({"Key": k, "Value": v})).collect()
+}
+
+pub fn list_tags_for_stream(svc: &Service, input: ListTagsInput) -> ApiResult<Value> {
+    let limit = input.limit.unwrap_or(50);
+    in_range(limit, 1, 50, "limit")?;
+    let meta = input.stream.resolve(svc)?;
+    let after = input.exclusive_start_tag_key.as_deref();
+    let tags: Vec<(&String, &String)> = meta
+        .tags
+        .iter()
+        .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
+        .collect();
+    let page = tags.iter().take(limit as usize).map(|(k, v)| (*k, *v));
+    Ok(json!({"Tags": tag_list(page), "HasMoreTags": tags.len() > limit as usize}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ResourceTagsInput {
+    #[serde(rename = "ResourceARN")]
+    resource_arn: Option<String>,
+    tags: Option<HashMap<String, String>>,
+    tag_keys: Option<Vec<String>>,
+}
+
+fn resource_stream(svc: &Service, arn: Option<&str>) -> ApiResult<Arc<StreamMeta>> {
+    let arn = required(arn, "resourceARN")?;
+    svc.resolve(None, Some(arn))
+}
+
+pub async fn tag_resource(svc: &Arc<Service>, input: ResourceTagsInput) -> ApiResult<Value> {
+    let tags = required(input.tags, "tags")?;
+    validate_tags(&tags, TAGS_PER_STREAM_MAX)?;
+    let _guard = svc.control.lock().await;
+    let meta = resource_stream(svc, input.resource_arn.as_deref())?;
+    update_tags(svc, meta, |t| t.extend(tags)).await?;
+    Ok(json!({}))
+}
+
+pub async fn untag_resource(svc: &Arc<Service>, input: ResourceTagsInput) -> ApiResult<Value> {
+    let keys = required(input.tag_keys, "tagKeys")?;
+    validate_tag_keys(&keys)?;
+    let _guard = svc.control.lock().await;
+    let meta = resource_stream(svc, input.resource_arn.as_deref())?;
+    update_tags(svc, meta, |t| keys.iter().for_each(|k| drop(t.remove(k)))).await?;
+    Ok(json!({}))
+}
+
+pub fn list_tags_for_resource(svc: &Service, input: ResourceTagsInput) -> ApiResult<Value> {
+    let meta = resource_stream(svc, input.resource_arn.as_deref())?;
+    Ok(json!({"Tags": tag_list(meta.tags.iter())}))
+}
+
+pub fn describe_limits(svc: &Service) -> ApiResult<Value> {
+    let streams = svc.all_streams();
+    Ok(json!({
+        "ShardLimit": svc.cfg.streams.shard_limit,
+        "OpenShardCount": streams.iter().map(|s| s.open_shard_count()).sum::<u32>(),
+        "OnDemandStreamCount": streams.iter().filter(|s| s.mode == StreamMode::OnDemand).count(),
+        "OnDemandStreamCountLimit": svc.cfg.streams.on_demand_stream_limit,
+    }))
+}

@@ -1,0 +1,329 @@
+//! Daemon configuration: one TOML file, then `SLUICE_*` environment variables and flags on top.
+//!
+//! Every section is `deny_unknown_fields` with defaults embedded, so an empty file (or none at all)
+//! gives a working daemon, and a typo is refused at start with a message naming the key. Sizes take
+//! human units ("64 MiB"), durations too ("30s", "200ms"). `sluice.example.toml` at the repository root
+//! documents every key and is parsed by a test.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// How an append becomes durable before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Durability {
+    /// fdatasync before every acknowledgement (group commit shares one sync between concurrent
+    /// appends). Nothing acknowledged is lost on `kill -9` or power loss.
+    #[serde(rename = "sync")]
+    Sync,
+    /// Acknowledge after the write reaches the page cache and sync every `sync_interval`. Survives
+    /// `kill -9` of the daemon, but a power loss or kernel crash can lose the last interval.
+    #[serde(rename = "lossy-interval")]
+    LossyInterval,
+}
+
+/// Batch compression on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Lz4,
+    Zstd,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Region and account that appear in ARNs.
+    pub region: String,
+    pub account_id: String,
+    /// Core worker threads that own shards; 0 means one per core.
+    pub workers: usize,
+    /// Pin each core worker to its own core.
+    pub pin_workers: bool,
+    pub storage: StorageConfig,
+    pub streams: StreamsConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub durability: Durability,
+    #[serde(deserialize_with = "de_duration")]
+    pub sync_interval: Duration,
+    #[serde(deserialize_with = "de_size")]
+    pub segment_size: u64,
+    pub compression: Compression,
+    /// Records kept decoded in memory per shard for tail reads.
+    #[serde(deserialize_with = "de_size")]
+    pub hot_tail_size: u64,
+    #[serde(deserialize_with = "de_duration")]
+    pub retention_check_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamsConfig {
+    /// How long a new stream stays CREATING before it becomes ACTIVE.
+    #[serde(deserialize_with = "de_duration")]
+    pub create_delay: Duration,
+    /// How long a deleted stream stays DELETING before it vanishes.
+    #[serde(deserialize_with = "de_duration")]
+    pub delete_delay: Duration,
+    /// Open shards allowed across all streams (AWS's default account quota is 500).
+    pub shard_limit: u32,
+    /// On-demand streams allowed (AWS: 50).
+    pub on_demand_stream_limit: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(deserialize_with = "de_size")]
+    pub max_body_size: u64,
+    pub max_connections: usize,
+    /// Requests queued per core worker before new ones are refused with ServiceUnavailable.
+    pub worker_queue_depth: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./sluice-data"),
+            listen: "127.0.0.1:4567".parse().expect("literal address"),
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            workers: 0,
+            pin_workers: true,
+            storage: StorageConfig::default(),
+            streams: StreamsConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            durability: Durability::Sync,
+            sync_interval: Duration::from_millis(200),
+            segment_size: 64 << 20,
+            compression: Compression::None,
+            hot_tail_size: 4 << 20,
+            retention_check_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        StreamsConfig {
+            create_delay: Duration::from_millis(100),
+            delete_delay: Duration::from_millis(100),
+            shard_limit: 500,
+            on_demand_stream_limit: 50,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_size: 8 << 20,
+            max_connections: 4096,
+            worker_queue_depth: 4096,
+        }
+    }
+}
+
+/// A configuration that was refused, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Segment size bounds: a batch must fit in one segment, and a PutRecords request may be 5 MiB.
+pub const SEGMENT_SIZE_MIN: u64 = 16 << 20;
+pub const SEGMENT_SIZE_MAX: u64 = 1 << 30;
+
+impl Config {
+    /// Parses TOML text; unknown keys and bad values fail with the key's name.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.storage;
+        if !(SEGMENT_SIZE_MIN..=SEGMENT_SIZE_MAX).contains(&s.segment_size) {
+            return Err(ConfigError(format!(
+                "storage.segment_size must be between 16 MiB and 1 GiB, got {} bytes",
+                s.segment_size
+            )));
+        }
+        if s.sync_interval.is_zero() {
+            return Err(ConfigError(
+                "storage.sync_interval must be greater than zero".into(),
+            ));
+        }
+        if s.retention_check_interval.is_zero() {
+            return Err(ConfigError(
+                "storage.retention_check_interval must be greater than zero".into(),
+            ));
+        }
+        if self.streams.shard_limit == 0 {
+            return Err(ConfigError("streams.shard_limit must be at least 1".into()));
+        }
+        if self.http.max_body_size < (6 << 20) {
+            return Err(ConfigError(
+                "http.max_body_size must be at least 6 MiB (a full PutRecords request)".into(),
+            ));
+        }
+        if self.http.max_connections == 0 || self.http.worker_queue_depth == 0 {
+            return Err(ConfigError(
+                "http.max_connections and http.worker_queue_depth must be at least 1".into(),
+            ));
+        }
+        if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ConfigError("account_id must be 12 digits".into()));
+        }
+        if self.region.is_empty() {
+            return Err(ConfigError("region must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    pub fn worker_count(&self) -> usize {
+        if self.workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.workers
+        }
+    }
+}
+
+/// Parses "64 MiB", "512KiB", "1 GB", "4096".
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size such as \"64 MiB\""))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit '{other}' in '{text}'")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size '{text}' is too large"))
+}
+
+/// Parses "30s", "200ms", "5m", "1h".
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration such as \"30s\""))?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" | "min" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        other => {
+            return Err(format!(
+                "unknown duration unit '{other}' in '{text}' (ms, s, m, h)"
+            ))
+        }
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("duration '{text}' is too large"))
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeOrText {
+    Num(u64),
+    Text(String),
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match SizeOrText::deserialize(d)? {
+        SizeOrText::Num(n) => Ok(n),
+        SizeOrText::Text(t) => parse_size(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let t = String::deserialize(d)?;
+    parse_duration(&t).map_err(serde::de::Error::custom)
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Durability::Sync => "sync",
+            Durability::LossyInterval => "lossy-interval",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.listen.port(), 4567);
+        assert_eq!(c.storage.durability, Durability::Sync);
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../sluice.example.toml");
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.storage.segment_size, 64 << 20);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[storage]\nsegmnt_size = \"1 MiB\"\n").unwrap_err();
+        assert!(err.to_string().contains("segmnt_size"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = Config::from_toml("[storage]\nsegment_size = \"1 MiB\"\n").unwrap_err();
+        assert!(err.to_string().contains("storage.segment_size"), "{err}");
+        let err = Config::from_toml("[storage]\ndurability = \"sometimes\"\n").unwrap_err();
+        assert!(err.to_string().contains("durability"), "{err}");
+        let err = Config::from_toml("[streams]\ncreate_delay = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("create_delay"), "{err}");
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_size("64 MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("12 parsecs").is_err());
+        assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("2 fortnights").is_err());
+    }
+}

@@ -1,0 +1,107 @@
+//! Errors that reach a client, and the one table that maps each to its AWS `__type` and HTTP status.
+//!
+//! Every subsystem turns its own failures into an [`ApiError`] at the edge of the API layer; nothing
+//! else decides how an error looks on the wire.
+
+use http::StatusCode;
+
+/// An error answered to a Kinesis client. The variant names the AWS `__type`; the string is the
+/// human message, phrased as AWS phrases it where AWS's wording is known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    ResourceNotFound(String),
+    #[error("{0}")]
+    ResourceInUse(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    Validation(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("{0}")]
+    ExpiredIterator(String),
+    #[error("{0}")]
+    ExpiredNextToken(String),
+    #[error("{0}")]
+    Serialization(String),
+    #[error("{0}")]
+    UnknownOperation(String),
+    #[error("{0}")]
+    ProvisionedThroughputExceeded(String),
+    #[error("{0}")]
+    InternalFailure(String),
+    #[error("{0}")]
+    ServiceUnavailable(String),
+}
+
+impl ApiError {
+    /// The AWS error type name, as sent in `__type` and `x-amzn-ErrorType`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ApiError::ResourceNotFound(_) => "ResourceNotFoundException",
+            ApiError::ResourceInUse(_) => "ResourceInUseException",
+            ApiError::InvalidArgument(_) => "InvalidArgumentException",
+            ApiError::Validation(_) => "ValidationException",
+            ApiError::LimitExceeded(_) => "LimitExceededException",
+            ApiError::ExpiredIterator(_) => "ExpiredIteratorException",
+            ApiError::ExpiredNextToken(_) => "ExpiredNextTokenException",
+            ApiError::Serialization(_) => "SerializationException",
+            ApiError::UnknownOperation(_) => "UnknownOperationException",
+            ApiError::ProvisionedThroughputExceeded(_) => "ProvisionedThroughputExceededException",
+            ApiError::InternalFailure(_) => "InternalFailure",
+            ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
+        }
+    }
+
+    /// The HTTP status AWS uses for this error type.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InternalFailure(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            ApiError::ResourceNotFound(m)
+            | ApiError::ResourceInUse(m)
+            | ApiError::InvalidArgument(m)
+            | ApiError::Validation(m)
+            | ApiError::LimitExceeded(m)
+            | ApiError::ExpiredIterator(m)
+            | ApiError::ExpiredNextToken(m)
+            | ApiError::Serialization(m)
+            | ApiError::UnknownOperation(m)
+            | ApiError::ProvisionedThroughputExceeded(m)
+            | ApiError::InternalFailure(m)
+            | ApiError::ServiceUnavailable(m) => m,
+        }
+    }
+
+    /// AWS's wording for a single failed member constraint.
+    pub fn validation(value: impl std::fmt::Display, member: &str, constraint: &str) -> ApiError {
+        ApiError::Validation(format!(
+            "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: {constraint}"
+        ))
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_side_errors_are_not_400() {
+        assert_eq!(ApiError::InternalFailure("x".into()).status(), 500);
+        assert_eq!(ApiError::ServiceUnavailable("x".into()).status(), 503);
+        assert_eq!(ApiError::ResourceNotFound("x".into()).status(), 400);
+        assert_eq!(
+            ApiError::ExpiredIterator("x".into()).type_name(),
+            "ExpiredIteratorException"
+        );
+    }
+}

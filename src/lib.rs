@@ -1,0 +1,49 @@
+//! Sluice: a durable streaming storage daemon that speaks the Amazon Kinesis wire protocols.
+//!
+//! Start at [`service::Service::start`] (start-up and recovery), [`api`] (the wire protocols),
+//! [`runtime`] (thread-per-core shard ownership and group commit) and [`log`] (the on-disk format).
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod index;
+pub mod log;
+pub mod metrics;
+pub mod runtime;
+pub mod service;
+pub mod stream;
+pub mod time;
+
+use std::sync::Arc;
+
+/// Runs the daemon until SIGTERM or SIGINT, then drains, syncs and returns.
+pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
+    let listen = cfg.listen;
+    tracing::info!(data_dir = %cfg.data_dir.display(), %listen, durability = %cfg.storage.durability,
+        workers = cfg.worker_count(), "starting sluice");
+    let svc = service::Service::start(cfg).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
+    tracing::info!(listen = %listener.local_addr()?, "ready");
+    api::server::serve(listener, Arc::clone(&svc), shutdown_signal()).await;
+    tracing::info!("stopping: syncing and closing shards");
+    tokio::task::spawn_blocking(move || svc.shutdown()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

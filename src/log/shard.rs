@@ -1,0 +1,589 @@
+//! One shard's log: its segments, the sparse index, the in-memory hot tail, and the append, read
+//! and retention operations. The core worker that owns the shard is its only user; I/O for appends
+//! is done by that worker's ring ([`super::uring`]) between [`ShardLog::prepare`] and
+//! [`ShardLog::commit`] (or [`ShardLog::abort`]).
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::{Mmap, MmapOptions};
+
+use super::segment::{
+    decode_batch_header, decode_records, encode_batch, verify_batch, SegmentHeader,
+    BATCH_PAYLOAD_SOFT_MAX, BATCH_RECORDS_MAX, FORMAT_VERSION, SEGMENT_HEADER_LEN,
+};
+use super::{LogConfig, LogError, NewRecord, Record, INDEX_INTERVAL_BYTES};
+
+/// Space is preallocated in steps of this much, up to the segment size.
+const PREALLOCATE_STEP_BYTES: u64 = 4 << 20;
+
+/// A sparse index entry: the batch that starts at `offset` of segment `segment_base` holds
+/// `ordinal` first and arrived at `ts_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub ordinal: u64,
+    pub segment_base: u64,
+    pub offset: u64,
+    pub ts_ms: i64,
+}
+
+pub(super) struct Segment {
+    pub base_ordinal: u64,
+    pub path: PathBuf,
+    pub file: File,
+    pub map: Mmap,
+    /// End of valid data.
+    pub len: u64,
+    /// File size: preallocated, zero beyond `len`.
+    pub allocated: u64,
+    pub end_ordinal: u64,
+    pub last_ts_ms: i64,
+}
+
+impl Segment {
+    /// The mapped bytes that are backed by the file (touching the mapping past the file's end
+    /// would fault).
+    pub fn bytes(&self) -> &[u8] {
+        &self.map[..self.allocated.min(self.map.len() as u64) as usize]
+    }
+
+    pub fn valid(&self) -> &[u8] {
+        &self.map[..self.len as usize]
+    }
+}
+
+struct HotBatch {
+    first_ordinal: u64,
+    ts_ms: i64,
+    records: Vec<NewRecord>,
+    bytes: u64,
+}
+
+impl HotBatch {
+    fn end_ordinal(&self) -> u64 {
+        self.first_ordinal + self.records.len() as u64
+    }
+}
+
+pub struct ShardLog {
+    pub stream_id: u64,
+    pub shard_index: u32,
+    pub(super) dir: PathBuf,
+    pub(super) cfg: LogConfig,
+    pub(super) segments: Vec<Segment>,
+    pub(super) next_ordinal: u64,
+    pub(super) last_ts_ms: i64,
+    pub(super) sparse: Vec<IndexEntry>,
+    pub(super) bytes_since_index: u64,
+    hot: VecDeque<HotBatch>,
+    hot_bytes: u64,
+    /// Segments written since the last sync (interval durability).
+    dirty: Vec<u64>,
+}
+
+/// An append laid out on disk but not yet written.
+pub struct Prepared {
+    pub writes: Vec<PreparedWrite>,
+    batches: Vec<PlacedBatch>,
+    records: Vec<NewRecord>,
+    first_ordinal: u64,
+    ts_ms: i64,
+    created_segments: usize,
+}
+
+pub struct PreparedWrite {
+    pub fd: RawFd,
+    pub offset: u64,
+    pub buf: Vec<u8>,
+}
+
+struct PlacedBatch {
+    segment: usize,
+    offset: u64,
+    len: u64,
+    first_ordinal: u64,
+    count: u64,
+}
+
+/// What a commit made durable.
+pub struct Committed {
+    pub first_ordinal: u64,
+    pub ts_ms: i64,
+    pub new_index: Vec<IndexEntry>,
+}
+
+pub struct ReadOut {
+    pub records: Vec<Record>,
+    /// The ordinal to read from next.
+    pub next: u64,
+}
+
+impl ShardLog {
+    pub(super) fn empty(
+        dir: PathBuf,
+        stream_id: u64,
+        shard_index: u32,
+        cfg: LogConfig,
+    ) -> ShardLog {
+        ShardLog {
+            stream_id,
+            shard_index,
+            dir,
+            cfg,
+            segments: Vec::new(),
+            next_ordinal: 0,
+            last_ts_ms: 0,
+            sparse: Vec::new(),
+            bytes_since_index: 0,
+            hot: VecDeque::new(),
+            hot_bytes: 0,
+            dirty: Vec::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The ordinal the next appended record gets.
+    pub fn next_ordinal(&self) -> u64 {
+        self.next_ordinal
+    }
+
+    pub fn last_ts_ms(&self) -> i64 {
+        self.last_ts_ms
+    }
+
+    /// The oldest retained ordinal.
+    pub fn trim_horizon(&self) -> u64 {
+        self.segments
+            .first()
+            .map_or(self.next_ordinal, |s| s.base_ordinal)
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// Encodes `records` into batches and places them after the tail, creating and preallocating
+    /// segments as needed. Nothing is acknowledged or visible until [`ShardLog::commit`].
+    pub fn prepare(&mut self, records: Vec<NewRecord>, now_ms: i64) -> Result<Prepared, LogError> {
+        assert!(!records.is_empty(), "an append has records");
+        let ts_ms = now_ms.max(self.last_ts_ms);
+        let first_ordinal = self.next_ordinal;
+        let mut prepared = Prepared {
+            writes: Vec::new(),
+            batches: Vec::new(),
+            records: Vec::new(),
+            first_ordinal,
+            ts_ms,
+            created_segments: 0,
+        };
+        if self.segments.is_empty() {
+            self.create_segment(first_ordinal, now_ms)?;
+            prepared.created_segments += 1;
+        }
+        let mut seg_i = self.segments.len() - 1;
+        let mut offset = self.segments[seg_i].len;
+        let mut ordinal = first_ordinal;
+        let mut start = 0usize;
+        let mut encoded = Vec::new();
+        while start < records.len() {
+            // One batch: records up to the soft payload bound (at least one).
+            let mut end = start;
+            let mut payload = 0usize;
+            while end < records.len() && (end - start) < BATCH_RECORDS_MAX as usize {
+                let r = &records[end];
+                let size = r.partition_key.len() + r.data.len() + 6;
+                if end > start && payload + size > BATCH_PAYLOAD_SOFT_MAX {
+                    break;
+                }
+                payload += size;
+                end += 1;
+            }
+            let fields: Vec<(&str, &[u8])> = records[start..end]
+                .iter()
+                .map(|r| (r.partition_key.as_str(), &r.data[..]))
+                .collect();
+            encoded.clear();
+            encode_batch(ordinal, ts_ms, &fields, self.cfg.compression, &mut encoded);
+            let len = encoded.len() as u64;
+            if offset + len > self.cfg.segment_size && offset > SEGMENT_HEADER_LEN {
+                if let Err(e) = self.create_segment(ordinal, now_ms) {
+                    self.abort(prepared);
+                    return Err(e);
+                }
+                prepared.created_segments += 1;
+                seg_i = self.segments.len() - 1;
+                offset = SEGMENT_HEADER_LEN;
+            }
+            if let Err(e) = self.ensure_allocated(seg_i, offset + len) {
+                self.abort(prepared);
+                return Err(e);
+            }
+            match prepared.writes.last_mut() {
+                Some(w)
+                    if w.fd == self.segments[seg_i].file.as_raw_fd()
+                        && w.offset + w.buf.len() as u64 == offset =>
+                {
+                    w.buf.extend_from_slice(&encoded)
+                }
+                _ => prepared.writes.push(PreparedWrite {
+                    fd: self.segments[seg_i].file.as_raw_fd(),
+                    offset,
+                    buf: encoded.clone(),
+                }),
+            }
+            prepared.batches.push(PlacedBatch {
+                segment: seg_i,
+                offset,
+                len,
+                first_ordinal: ordinal,
+                count: (end - start) as u64,
+            });
+            offset += len;
+            ordinal += (end - start) as u64;
+            start = end;
+        }
+        prepared.records = records;
+        Ok(prepared)
+    }
+
+    /// Makes a prepared append visible once its writes are durable.
+    pub fn commit(&mut self, prepared: Prepared) -> Committed {
+        let mut new_index = Vec::new();
+        for b in &prepared.batches {
+            let seg = &mut self.segments[b.segment];
+            assert_eq!(
+                seg.len, b.offset,
+                "batches are committed in the order they were placed"
+            );
+            assert_eq!(seg.end_ordinal, b.first_ordinal, "ordinals are dense");
+            if b.offset == SEGMENT_HEADER_LEN || self.bytes_since_index >= INDEX_INTERVAL_BYTES {
+                let entry = IndexEntry {
+                    ordinal: b.first_ordinal,
+                    segment_base: seg.base_ordinal,
+                    offset: b.offset,
+                    ts_ms: prepared.ts_ms,
+                };
+                self.sparse.push(entry);
+                new_index.push(entry);
+                self.bytes_since_index = 0;
+            }
+            self.bytes_since_index += b.len;
+            seg.len = b.offset + b.len;
+            seg.end_ordinal = b.first_ordinal + b.count;
+            seg.last_ts_ms = prepared.ts_ms;
+            if !self.dirty.contains(&seg.base_ordinal) {
+                self.dirty.push(seg.base_ordinal);
+            }
+        }
+        let count = prepared.records.len() as u64;
+        assert_eq!(self.next_ordinal, prepared.first_ordinal);
+        self.next_ordinal += count;
+        self.last_ts_ms = prepared.ts_ms;
+        let bytes: u64 = prepared
+            .records
+            .iter()
+            .map(|r| (r.data.len() + r.partition_key.len()) as u64)
+            .sum();
+        self.hot.push_back(HotBatch {
+            first_ordinal: prepared.first_ordinal,
+            ts_ms: prepared.ts_ms,
+            records: prepared.records,
+            bytes,
+        });
+        self.hot_bytes += bytes;
+        while self.hot_bytes > self.cfg.hot_tail_bytes {
+            match self.hot.pop_front() {
+                Some(b) => self.hot_bytes -= b.bytes,
+                None => break,
+            }
+        }
+        Committed {
+            first_ordinal: prepared.first_ordinal,
+            ts_ms: prepared.ts_ms,
+            new_index,
+        }
+    }
+
+    /// Forgets a prepared append whose writes failed. Segments it created are removed; the bytes it
+    /// may have written past the tail are overwritten by the next append, and recovery would
+    /// treat them as an unacknowledged tail.
+    pub fn abort(&mut self, prepared: Prepared) {
+        for _ in 0..prepared.created_segments {
+            if let Some(seg) = self.segments.pop() {
+                let _ = std::fs::remove_file(&seg.path);
+            }
+        }
+    }
+
+    /// fdatasyncs the segments written since the last call (for the interval durability mode).
+    pub fn dirty_fds(&mut self) -> Vec<RawFd> {
+        let fds = self
+            .segments
+            .iter()
+            .filter(|s| self.dirty.contains(&s.base_ordinal))
+            .map(|s| s.file.as_raw_fd())
+            .collect();
+        self.dirty.clear();
+        fds
+    }
+
+    /// Reads up to `limit` records (and about `max_bytes` of data, at least one record) from
+    /// `from`, or from the trim horizon if `from` has expired.
+    pub fn read(&self, from: u64, limit: usize, max_bytes: usize) -> Result<ReadOut, LogError> {
+        let start = from.max(self.trim_horizon());
+        let mut out = ReadOut {
+            records: Vec::new(),
+            next: start,
+        };
+        if start >= self.next_ordinal || limit == 0 {
+            return Ok(out);
+        }
+        let mut bytes = 0usize;
+        let mut take = |out: &mut ReadOut, r: Record| -> bool {
+            let size = r.data.len() + r.partition_key.len();
+            if out.records.len() >= limit || (!out.records.is_empty() && bytes + size > max_bytes) {
+                return false;
+            }
+            bytes += size;
+            out.next = r.ordinal + 1;
+            out.records.push(r);
+            true
+        };
+        if self.hot.front().is_some_and(|b| b.first_ordinal <= start) {
+            for batch in self.hot.iter().filter(|b| b.end_ordinal() > start) {
+                for (i, r) in batch.records.iter().enumerate() {
+                    let ordinal = batch.first_ordinal + i as u64;
+                    if ordinal < start {
+                        continue;
+                    }
+                    let rec = Record {
+                        ordinal,
+                        ts_ms: batch.ts_ms,
+                        partition_key: r.partition_key.clone(),
+                        data: r.data.clone(),
+                    };
+                    if !take(&mut out, rec) {
+                        return Ok(out);
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        let (mut seg_i, mut offset) = self.locate(start)?;
+        let mut decoded = Vec::new();
+        loop {
+            let Some(seg) = self.segments.get(seg_i) else {
+                return Ok(out);
+            };
+            if offset >= seg.len {
+                seg_i += 1;
+                offset = SEGMENT_HEADER_LEN;
+                continue;
+            }
+            let buf = seg.valid();
+            let header = decode_batch_header(buf, offset)?.ok_or_else(|| LogError::Corrupt {
+                offset,
+                reason: "zeros inside the valid part of a segment".into(),
+            })?;
+            if header.end_ordinal() > start {
+                verify_batch(buf, offset, &header)?;
+                decoded.clear();
+                decode_records(buf, offset, &header, start, &mut decoded)?;
+                for r in decoded.drain(..) {
+                    if !take(&mut out, r) {
+                        return Ok(out);
+                    }
+                }
+            }
+            offset += u64::from(header.len);
+        }
+    }
+
+    /// The segment and offset of the batch at or before `ordinal` to scan from.
+    fn locate(&self, ordinal: u64) -> Result<(usize, u64), LogError> {
+        let i = self.sparse.partition_point(|e| e.ordinal <= ordinal);
+        let entry = match i {
+            0 => None,
+            _ => Some(self.sparse[i - 1]),
+        };
+        let (base, offset) = match entry {
+            Some(e) => (e.segment_base, e.offset),
+            None => (
+                self.segments.first().map_or(0, |s| s.base_ordinal),
+                SEGMENT_HEADER_LEN,
+            ),
+        };
+        let seg_i = self
+            .segments
+            .binary_search_by_key(&base, |s| s.base_ordinal)
+            .map_err(|_| LogError::Corrupt {
+                offset,
+                reason: format!("index names missing segment {base}"),
+            })?;
+        Ok((seg_i, offset))
+    }
+
+    /// The ordinal of the first record that arrived at or after `ts_ms` (the next ordinal if none).
+    pub fn ordinal_at_timestamp(&self, ts_ms: i64) -> Result<u64, LogError> {
+        if self.last_ts_ms < ts_ms || self.segments.is_empty() {
+            return Ok(self.next_ordinal);
+        }
+        let i = self.sparse.partition_point(|e| e.ts_ms < ts_ms);
+        let (mut seg_i, mut offset) = match i {
+            0 => (0, SEGMENT_HEADER_LEN),
+            _ => self.locate(self.sparse[i - 1].ordinal)?,
+        };
+        loop {
+            let Some(seg) = self.segments.get(seg_i) else {
+                return Ok(self.next_ordinal);
+            };
+            if offset >= seg.len {
+                seg_i += 1;
+                offset = SEGMENT_HEADER_LEN;
+                continue;
+            }
+            let header =
+                decode_batch_header(seg.valid(), offset)?.ok_or_else(|| LogError::Corrupt {
+                    offset,
+                    reason: "zeros inside a segment".into(),
+                })?;
+            if header.ts_ms >= ts_ms {
+                return Ok(header.first_ordinal.max(self.trim_horizon()));
+            }
+            offset += u64::from(header.len);
+        }
+    }
+
+    /// Deletes whole segments whose newest record arrived before `cutoff_ms`. Returns the base
+    /// ordinals of the deleted segments. The last segment is kept (empty) so that the next
+    /// ordinal survives a restart.
+    pub fn expire(&mut self, cutoff_ms: i64, now_ms: i64) -> Result<Vec<u64>, LogError> {
+        let mut removed = Vec::new();
+        let Some(last) = self.segments.last() else {
+            return Ok(removed);
+        };
+        if last.last_ts_ms < cutoff_ms && last.end_ordinal > last.base_ordinal {
+            // Everything is expired: start an empty segment so the old one can go.
+            self.create_segment(self.next_ordinal, now_ms)?;
+        }
+        while self.segments.len() > 1 && self.segments[0].last_ts_ms < cutoff_ms {
+            let seg = self.segments.remove(0);
+            std::fs::remove_file(&seg.path)?;
+            removed.push(seg.base_ordinal);
+        }
+        if !removed.is_empty() {
+            sync_dir(&self.dir)?;
+            let horizon = self.trim_horizon();
+            self.sparse.retain(|e| !removed.contains(&e.segment_base));
+            while self.hot.front().is_some_and(|b| b.end_ordinal() <= horizon) {
+                if let Some(b) = self.hot.pop_front() {
+                    self.hot_bytes -= b.bytes;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn create_segment(&mut self, base_ordinal: u64, now_ms: i64) -> Result<(), LogError> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join(segment_file_name(base_ordinal));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        let header = SegmentHeader {
+            version: FORMAT_VERSION,
+            stream_id: self.stream_id,
+            shard_index: self.shard_index,
+            base_ordinal,
+            created_ms: now_ms,
+        };
+        file.write_all_at(&header.encode(), 0)?;
+        let allocated = PREALLOCATE_STEP_BYTES.min(self.cfg.segment_size);
+        fallocate(&file, SEGMENT_HEADER_LEN, allocated - SEGMENT_HEADER_LEN)?;
+        file.sync_all()?;
+        sync_dir(&self.dir)?;
+        let map = map_segment(&file, self.cfg.segment_size)?;
+        self.segments.push(Segment {
+            base_ordinal,
+            path,
+            file,
+            map,
+            len: SEGMENT_HEADER_LEN,
+            allocated,
+            end_ordinal: base_ordinal,
+            last_ts_ms: now_ms,
+        });
+        Ok(())
+    }
+
+    fn ensure_allocated(&mut self, seg_i: usize, end: u64) -> Result<(), LogError> {
+        let seg = &mut self.segments[seg_i];
+        if end <= seg.allocated {
+            return Ok(());
+        }
+        let limit = seg.map.len() as u64;
+        let target = (end + PREALLOCATE_STEP_BYTES).min(limit).max(end);
+        if target > limit {
+            return Err(LogError::Corrupt {
+                offset: end,
+                reason: "batch does not fit in the segment".into(),
+            });
+        }
+        fallocate(&seg.file, seg.allocated, target - seg.allocated)?;
+        seg.allocated = target;
+        Ok(())
+    }
+}
+
+pub(super) fn segment_file_name(base_ordinal: u64) -> String {
+    format!("{base_ordinal:020}.seg")
+}
+
+pub(super) fn map_segment(file: &File, segment_size: u64) -> Result<Mmap, LogError> {
+    let file_len = file.metadata()?.len();
+    let len = segment_size.max(file_len);
+    // SAFETY: the mapping is read-only and only the part backed by the file (`allocated`) is ever
+    // read; the file is written only by this shard's owner through pwrite/io_uring, which the
+    // page cache keeps coherent with the mapping.
+    let map = unsafe { MmapOptions::new().len(len as usize).map(file)? };
+    Ok(map)
+}
+
+pub(super) fn fallocate(file: &File, offset: u64, len: u64) -> Result<(), LogError> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: plain syscall on an open descriptor.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            0,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        // Filesystems without fallocate: extend the file instead (reads as zeros all the same).
+        if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+            let size = file.metadata()?.len().max(offset + len);
+            file.set_len(size)?;
+            return Ok(());
+        }
+        return Err(err.into());
+    }
+    Ok(())
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}

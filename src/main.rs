@@ -1,0 +1,93 @@
+//! The `sluice` command: `sluice serve` runs the daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sluice::config::{Config, Durability};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A durable streaming storage daemon that speaks the Amazon Kinesis wire protocols"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (see sluice.example.toml).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./sluice-data].
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the Kinesis API [default: 127.0.0.1:4567].
+    #[arg(long, env = "SLUICE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// "sync" (default) or "lossy-interval".
+    #[arg(long, env = "SLUICE_DURABILITY", value_parser = parse_durability)]
+    durability: Option<Durability>,
+    /// Log filter, e.g. "info" or "sluice=debug".
+    #[arg(long, env = "SLUICE_LOG", default_value = "info")]
+    log: String,
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    match s {
+        "sync" => Ok(Durability::Sync),
+        "lossy-interval" => Ok(Durability::LossyInterval),
+        other => Err(format!(
+            "unknown durability '{other}' (sync, lossy-interval)"
+        )),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
+        .with_target(false)
+        .init();
+    let mut cfg = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Config::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    if let Some(d) = args.data_dir {
+        cfg.data_dir = d;
+    }
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = args.durability {
+        cfg.storage.durability = d;
+    }
+    cfg.validate()?;
+    let threads = cfg.worker_count().max(2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("sluice-http")
+        .enable_all()
+        .build()?;
+    rt.block_on(sluice::serve(cfg))
+}

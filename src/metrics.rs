@@ -1,0 +1,182 @@
+//! Prometheus metrics, served as text at `GET /metrics`.
+//!
+//! Per stream and shard: incoming bytes/records, get bytes/records. Per stream: a put latency
+//! histogram. Label sets are bounded by [`LABEL_SETS_MAX`]; beyond it, series are folded into
+//! `stream="_other"` so a client creating many streams cannot grow memory without bound.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub const LABEL_SETS_MAX: usize = 2_000;
+const OTHER: &str = "_other";
+/// Upper bounds of the put latency buckets, in seconds.
+const LATENCY_BUCKETS_S: [f64; 12] = [
+    0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+];
+
+#[derive(Default, Clone, Copy)]
+struct ShardCounters {
+    incoming_bytes: u64,
+    incoming_records: u64,
+    get_bytes: u64,
+    get_records: u64,
+}
+
+#[derive(Default, Clone)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS_S.len()],
+    count: u64,
+    sum_s: f64,
+}
+
+#[derive(Default)]
+struct Inner {
+    shards: BTreeMap<(String, String), ShardCounters>,
+    put_latency: BTreeMap<String, Histogram>,
+    requests: BTreeMap<(String, String), u64>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+
+    fn shard_entry<'a>(inner: &'a mut Inner, stream: &str, shard: &str) -> &'a mut ShardCounters {
+        let key = (stream.to_owned(), shard.to_owned());
+        if !inner.shards.contains_key(&key) && inner.shards.len() >= LABEL_SETS_MAX {
+            return inner
+                .shards
+                .entry((OTHER.into(), OTHER.into()))
+                .or_default();
+        }
+        inner.shards.entry(key).or_default()
+    }
+
+    pub fn record_put(&self, stream: &str, shard: &str, records: u64, bytes: u64) {
+        self.with(|i| {
+            let c = Self::shard_entry(i, stream, shard);
+            c.incoming_records += records;
+            c.incoming_bytes += bytes;
+        })
+    }
+
+    pub fn record_get(&self, stream: &str, shard: &str, records: u64, bytes: u64) {
+        self.with(|i| {
+            let c = Self::shard_entry(i, stream, shard);
+            c.get_records += records;
+            c.get_bytes += bytes;
+        })
+    }
+
+    pub fn record_put_latency(&self, stream: &str, took: Duration) {
+        let s = took.as_secs_f64();
+        self.with(|i| {
+            let key = if i.put_latency.contains_key(stream) || i.put_latency.len() < LABEL_SETS_MAX
+            {
+                stream
+            } else {
+                OTHER
+            };
+            let h = i.put_latency.entry(key.to_owned()).or_default();
+            for (b, le) in h.buckets.iter_mut().zip(LATENCY_BUCKETS_S) {
+                if s <= le {
+                    *b += 1;
+                }
+            }
+            h.count += 1;
+            h.sum_s += s;
+        })
+    }
+
+    pub fn record_request(&self, operation: &str, outcome: &str) {
+        self.with(|i| {
+            let key = (operation.to_owned(), outcome.to_owned());
+            if i.requests.contains_key(&key) || i.requests.len() < LABEL_SETS_MAX {
+                *i.requests.entry(key).or_default() += 1;
+            }
+        })
+    }
+
+    pub fn forget_stream(&self, stream: &str) {
+        self.with(|i| {
+            i.shards.retain(|(s, _), _| s != stream);
+            i.put_latency.remove(stream);
+        })
+    }
+
+    pub fn render(&self) -> String {
+        self.with(|i| {
+            let mut out = String::new();
+            let series: [(&str, &str, fn(&ShardCounters) -> u64); 4] = [
+                ("sluice_incoming_bytes_total", "Data bytes accepted by PutRecord(s).", |c| c.incoming_bytes),
+                ("sluice_incoming_records_total", "Records accepted by PutRecord(s).", |c| c.incoming_records),
+                ("sluice_get_records_bytes_total", "Data bytes returned by GetRecords.", |c| c.get_bytes),
+                ("sluice_get_records_records_total", "Records returned by GetRecords.", |c| c.get_records),
+            ];
+            for (name, help, get) in series {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for ((stream, shard), c) in &i.shards {
+                    let _ = writeln!(out, "{name}{{stream=\"{}\",shard=\"{}\"}} {}", escape(stream), escape(shard), get(c));
+                }
+            }
+            let name = "sluice_put_latency_seconds";
+            let _ = writeln!(out, "# HELP {name} Time from request decoded to records durable.\n# TYPE {name} histogram");
+            for (stream, h) in &i.put_latency {
+                let s = escape(stream);
+                for (b, le) in h.buckets.iter().zip(LATENCY_BUCKETS_S) {
+                    let _ = writeln!(out, "{name}_bucket{{stream=\"{s}\",le=\"{le}\"}} {b}");
+                }
+                let _ = writeln!(out, "{name}_bucket{{stream=\"{s}\",le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(out, "{name}_sum{{stream=\"{s}\"}} {}", h.sum_s);
+                let _ = writeln!(out, "{name}_count{{stream=\"{s}\"}} {}", h.count);
+            }
+            let name = "sluice_requests_total";
+            let _ = writeln!(out, "# HELP {name} API requests by operation and outcome.\n# TYPE {name} counter");
+            for ((op, outcome), n) in &i.requests {
+                let _ = writeln!(out, "{name}{{operation=\"{}\",outcome=\"{}\"}} {n}", escape(op), escape(outcome));
+            }
+            out
+        })
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_bounds_labels() {
+        let m = Metrics::default();
+        m.record_put("s", "shardId-000000000000", 3, 30);
+        m.record_put_latency("s", Duration::from_micros(300));
+        let text = m.render();
+        assert!(
+            text.contains(
+                "sluice_incoming_records_total{stream=\"s\",shard=\"shardId-000000000000\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_put_latency_seconds_bucket{stream=\"s\",le=\"0.0005\"} 1"),
+            "{text}"
+        );
+        for n in 0..LABEL_SETS_MAX + 10 {
+            m.record_put(&format!("s{n}"), "x", 1, 1);
+        }
+        assert!(m.render().contains("stream=\"_other\""));
+    }
+}

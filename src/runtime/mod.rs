@@ -1,0 +1,257 @@
+//! Thread-per-core: one OS thread per core, pinned, each owning a set of shards.
+//!
+//! The front end (HTTP) never touches a shard. It sends a [`Command`] over the owning worker's
+//! bounded channel and awaits the reply. A shard belongs to the worker
+//! `(stream id * 31 + shard index) % workers`; nothing about a shard is shared between threads.
+//! A full queue is answered with ServiceUnavailable rather than buffered without bound.
+
+mod worker;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, TrySendError};
+use tokio::sync::oneshot;
+
+use crate::config::{Config, Durability};
+use crate::error::ApiError;
+use crate::index::IndexOp;
+use crate::log::recovery::RecoveryReport;
+use crate::log::{IndexEntry, LogConfig, NewRecord, Record};
+
+pub use worker::WorkerConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardKey {
+    pub stream_id: u64,
+    pub shard_index: u32,
+}
+
+/// Where a new iterator starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Position {
+    TrimHorizon,
+    Latest,
+    AtTimestamp(i64),
+    /// An ordinal taken from a sequence number; refused if beyond the tip.
+    AtOrdinal(u64),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    pub first_ordinal: u64,
+    pub ts_ms: i64,
+}
+
+#[derive(Debug)]
+pub struct ReadReply {
+    pub records: Vec<Record>,
+    pub next: u64,
+    /// The ordinal the next appended record gets, and when the newest one arrived.
+    pub tip: u64,
+    pub last_ts_ms: i64,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+pub enum Command {
+    Open {
+        key: ShardKey,
+        dir: PathBuf,
+        index: Vec<IndexEntry>,
+        retention_hours: u32,
+        reply: Reply<RecoveryReport>,
+    },
+    Append {
+        key: ShardKey,
+        records: Vec<NewRecord>,
+        reply: Reply<Appended>,
+    },
+    Read {
+        key: ShardKey,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+        reply: Reply<ReadReply>,
+    },
+    Position {
+        key: ShardKey,
+        at: Position,
+        reply: Reply<u64>,
+    },
+    SetRetention {
+        key: ShardKey,
+        hours: u32,
+    },
+    /// Closes the shard and deletes its files.
+    Drop {
+        key: ShardKey,
+        reply: Reply<()>,
+    },
+    Shutdown,
+}
+
+pub struct Runtime {
+    senders: Vec<Sender<Command>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Runtime {
+    pub fn start(cfg: &Config, index: Sender<IndexOp>) -> std::io::Result<Runtime> {
+        let n = cfg.worker_count();
+        let cores = if cfg.pin_workers {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let wcfg = WorkerConfig {
+            log: LogConfig {
+                segment_size: cfg.storage.segment_size,
+                compression: cfg.storage.compression,
+                hot_tail_bytes: cfg.storage.hot_tail_size,
+            },
+            sync_each_append: cfg.storage.durability == Durability::Sync,
+            sync_interval: cfg.storage.sync_interval,
+            retention_check_interval: cfg.storage.retention_check_interval,
+        };
+        let mut senders = Vec::with_capacity(n);
+        let mut handles = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = crossbeam_channel::bounded(cfg.http.worker_queue_depth);
+            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+            let index = index.clone();
+            let handle = worker::spawn(i, core, wcfg, rx, index)?;
+            senders.push(tx);
+            handles.push(handle);
+        }
+        Ok(Runtime { senders, handles })
+    }
+
+    pub fn workers(&self) -> usize {
+        self.senders.len()
+    }
+
+    fn sender(&self, key: ShardKey) -> &Sender<Command> {
+        let i = (key
+            .stream_id
+            .wrapping_mul(31)
+            .wrapping_add(u64::from(key.shard_index)))
+            % self.senders.len() as u64;
+        &self.senders[i as usize]
+    }
+
+    /// Sends the command now (so that several can be in flight) and returns the reply to await.
+    fn call<T: 'static>(
+        &self,
+        key: ShardKey,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> impl Future<Output = Result<T, ApiError>> + 'static {
+        let (tx, rx) = oneshot::channel();
+        let sent = match self.sender(key).try_send(make(tx)) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(ApiError::ServiceUnavailable(
+                "The shard's worker queue is full; retry with backoff.".into(),
+            )),
+            Err(TrySendError::Disconnected(_)) => Err(ApiError::ServiceUnavailable(
+                "The daemon is shutting down.".into(),
+            )),
+        };
+        async move {
+            let rx = sent?;
+            rx.await.unwrap_or_else(|_| {
+                Err(ApiError::InternalFailure(
+                    "The shard's worker stopped.".into(),
+                ))
+            })
+        }
+    }
+
+    pub async fn open(
+        &self,
+        key: ShardKey,
+        dir: PathBuf,
+        index: Vec<IndexEntry>,
+        retention_hours: u32,
+    ) -> Result<RecoveryReport, ApiError> {
+        // Opening happens at start-up and on CreateStream: wait for room rather than refuse.
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Open {
+            key,
+            dir,
+            index,
+            retention_hours,
+            reply: tx,
+        };
+        self.sender(key)
+            .send(cmd)
+            .map_err(|_| ApiError::ServiceUnavailable("The daemon is shutting down.".into()))?;
+        rx.await.unwrap_or_else(|_| {
+            Err(ApiError::InternalFailure(
+                "The shard's worker stopped.".into(),
+            ))
+        })
+    }
+
+    pub fn append(
+        &self,
+        key: ShardKey,
+        records: Vec<NewRecord>,
+    ) -> impl Future<Output = Result<Appended, ApiError>> {
+        self.call(key, move |reply| Command::Append {
+            key,
+            records,
+            reply,
+        })
+    }
+
+    pub fn read(
+        &self,
+        key: ShardKey,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> impl Future<Output = Result<ReadReply, ApiError>> {
+        self.call(key, move |reply| Command::Read {
+            key,
+            from,
+            limit,
+            max_bytes,
+            reply,
+        })
+    }
+
+    pub fn position(
+        &self,
+        key: ShardKey,
+        at: Position,
+    ) -> impl Future<Output = Result<u64, ApiError>> {
+        self.call(key, move |reply| Command::Position { key, at, reply })
+    }
+
+    pub fn set_retention(&self, key: ShardKey, hours: u32) {
+        let _ = self.sender(key).send(Command::SetRetention { key, hours });
+    }
+
+    pub async fn drop_shard(&self, key: ShardKey) -> Result<(), ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.sender(key)
+            .send(Command::Drop { key, reply: tx })
+            .map_err(|_| ApiError::ServiceUnavailable("The daemon is shutting down.".into()))?;
+        rx.await.unwrap_or_else(|_| {
+            Err(ApiError::InternalFailure(
+                "The shard's worker stopped.".into(),
+            ))
+        })
+    }
+
+    /// Asks every worker to finish what it has queued, sync, and stop; waits for them.
+    pub fn shutdown(self) {
+        for s in &self.senders {
+            let _ = s.send(Command::Shutdown);
+        }
+        for h in self.handles {
+            let _ = h.join();
+        }
+    }
+}

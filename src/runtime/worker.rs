@@ -1,0 +1,391 @@
+//! A core worker: owns shards, runs group commit on its own io_uring.
+//!
+//! Hot path. The loop takes one command (blocking), then drains whatever else is queued, up to
+//! [`GROUP_COMMANDS_MAX`] commands or [`GROUP_BYTES_MAX`] bytes of appends. Reads and control
+//! commands are answered at once; the appends of the whole group are encoded, written and
+//! fdatasynced together (one sync per touched segment), and only then acknowledged. Requests that
+//! arrive while the group is on disk form the next group: the busier the daemon, the more each
+//! sync carries.
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::{Appended, Command, Position, ReadReply, ShardKey};
+use crate::error::ApiError;
+use crate::index::IndexOp;
+use crate::log::shard::Prepared;
+use crate::log::uring::{Uring, WriteOp};
+use crate::log::{LogConfig, LogError, NewRecord, ShardLog};
+use crate::time::now_ms;
+
+/// Commands one group takes at most.
+pub const GROUP_COMMANDS_MAX: usize = 1024;
+/// Append payload one group takes at most.
+pub const GROUP_BYTES_MAX: usize = 32 << 20;
+/// How long the loop sleeps when idle before doing periodic work.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerConfig {
+    pub log: LogConfig,
+    pub sync_each_append: bool,
+    pub sync_interval: Duration,
+    pub retention_check_interval: Duration,
+}
+
+struct OwnedShard {
+    log: ShardLog,
+    retention_hours: u32,
+}
+
+struct PendingAppend {
+    key: ShardKey,
+    records: Vec<NewRecord>,
+    reply: tokio::sync::oneshot::Sender<Result<Appended, ApiError>>,
+}
+
+struct Worker {
+    id: usize,
+    cfg: WorkerConfig,
+    shards: HashMap<ShardKey, OwnedShard>,
+    ring: Uring,
+    index: Sender<IndexOp>,
+    next_sync: Instant,
+    next_retention: Instant,
+}
+
+pub fn spawn(
+    id: usize,
+    core: Option<core_affinity::CoreId>,
+    cfg: WorkerConfig,
+    rx: Receiver<Command>,
+    index: Sender<IndexOp>,
+) -> std::io::Result<JoinHandle<()>> {
+    let ring = Uring::new()?;
+    std::thread::Builder::new()
+        .name(format!("sluice-core-{id}"))
+        .spawn(move || {
+            if let Some(core) = core {
+                if !core_affinity::set_for_current(core) {
+                    tracing::warn!(worker = id, core = core.id, "could not pin core worker");
+                }
+            }
+            let now = Instant::now();
+            let mut w = Worker {
+                id,
+                cfg,
+                shards: HashMap::new(),
+                ring,
+                index,
+                next_sync: now + cfg.sync_interval,
+                next_retention: now + cfg.retention_check_interval,
+            };
+            w.run(rx);
+        })
+}
+
+fn log_error(e: LogError) -> ApiError {
+    tracing::error!(error = %e, "shard log error");
+    ApiError::InternalFailure(format!("Storage error: {e}"))
+}
+
+impl Worker {
+    fn run(&mut self, rx: Receiver<Command>) {
+        let mut shutting_down = false;
+        while !shutting_down {
+            let first = match rx.recv_timeout(IDLE_TICK) {
+                Ok(c) => Some(c),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut appends: Vec<PendingAppend> = Vec::new();
+            let mut bytes = 0usize;
+            let mut next = first;
+            let mut taken = 0usize;
+            while let Some(cmd) = next.take() {
+                taken += 1;
+                match cmd {
+                    Command::Append {
+                        key,
+                        records,
+                        reply,
+                    } => {
+                        bytes += records
+                            .iter()
+                            .map(|r| r.data.len() + r.partition_key.len())
+                            .sum::<usize>();
+                        appends.push(PendingAppend {
+                            key,
+                            records,
+                            reply,
+                        });
+                    }
+                    Command::Shutdown => shutting_down = true,
+                    other => self.handle(other),
+                }
+                if taken < GROUP_COMMANDS_MAX && bytes < GROUP_BYTES_MAX && !shutting_down {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !appends.is_empty() {
+                self.commit_group(appends);
+            }
+            self.periodic(shutting_down);
+        }
+        // Appends still queued behind the shutdown are answered, not dropped.
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                Command::Append {
+                    key,
+                    records,
+                    reply,
+                } => self.commit_group(vec![PendingAppend {
+                    key,
+                    records,
+                    reply,
+                }]),
+                Command::Shutdown => {}
+                other => self.handle(other),
+            }
+        }
+        self.periodic(true);
+        tracing::debug!(worker = self.id, "core worker stopped");
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Open {
+                key,
+                dir,
+                index,
+                retention_hours,
+                reply,
+            } => {
+                let res = ShardLog::open(dir, key.stream_id, key.shard_index, self.cfg.log, index)
+                    .map(|(log, report)| {
+                        if !report.new_index.is_empty() {
+                            self.send_index(IndexOp::Put {
+                                stream_id: key.stream_id,
+                                shard_index: key.shard_index,
+                                entries: report.new_index.clone(),
+                            });
+                        }
+                        if !report.stale_index.is_empty() {
+                            self.send_index(IndexOp::Delete {
+                                stream_id: key.stream_id,
+                                shard_index: key.shard_index,
+                                entries: report.stale_index.clone(),
+                            });
+                        }
+                        self.shards.insert(
+                            key,
+                            OwnedShard {
+                                log,
+                                retention_hours,
+                            },
+                        );
+                        report
+                    });
+                let _ = reply.send(res.map_err(log_error));
+            }
+            Command::Read {
+                key,
+                from,
+                limit,
+                max_bytes,
+                reply,
+            } => {
+                let res = self.shard(key).and_then(|s| {
+                    let out = s.log.read(from, limit, max_bytes).map_err(log_error)?;
+                    Ok(ReadReply {
+                        records: out.records,
+                        next: out.next,
+                        tip: s.log.next_ordinal(),
+                        last_ts_ms: s.log.last_ts_ms(),
+                    })
+                });
+                let _ = reply.send(res);
+            }
+            Command::Position { key, at, reply } => {
+                let res = self.shard(key).and_then(|s| match at {
+                    Position::TrimHorizon => Ok(s.log.trim_horizon()),
+                    Position::Latest => Ok(s.log.next_ordinal()),
+                    Position::AtTimestamp(ts) => s.log.ordinal_at_timestamp(ts).map_err(log_error),
+                    Position::AtOrdinal(o) if o <= s.log.next_ordinal() => Ok(o),
+                    Position::AtOrdinal(_) => Err(ApiError::InvalidArgument(
+                        "The sequence number is beyond the end of the shard.".into(),
+                    )),
+                });
+                let _ = reply.send(res);
+            }
+            Command::SetRetention { key, hours } => {
+                if let Some(s) = self.shards.get_mut(&key) {
+                    s.retention_hours = hours;
+                }
+            }
+            Command::Drop { key, reply } => {
+                let res = match self.shards.remove(&key) {
+                    Some(s) => {
+                        let dir = s.log.dir().to_path_buf();
+                        drop(s);
+                        std::fs::remove_dir_all(&dir).map_err(|e| log_error(e.into()))
+                    }
+                    None => Ok(()),
+                };
+                let _ = reply.send(res);
+            }
+            Command::Append { .. } | Command::Shutdown => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn shard(&self, key: ShardKey) -> Result<&OwnedShard, ApiError> {
+        self.shards.get(&key).ok_or_else(|| {
+            ApiError::ResourceNotFound("The shard is not open on this daemon.".into())
+        })
+    }
+
+    fn send_index(&self, op: IndexOp) {
+        // Blocks only if the index writer is far behind; an index entry is never dropped silently.
+        if self.index.send(op).is_err() {
+            tracing::error!(worker = self.id, "index writer is gone");
+        }
+    }
+
+    /// Encodes, writes and syncs a group of appends, then acknowledges them.
+    fn commit_group(&mut self, appends: Vec<PendingAppend>) {
+        let now = now_ms();
+        // Per shard, in arrival order: (the appends' replies with their record counts, records).
+        let mut order: Vec<ShardKey> = Vec::new();
+        let mut per_shard: HashMap<ShardKey, (Vec<(usize, PendingReply)>, Vec<NewRecord>)> =
+            HashMap::new();
+        for a in appends {
+            if !self.shards.contains_key(&a.key) {
+                let _ = a.reply.send(Err(ApiError::ResourceNotFound(
+                    "The shard is not open on this daemon.".into(),
+                )));
+                continue;
+            }
+            let entry = per_shard.entry(a.key).or_insert_with(|| {
+                order.push(a.key);
+                (Vec::new(), Vec::new())
+            });
+            entry.0.push((a.records.len(), a.reply));
+            entry.1.extend(a.records);
+        }
+        let mut prepared: Vec<(ShardKey, Vec<(usize, PendingReply)>, Prepared)> = Vec::new();
+        for key in order {
+            let (replies, records) = per_shard.remove(&key).expect("inserted above");
+            let shard = self.shards.get_mut(&key).expect("checked above");
+            match shard.log.prepare(records, now) {
+                Ok(p) => prepared.push((key, replies, p)),
+                Err(e) => {
+                    let err = log_error(e);
+                    for (_, reply) in replies {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                }
+            }
+        }
+        let mut ops = Vec::new();
+        let mut owner = Vec::new();
+        for (i, (_, _, p)) in prepared.iter().enumerate() {
+            for w in &p.writes {
+                ops.push(WriteOp {
+                    fd: w.fd,
+                    offset: w.offset,
+                    buf: &w.buf,
+                });
+                owner.push(i);
+            }
+        }
+        let results = self.ring.write_all(&ops, self.cfg.sync_each_append);
+        let mut failed: Vec<Option<String>> = vec![None; prepared.len()];
+        for (r, &i) in results.iter().zip(&owner) {
+            if let Err(e) = r {
+                failed[i].get_or_insert_with(|| e.to_string());
+            }
+        }
+        drop(ops);
+        for ((key, replies, p), failure) in prepared.into_iter().zip(failed) {
+            let shard = self.shards.get_mut(&key).expect("checked above");
+            if let Some(err) = failure {
+                tracing::error!(stream_id = key.stream_id, shard = key.shard_index, error = %err, "append failed; nothing acknowledged");
+                shard.log.abort(p);
+                let e = ApiError::InternalFailure(format!("Storage write failed: {err}"));
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                continue;
+            }
+            let committed = shard.log.commit(p);
+            if !committed.new_index.is_empty() {
+                self.send_index(IndexOp::Put {
+                    stream_id: key.stream_id,
+                    shard_index: key.shard_index,
+                    entries: committed.new_index,
+                });
+            }
+            let mut ordinal = committed.first_ordinal;
+            for (count, reply) in replies {
+                let _ = reply.send(Ok(Appended {
+                    first_ordinal: ordinal,
+                    ts_ms: committed.ts_ms,
+                }));
+                ordinal += count as u64;
+            }
+        }
+    }
+
+    fn periodic(&mut self, force_sync: bool) {
+        let now = Instant::now();
+        if !self.cfg.sync_each_append && (force_sync || now >= self.next_sync) {
+            self.next_sync = now + self.cfg.sync_interval;
+            let fds: Vec<RawFd> = self
+                .shards
+                .values_mut()
+                .flat_map(|s| s.log.dirty_fds())
+                .collect();
+            for r in self.ring.sync_all(&fds) {
+                if let Err(e) = r {
+                    tracing::error!(worker = self.id, error = %e, "interval sync failed: the last interval may not be durable");
+                }
+            }
+        }
+        if now >= self.next_retention {
+            self.next_retention = now + self.cfg.retention_check_interval;
+            let wall = now_ms();
+            let mut ops = Vec::new();
+            for (key, s) in &mut self.shards {
+                let cutoff = wall - i64::from(s.retention_hours) * 3_600_000;
+                match s.log.expire(cutoff, wall) {
+                    Ok(removed) if !removed.is_empty() => {
+                        tracing::info!(
+                            stream_id = key.stream_id,
+                            shard = key.shard_index,
+                            segments = removed.len(),
+                            "deleted expired segments"
+                        );
+                        ops.push(IndexOp::DeleteBelow {
+                            stream_id: key.stream_id,
+                            shard_index: key.shard_index,
+                            ordinal: s.log.trim_horizon(),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(stream_id = key.stream_id, shard = key.shard_index, error = %e, "retention failed")
+                    }
+                }
+            }
+            for op in ops {
+                self.send_index(op);
+            }
+        }
+    }
+}
+
+type PendingReply = tokio::sync::oneshot::Sender<Result<Appended, ApiError>>;

@@ -1,0 +1,317 @@
+//! The daemon's state behind the API: configuration, the stream registry (mirrored in rocksdb),
+//! the core workers and metrics. Start-up reads as a list in [`Service::start`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+use crate::index::{IndexOp, Store};
+use crate::log::segment::FORMAT_VERSION;
+use crate::metrics::Metrics;
+use crate::runtime::{Runtime, ShardKey};
+use crate::stream::meta::{stream_name_from_arn, StreamMeta, StreamStatus};
+use crate::time::now_ms;
+
+const META_FORMAT_VERSION: &str = "format_version";
+
+pub struct Service {
+    pub cfg: Config,
+    pub store: Store,
+    pub runtime: Runtime,
+    pub metrics: Metrics,
+    streams: RwLock<BTreeMap<String, Arc<StreamMeta>>>,
+    /// Serializes control-plane changes (create, delete, retention, tags, ...).
+    pub control: tokio::sync::Mutex<()>,
+    index_tx: crossbeam_channel::Sender<IndexOp>,
+    index_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Service {
+    /// Opens the data directory, recovers every shard and returns a service ready to serve.
+    pub async fn start(cfg: Config) -> anyhow::Result<Arc<Service>> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+        let store =
+            Store::open(&cfg.data_dir.join("meta")).context("opening the metadata store")?;
+        check_format_version(&store)?;
+        let (index_tx, index_thread) = store.spawn_index_writer();
+        let runtime = Runtime::start(&cfg, index_tx.clone()).context("starting core workers")?;
+        let svc = Arc::new(Service {
+            cfg,
+            store,
+            runtime,
+            metrics: Metrics::default(),
+            streams: RwLock::new(BTreeMap::new()),
+            control: tokio::sync::Mutex::new(()),
+            index_tx,
+            index_thread: std::sync::Mutex::new(Some(index_thread)),
+        });
+        svc.recover().await?;
+        Ok(svc)
+    }
+
+    async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
+        let streams = self.store.load_streams().context("loading streams")?;
+        let started = std::time::Instant::now();
+        let (mut shards, mut bytes) = (0usize, 0u64);
+        for mut meta in streams {
+            if meta.status == StreamStatus::Deleting {
+                self.finish_delete(&meta)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("finishing deletion of {}: {e}", meta.name))?;
+                continue;
+            }
+            for shard in &meta.shards {
+                let key = ShardKey {
+                    stream_id: meta.id,
+                    shard_index: shard.index,
+                };
+                let index = self.store.load_index(meta.id, shard.index)?;
+                let report = self
+                    .runtime
+                    .open(key, self.shard_dir(key), index, meta.retention_hours)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "recovering stream {} shard {}: {e}",
+                            meta.name,
+                            shard.index
+                        )
+                    })?;
+                shards += 1;
+                bytes += report.bytes_verified;
+                if let Some(t) = &report.torn_tail {
+                    tracing::warn!(stream = %meta.name, shard = %shard.shard_id(), segment = t.segment_base,
+                        offset = t.offset, dropped_bytes = t.dropped_bytes, reason = %t.reason,
+                        "recovery dropped a torn tail (never acknowledged)");
+                }
+                for d in &report.damage {
+                    tracing::error!(stream = %meta.name, shard = %shard.shard_id(), damage = %d, "log damage found");
+                }
+            }
+            if meta.status == StreamStatus::Creating || meta.status == StreamStatus::Updating {
+                meta.status = StreamStatus::Active;
+                self.store.put_stream(&meta)?;
+            }
+            self.streams_mut().insert(meta.name.clone(), Arc::new(meta));
+        }
+        tracing::info!(
+            streams = self.streams_read().len(),
+            shards,
+            bytes_verified = bytes,
+            took_ms = started.elapsed().as_millis() as u64,
+            "recovery complete"
+        );
+        Ok(())
+    }
+
+    pub fn shard_dir(&self, key: ShardKey) -> PathBuf {
+        self.cfg
+            .data_dir
+            .join("streams")
+            .join(format!("{:016}", key.stream_id))
+            .join(format!("{:06}", key.shard_index))
+    }
+
+    fn streams_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<StreamMeta>>> {
+        self.streams.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn streams_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<StreamMeta>>> {
+        self.streams.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn all_streams(&self) -> Vec<Arc<StreamMeta>> {
+        self.streams_read().values().cloned().collect()
+    }
+
+    pub fn not_found(&self, name: &str) -> ApiError {
+        ApiError::ResourceNotFound(format!(
+            "Stream {name} under account {} not found.",
+            self.cfg.account_id
+        ))
+    }
+
+    /// The stream named by `StreamName` or `StreamARN` (either may be given; if both, they agree).
+    pub fn resolve(&self, name: Option<&str>, arn: Option<&str>) -> ApiResult<Arc<StreamMeta>> {
+        let name = self.resolve_name(name, arn)?;
+        self.stream(&name)
+    }
+
+    pub fn resolve_name(&self, name: Option<&str>, arn: Option<&str>) -> ApiResult<String> {
+        let from_arn = match arn {
+            Some(a) => Some(stream_name_from_arn(a).ok_or_else(|| {
+                ApiError::validation(a, "streamARN", "Member must satisfy regular expression pattern: arn:aws.*:kinesis:.*:\\d{12}:stream/\\S+")
+            })?),
+            None => None,
+        };
+        match (name, from_arn) {
+            (Some(n), Some(a)) if n != a => Err(ApiError::InvalidArgument(format!(
+                "StreamName {n} and StreamARN {} do not name the same stream.",
+                arn.unwrap_or_default()
+            ))),
+            (Some(n), _) => {
+                validate_stream_name(n)?;
+                Ok(n.to_owned())
+            }
+            (None, Some(a)) => Ok(a.to_owned()),
+            (None, None) => Err(ApiError::InvalidArgument(
+                "Either StreamName or StreamARN should be provided.".into(),
+            )),
+        }
+    }
+
+    pub fn stream(&self, name: &str) -> ApiResult<Arc<StreamMeta>> {
+        self.streams_read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.not_found(name))
+    }
+
+    /// A stream that accepts data: ACTIVE or UPDATING.
+    pub fn writable(&self, meta: &StreamMeta) -> ApiResult<()> {
+        match meta.status {
+            StreamStatus::Active | StreamStatus::Updating => Ok(()),
+            _ => Err(self.not_found(&meta.name)),
+        }
+    }
+
+    pub fn stream_by_id(&self, id: u64) -> Option<Arc<StreamMeta>> {
+        self.streams_read().values().find(|m| m.id == id).cloned()
+    }
+
+    pub fn arn(&self, meta: &StreamMeta) -> String {
+        meta.arn(&self.cfg.region, &self.cfg.account_id)
+    }
+
+    /// Persists `meta` and makes it current.
+    pub async fn save(&self, meta: StreamMeta) -> ApiResult<Arc<StreamMeta>> {
+        let store = self.store.clone();
+        let m = meta.clone();
+        tokio::task::spawn_blocking(move || store.put_stream(&m))
+            .await
+            .map_err(|e| ApiError::InternalFailure(e.to_string()))?
+            .map_err(|e| ApiError::InternalFailure(e.to_string()))?;
+        let meta = Arc::new(meta);
+        self.streams_mut().insert(meta.name.clone(), meta.clone());
+        Ok(meta)
+    }
+
+    /// Closes and deletes a DELETING stream's shards, then forgets it.
+    pub async fn finish_delete(&self, meta: &StreamMeta) -> ApiResult<()> {
+        for shard in &meta.shards {
+            let key = ShardKey {
+                stream_id: meta.id,
+                shard_index: shard.index,
+            };
+            self.runtime.drop_shard(key).await?;
+            // A shard that was never opened (e.g. at start-up) still has files to remove.
+            let dir = self.shard_dir(key);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| ApiError::InternalFailure(e.to_string()))?;
+            }
+        }
+        let stream_dir = self
+            .cfg
+            .data_dir
+            .join("streams")
+            .join(format!("{:016}", meta.id));
+        let _ = std::fs::remove_dir(stream_dir);
+        let store = self.store.clone();
+        let m = meta.clone();
+        tokio::task::spawn_blocking(move || store.delete_stream(&m))
+            .await
+            .map_err(|e| ApiError::InternalFailure(e.to_string()))?
+            .map_err(|e| ApiError::InternalFailure(e.to_string()))?;
+        let mut streams = self.streams_mut();
+        if streams.get(&meta.name).is_some_and(|m| m.id == meta.id) {
+            streams.remove(&meta.name);
+        }
+        drop(streams);
+        self.metrics.forget_stream(&meta.name);
+        Ok(())
+    }
+
+    /// Stops the core workers (they finish and sync what is queued) and flushes the index.
+    pub fn shutdown(self: Arc<Self>) {
+        let svc = match Arc::try_unwrap(self) {
+            Ok(s) => s,
+            Err(arc) => {
+                tracing::warn!(
+                    refs = Arc::strong_count(&arc),
+                    "service still referenced at shutdown; stopping anyway"
+                );
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let _ = arc.index_tx.send(IndexOp::Flush(tx));
+                let _ = rx.recv();
+                let _ = arc.store.flush();
+                return;
+            }
+        };
+        svc.runtime.shutdown();
+        drop(svc.index_tx);
+        if let Some(h) = svc
+            .index_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = h.join();
+        }
+        if let Err(e) = svc.store.flush() {
+            tracing::error!(error = %e, "flushing the metadata store");
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+}
+
+pub fn validate_stream_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+    if ok {
+        Ok(())
+    } else if name.is_empty() || name.len() > 128 {
+        Err(ApiError::validation(
+            name,
+            "streamName",
+            "Member must have length less than or equal to 128",
+        ))
+    } else {
+        Err(ApiError::validation(
+            name,
+            "streamName",
+            "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+",
+        ))
+    }
+}
+
+fn check_format_version(store: &Store) -> anyhow::Result<()> {
+    match store.get_meta(META_FORMAT_VERSION)? {
+        Some(v) => {
+            let found = v
+                .as_slice()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .unwrap_or(u32::MAX);
+            if found > FORMAT_VERSION {
+                anyhow::bail!(
+                    "the data directory was written by a newer Sluice (on-disk format {found}; this build reads up to {FORMAT_VERSION}); refusing to start"
+                );
+            }
+        }
+        None => store.put_meta(META_FORMAT_VERSION, &FORMAT_VERSION.to_be_bytes())?,
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! The metadata a stream persists in rocksdb (as JSON, versioned by its fields' defaults): its
+//! status, mode, retention, tags and shards with their hash ranges and lineage.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::hashing::uniform_ranges;
+use super::seqno::SeqNo;
+
+pub const RETENTION_HOURS_MIN: u32 = 24;
+pub const RETENTION_HOURS_MAX: u32 = 8760;
+/// Shards an ON_DEMAND stream starts with, as on AWS.
+pub const ON_DEMAND_INITIAL_SHARDS: u32 = 4;
+pub const TAGS_PER_STREAM_MAX: usize = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamStatus {
+    #[serde(rename = "CREATING")]
+    Creating,
+    #[serde(rename = "ACTIVE")]
+    Active,
+    #[serde(rename = "UPDATING")]
+    Updating,
+    #[serde(rename = "DELETING")]
+    Deleting,
+}
+
+impl StreamStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StreamStatus::Creating => "CREATING",
+            StreamStatus::Active => "ACTIVE",
+            StreamStatus::Updating => "UPDATING",
+            StreamStatus::Deleting => "DELETING",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamMode {
+    #[serde(rename = "PROVISIONED")]
+    Provisioned,
+    #[serde(rename = "ON_DEMAND")]
+    OnDemand,
+}
+
+impl StreamMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StreamMode::Provisioned => "PROVISIONED",
+            StreamMode::OnDemand => "ON_DEMAND",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    pub index: u32,
+    /// Hash range as decimal strings (JSON has no u128).
+    pub hash_start: String,
+    pub hash_end: String,
+    #[serde(default)]
+    pub parent: Option<u32>,
+    #[serde(default)]
+    pub adjacent_parent: Option<u32>,
+    /// Set when the shard is closed: the ordinal one past its last record.
+    #[serde(default)]
+    pub end_ordinal: Option<u64>,
+    #[serde(default)]
+    pub created_ms: i64,
+}
+
+impl ShardMeta {
+    pub fn shard_id(&self) -> String {
+        shard_id(self.index)
+    }
+
+    pub fn range(&self) -> (u128, u128) {
+        // Written by this daemon from u128 values; a damaged value degrades to an empty range.
+        let start = self.hash_start.parse().unwrap_or(u128::MAX);
+        let end = self.hash_end.parse().unwrap_or(0);
+        (start, end)
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.end_ordinal.is_none()
+    }
+}
+
+pub fn shard_id(index: u32) -> String {
+    format!("shardId-{index:012}")
+}
+
+/// Parses `shardId-000000000003` (and, like AWS, a bare suffix such as `3` is not accepted).
+pub fn parse_shard_id(text: &str) -> Option<u32> {
+    let digits = text.strip_prefix("shardId-")?;
+    if digits.is_empty() || digits.len() > 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    pub name: String,
+    /// Unique per incarnation of a name; part of every sequence number and iterator.
+    pub id: u64,
+    pub status: StreamStatus,
+    pub mode: StreamMode,
+    pub retention_hours: u32,
+    pub created_ms: i64,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    pub shards: Vec<ShardMeta>,
+}
+
+impl StreamMeta {
+    pub fn new(
+        name: String,
+        id: u64,
+        mode: StreamMode,
+        shard_count: u32,
+        now_ms: i64,
+    ) -> StreamMeta {
+        let shards = uniform_ranges(shard_count)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (s, e))| ShardMeta {
+                index: i as u32,
+                hash_start: s.to_string(),
+                hash_end: e.to_string(),
+                parent: None,
+                adjacent_parent: None,
+                end_ordinal: None,
+                created_ms: now_ms,
+            })
+            .collect();
+        StreamMeta {
+            name,
+            id,
+            status: StreamStatus::Creating,
+            mode,
+            retention_hours: RETENTION_HOURS_MIN,
+            created_ms: now_ms,
+            tags: BTreeMap::new(),
+            shards,
+        }
+    }
+
+    pub fn arn(&self, region: &str, account: &str) -> String {
+        stream_arn(region, account, &self.name)
+    }
+
+    pub fn open_shard_count(&self) -> u32 {
+        self.shards.iter().filter(|s| s.is_open()).count() as u32
+    }
+
+    /// The open shard whose hash range holds `hash`.
+    pub fn shard_for_hash(&self, hash: u128) -> Option<&ShardMeta> {
+        self.shards.iter().filter(|s| s.is_open()).find(|s| {
+            let (start, end) = s.range();
+            start <= hash && hash <= end
+        })
+    }
+
+    pub fn shard(&self, index: u32) -> Option<&ShardMeta> {
+        self.shards.iter().find(|s| s.index == index)
+    }
+
+    pub fn starting_sequence_number(&self, shard: &ShardMeta) -> String {
+        SeqNo {
+            stream_id: self.id,
+            shard_index: shard.index,
+            ordinal: 0,
+        }
+        .encode()
+    }
+}
+
+pub fn stream_arn(region: &str, account: &str, name: &str) -> String {
+    format!("arn:aws:kinesis:{region}:{account}:stream/{name}")
+}
+
+/// The stream name inside a stream ARN (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`).
+pub fn stream_name_from_arn(arn: &str) -> Option<&str> {
+    let mut parts = arn.splitn(6, ':');
+    let (arn_lit, _partition, service) = (parts.next()?, parts.next()?, parts.next()?);
+    let (_region, _account, resource) = (parts.next()?, parts.next()?, parts.next()?);
+    if arn_lit != "arn" || service != "kinesis" {
+        return None;
+    }
+    let name = resource.strip_prefix("stream/")?;
+    // A consumer ARN (stream/NAME/consumer/...) is not a stream ARN.
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    Some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_ids() {
+        assert_eq!(shard_id(3), "shardId-000000000003");
+        assert_eq!(parse_shard_id("shardId-000000000003"), Some(3));
+        assert_eq!(parse_shard_id("shard-3"), None);
+        assert_eq!(parse_shard_id("shardId-"), None);
+    }
+
+    #[test]
+    fn arns() {
+        let arn = stream_arn("us-east-1", "123456789012", "s1");
+        assert_eq!(stream_name_from_arn(&arn), Some("s1"));
+        assert_eq!(
+            stream_name_from_arn("arn:aws:kinesis:us-east-1:1:stream/s/consumer/c:1"),
+            None
+        );
+        assert_eq!(stream_name_from_arn("arn:aws:s3:::bucket"), None);
+    }
+
+    #[test]
+    fn routing_covers_every_hash() {
+        let m = StreamMeta::new("s".into(), 1, StreamMode::Provisioned, 3, 0);
+        for h in [0u128, 1, u128::MAX / 3, u128::MAX / 2, u128::MAX] {
+            assert!(m.shard_for_hash(h).is_some());
+        }
+    }
+}
