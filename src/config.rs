@@ -135,7 +135,7 @@ impl Default for StreamsConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            max_body_size: 8 << 20,
+            max_body_size: 16 << 20,
             max_connections: 4096,
             worker_queue_depth: 4096,
         }

@@ -24,6 +24,9 @@ struct ShardCounters {
     get_records: u64,
 }
 
+/// A counter family: name, help text, and the field it reads.
+type Series = (&'static str, &'static str, fn(&ShardCounters) -> u64);
+
 #[derive(Default, Clone)]
 struct Histogram {
     buckets: [u64; LATENCY_BUCKETS_S.len()],
@@ -115,7 +118,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         self.with(|i| {
             let mut out = String::new();
-            let series: [(&str, &str, fn(&ShardCounters) -> u64); 4] = [
+            let series: [Series; 4] = [
                 ("sluice_incoming_bytes_total", "Data bytes accepted by PutRecord(s).", |c| c.incoming_bytes),
                 ("sluice_incoming_records_total", "Records accepted by PutRecord(s).", |c| c.incoming_records),
                 ("sluice_get_records_bytes_total", "Data bytes returned by GetRecords.", |c| c.get_bytes),

@@ -73,8 +73,8 @@ impl ShardLog {
                 Ok(h) => h,
                 Err(e @ LogError::NewerFormat { .. }) => return Err(e),
                 Err(e)
-                    if is_last && head.iter().all(|&b| b == 0)
-                        || is_last && file_len < SEGMENT_HEADER_LEN =>
+                    if is_last
+                        && (head.iter().all(|&b| b == 0) || file_len < SEGMENT_HEADER_LEN) =>
                 {
                     // A crash between creating the file and syncing its header: it held nothing.
                     tracing::warn!(path = %path.display(), error = %e, "removing half-created segment");

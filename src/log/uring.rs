@@ -178,12 +178,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = std::fs::OpenOptions::new()
             .create(true)
+            .truncate(true)
             .read(true)
             .write(true)
             .open(dir.path().join("a"))
             .unwrap();
         let g = std::fs::OpenOptions::new()
             .create(true)
+            .truncate(true)
             .read(true)
             .write(true)
             .open(dir.path().join("b"))
@@ -218,6 +220,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = std::fs::OpenOptions::new()
             .create(true)
+            .truncate(true)
             .write(true)
             .open(dir.path().join("a"))
             .unwrap();

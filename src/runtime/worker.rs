@@ -260,8 +260,7 @@ impl Worker {
         let now = now_ms();
         // Per shard, in arrival order: (the appends' replies with their record counts, records).
         let mut order: Vec<ShardKey> = Vec::new();
-        let mut per_shard: HashMap<ShardKey, (Vec<(usize, PendingReply)>, Vec<NewRecord>)> =
-            HashMap::new();
+        let mut per_shard: HashMap<ShardKey, (Replies, Vec<NewRecord>)> = HashMap::new();
         for a in appends {
             if !self.shards.contains_key(&a.key) {
                 let _ = a.reply.send(Err(ApiError::ResourceNotFound(
@@ -276,7 +275,7 @@ impl Worker {
             entry.0.push((a.records.len(), a.reply));
             entry.1.extend(a.records);
         }
-        let mut prepared: Vec<(ShardKey, Vec<(usize, PendingReply)>, Prepared)> = Vec::new();
+        let mut prepared: Vec<(ShardKey, Replies, Prepared)> = Vec::new();
         for key in order {
             let (replies, records) = per_shard.remove(&key).expect("inserted above");
             let shard = self.shards.get_mut(&key).expect("checked above");
@@ -389,3 +388,5 @@ impl Worker {
 }
 
 type PendingReply = tokio::sync::oneshot::Sender<Result<Appended, ApiError>>;
+/// The replies of one shard's appends in a group, each with its record count.
+type Replies = Vec<(usize, PendingReply)>;
