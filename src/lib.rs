@@ -4,6 +4,7 @@
 //! [`runtime`] (thread-per-core shard ownership and group commit) and [`log`] (the on-disk format).
 
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod index;

@@ -22,6 +22,15 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve(ServeArgs),
+    /// Load-test a Kinesis-compatible endpoint.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// PutRecords as fast as the endpoint acknowledges them.
+    Produce(sluice::bench::ProduceArgs),
 }
 
 #[derive(clap::Args)]
@@ -57,6 +66,12 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Bench(BenchCommand::Produce(args)) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(sluice::bench::produce(args))
+        }
     }
 }
 

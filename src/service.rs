@@ -238,34 +238,30 @@ impl Service {
         Ok(())
     }
 
-    /// Stops the core workers (they finish and sync what is queued) and flushes the index.
-    pub fn shutdown(self: Arc<Self>) {
-        let svc = match Arc::try_unwrap(self) {
-            Ok(s) => s,
-            Err(arc) => {
-                tracing::warn!(
-                    refs = Arc::strong_count(&arc),
-                    "service still referenced at shutdown; stopping anyway"
-                );
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                let _ = arc.index_tx.send(IndexOp::Flush(tx));
-                let _ = rx.recv();
-                let _ = arc.store.flush();
-                return;
-            }
-        };
-        svc.runtime.shutdown();
-        drop(svc.index_tx);
-        if let Some(h) = svc
+    /// Stops the core workers (they finish and sync what is queued) and flushes the index. Works
+    /// even while requests or background tasks still hold the service.
+    pub fn shutdown(&self) {
+        self.runtime.shutdown();
+        // rocksdb must not be in use by another thread when the process exits.
+        if let Some(h) = self
             .index_thread
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
         {
+            let _ = self.index_tx.send(IndexOp::Stop);
             let _ = h.join();
         }
-        if let Err(e) = svc.store.flush() {
+        if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "flushing the metadata store");
+        }
+    }
+
+    /// Returns once every index operation queued so far is written.
+    pub fn flush_index(&self) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.index_tx.send(IndexOp::Flush(tx)).is_ok() {
+            let _ = rx.recv();
         }
     }
 

@@ -234,9 +234,25 @@ pub async fn put_records(svc: &Arc<Service>, input: PutRecordsInput) -> ApiResul
                 "SequenceNumber": SeqNo { stream_id: meta.id, shard_index: *shard, ordinal: a.first_ordinal + pos as u64 }.encode(),
                 "ShardId": shard_id(*shard),
             }),
-            (_, Err(e)) => {
+            (shard, Err(e)) => {
                 failed += 1;
-                json!({"ErrorCode": e.type_name(), "ErrorMessage": e.message()})
+                // AWS reports only these two codes per record; a full queue is throttling.
+                let code = match e {
+                    ApiError::ServiceUnavailable(_) | ApiError::ProvisionedThroughputExceeded(_) => {
+                        "ProvisionedThroughputExceededException"
+                    }
+                    _ => "InternalFailure",
+                };
+                let message = match e {
+                    ApiError::ServiceUnavailable(_) => format!(
+                        "Rate exceeded for shard {} in stream {} under account {}.",
+                        shard_id(*shard),
+                        meta.name,
+                        svc.cfg.account_id
+                    ),
+                    other => other.message().to_owned(),
+                };
+                json!({"ErrorCode": code, "ErrorMessage": message})
             }
         })
         .collect();

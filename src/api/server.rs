@@ -31,6 +31,9 @@ use crate::service::Service;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// h2c connections are pinged when idle this long and dropped if the ping goes unanswered.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests.
 pub async fn serve(listener: TcpListener, svc: Arc<Service>, shutdown: impl Future<Output = ()>) {
@@ -43,7 +46,9 @@ pub async fn serve(listener: TcpListener, svc: Arc<Service>, shutdown: impl Futu
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(svc.cfg.http.max_connections));
     tokio::pin!(shutdown);

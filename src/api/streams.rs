@@ -125,9 +125,18 @@ pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiR
             stream_id: meta.id,
             shard_index: shard.index,
         };
-        svc.runtime
+        let opened = svc
+            .runtime
             .open(key, svc.shard_dir(key), Vec::new(), meta.retention_hours)
-            .await?;
+            .await;
+        if let Err(e) = opened {
+            // Undo, so that the name is not left stuck in CREATING.
+            tracing::error!(stream = %meta.name, error = %e, "could not open a new shard; removing the stream");
+            if let Err(undo) = svc.finish_delete(&meta).await {
+                tracing::error!(stream = %meta.name, error = %undo, "could not remove the half-created stream");
+            }
+            return Err(e);
+        }
     }
     drop(_guard);
     let delay = svc.cfg.streams.create_delay;
@@ -546,13 +555,15 @@ pub async fn change_retention(
     m.retention_hours = hours;
     let meta = svc.save(m).await?;
     for s in &meta.shards {
-        svc.runtime.set_retention(
-            ShardKey {
-                stream_id: meta.id,
-                shard_index: s.index,
-            },
-            hours,
-        );
+        svc.runtime
+            .set_retention(
+                ShardKey {
+                    stream_id: meta.id,
+                    shard_index: s.index,
+                },
+                hours,
+            )
+            .await?;
     }
     Ok(json!({}))
 }

@@ -63,6 +63,8 @@ pub enum IndexOp {
     },
     /// Replies once everything sent before it is written.
     Flush(crossbeam_channel::Sender<()>),
+    /// Writes what is queued before it and ends the writer thread.
+    Stop,
 }
 
 fn index_key(stream_id: u64, shard_index: u32, ordinal: u64) -> [u8; 20] {
@@ -207,7 +209,8 @@ impl Store {
     }
 
     /// Starts the index writer thread: index updates from core workers arrive over a bounded
-    /// channel and are written in batches, so no core worker ever waits on rocksdb.
+    /// channel and are written in batches, so a core worker waits on rocksdb only if the writer
+    /// falls [`INDEX_QUEUE_DEPTH`] operations behind.
     pub fn spawn_index_writer(&self) -> (Sender<IndexOp>, JoinHandle<()>) {
         let (tx, rx) = crossbeam_channel::bounded(INDEX_QUEUE_DEPTH);
         let store = self.clone();
@@ -220,7 +223,9 @@ impl Store {
 
     fn run_index_writer(&self, rx: Receiver<IndexOp>) {
         let cf = self.cf(CF_SEQIDX);
-        while let Ok(first) = rx.recv() {
+        let mut stopping = false;
+        while !stopping {
+            let Ok(first) = rx.recv() else { break };
             let mut batch = WriteBatch::default();
             let mut flushes = Vec::new();
             let mut op = Some(first);
@@ -261,9 +266,10 @@ impl Store {
                         );
                     }
                     IndexOp::Flush(done) => flushes.push(done),
+                    IndexOp::Stop => stopping = true,
                 }
                 n += 1;
-                if n < INDEX_BATCH_OPS_MAX {
+                if n < INDEX_BATCH_OPS_MAX && !stopping {
                     op = rx.try_recv().ok();
                 }
             }

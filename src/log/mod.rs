@@ -96,4 +96,6 @@ pub struct LogConfig {
     pub segment_size: u64,
     pub compression: crate::config::Compression,
     pub hot_tail_bytes: u64,
+    /// Appends are not synced one by one (interval durability): remember what to sync.
+    pub track_unsynced: bool,
 }

@@ -63,6 +63,7 @@ impl ShardLog {
         persisted.sort_by_key(|e| e.ordinal);
         let mut log = ShardLog::empty(dir.clone(), stream_id, shard_index, cfg);
         let count = bases.len();
+        let mut scanned: Vec<(Segment, Option<String>)> = Vec::new();
         for (i, (base, path)) in bases.into_iter().enumerate() {
             let is_last = i + 1 == count;
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
@@ -114,14 +115,6 @@ impl ShardLog {
                 end_ordinal: base,
                 last_ts_ms: header.created_ms,
             };
-            if let Some(prev) = log.segments.last() {
-                if prev.end_ordinal != base {
-                    report.damage.push(format!(
-                        "ordinals {}..{} are missing between segment {} and segment {}",
-                        prev.end_ordinal, base, prev.base_ordinal, base
-                    ));
-                }
-            }
             // Entries of this segment: keep the ones that verify; scan from the last one.
             let mine: Vec<IndexEntry> = persisted
                 .iter()
@@ -195,8 +188,52 @@ impl ShardLog {
             }
             seg.len = offset;
             seg.end_ordinal = expected;
+            scanned.push((seg, failure));
+        }
+        // Trailing segments without a batch that do not continue the log come from a rollover
+        // whose data never became durable: writes to a new segment start only after the older
+        // segment's are synced, so a torn older segment means the newer ones hold nothing.
+        if let Some(tail) = scanned
+            .iter()
+            .rposition(|(s, _)| s.len > SEGMENT_HEADER_LEN)
+        {
+            let mut removed = false;
+            while scanned.len() > tail + 1 {
+                let (t, t_failure) = &scanned[tail];
+                let continues = t_failure.is_none()
+                    && scanned.len() == tail + 2
+                    && scanned[tail + 1].0.base_ordinal == t.end_ordinal;
+                if continues {
+                    break;
+                }
+                let (s, _) = scanned.pop().expect("longer than tail + 1");
+                tracing::warn!(
+                    stream_id,
+                    shard_index,
+                    segment = s.base_ordinal,
+                    "removing empty segment past the end of the log"
+                );
+                std::fs::remove_file(&s.path)?;
+                report.removed_files.push(s.path.clone());
+                removed = true;
+            }
+            if removed {
+                sync_dir(&dir)?;
+            }
+        }
+        let count = scanned.len();
+        for (i, (seg, failure)) in scanned.into_iter().enumerate() {
+            let (base, offset) = (seg.base_ordinal, seg.len);
+            if let Some(prev) = log.segments.last() {
+                if prev.end_ordinal != base {
+                    report.damage.push(format!(
+                        "ordinals {}..{} are missing between segment {} and segment {}",
+                        prev.end_ordinal, base, prev.base_ordinal, base
+                    ));
+                }
+            }
             if let Some(reason) = failure {
-                if is_last {
+                if i + 1 == count {
                     let dropped = nonzero_extent(seg.bytes(), offset);
                     truncate_tail(&seg, offset)?;
                     tracing::warn!(stream_id, shard_index, segment = base, offset, dropped_bytes = dropped, %reason,

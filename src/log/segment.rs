@@ -22,7 +22,6 @@ pub const BATCH_PAYLOAD_SOFT_MAX: usize = 1 << 20;
 pub const BATCH_LEN_MAX: u32 = 8 << 20;
 /// Records in one batch at most.
 pub const BATCH_RECORDS_MAX: u32 = 100_000;
-pub const PARTITION_KEY_LEN_MAX: usize = 256 * 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {

@@ -98,6 +98,10 @@ pub struct PreparedWrite {
     pub fd: RawFd,
     pub offset: u64,
     pub buf: Vec<u8>,
+    /// Goes to a segment this append created. Such writes must start only once the writes to
+    /// older segments are durable, so that a crash never leaves data in a new segment behind a
+    /// torn tail in the one before it (recovery relies on this).
+    pub new_segment: bool,
 }
 
 struct PlacedBatch {
@@ -235,6 +239,7 @@ impl ShardLog {
                     fd: self.segments[seg_i].file.as_raw_fd(),
                     offset,
                     buf: encoded.clone(),
+                    new_segment: seg_i + prepared.created_segments >= self.segments.len(),
                 }),
             }
             prepared.batches.push(PlacedBatch {
@@ -277,7 +282,7 @@ impl ShardLog {
             seg.len = b.offset + b.len;
             seg.end_ordinal = b.first_ordinal + b.count;
             seg.last_ts_ms = prepared.ts_ms;
-            if !self.dirty.contains(&seg.base_ordinal) {
+            if self.cfg.track_unsynced && !self.dirty.contains(&seg.base_ordinal) {
                 self.dirty.push(seg.base_ordinal);
             }
         }
@@ -473,9 +478,8 @@ impl ShardLog {
             self.create_segment(self.next_ordinal, now_ms)?;
         }
         while self.segments.len() > 1 && self.segments[0].last_ts_ms < cutoff_ms {
-            let seg = self.segments.remove(0);
-            std::fs::remove_file(&seg.path)?;
-            removed.push(seg.base_ordinal);
+            std::fs::remove_file(&self.segments[0].path)?;
+            removed.push(self.segments.remove(0).base_ordinal);
         }
         if !removed.is_empty() {
             sync_dir(&self.dir)?;
@@ -586,4 +590,209 @@ pub(super) fn fallocate(file: &File, offset: u64, len: u64) -> Result<(), LogErr
 
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Compression;
+    use crate::log::uring::{Uring, WriteOp};
+    use bytes::Bytes;
+
+    fn cfg(segment_size: u64, hot: u64) -> LogConfig {
+        LogConfig {
+            segment_size,
+            compression: Compression::Lz4,
+            hot_tail_bytes: hot,
+            track_unsynced: false,
+        }
+    }
+
+    fn rec(i: u64) -> NewRecord {
+        // Incompressible bytes, so that small segments really fill up.
+        let mut x = i.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let data = (0..700 + (i % 13) as usize)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (x >> 56) as u8
+            })
+            .collect::<Vec<u8>>();
+        NewRecord {
+            partition_key: format!("k{}", i % 5),
+            data: Bytes::from(data),
+        }
+    }
+
+    /// Appends like a core worker does; returns the index entries the commit produced.
+    fn append(
+        log: &mut ShardLog,
+        ring: &mut Uring,
+        records: Vec<NewRecord>,
+        now: i64,
+    ) -> Vec<IndexEntry> {
+        let p = log.prepare(records, now).unwrap();
+        for phase in [false, true] {
+            let ops: Vec<WriteOp> = p
+                .writes
+                .iter()
+                .filter(|w| w.new_segment == phase)
+                .map(|w| WriteOp {
+                    fd: w.fd,
+                    offset: w.offset,
+                    buf: &w.buf,
+                })
+                .collect();
+            assert!(ring.write_all(&ops, true).iter().all(|r| r.is_ok()));
+        }
+        log.commit(p).new_index
+    }
+
+    fn check_reads(log: &ShardLog, n: u64) {
+        for from in [0, 1, 17, n / 2, n - 1] {
+            let out = log.read(from, usize::MAX, usize::MAX).unwrap();
+            assert_eq!(out.records.len() as u64, n - from, "from {from}");
+            for r in &out.records {
+                let e = rec(r.ordinal);
+                assert_eq!(
+                    (r.partition_key.as_str(), &r.data[..]),
+                    (e.partition_key.as_str(), &e.data[..])
+                );
+            }
+            assert_eq!(out.next, n);
+        }
+        let page = log.read(10, 5, usize::MAX).unwrap();
+        assert_eq!(
+            page.records.iter().map(|r| r.ordinal).collect::<Vec<_>>(),
+            [10, 11, 12, 13, 14]
+        );
+        let small = log.read(0, 100, 1).unwrap();
+        assert_eq!(
+            small.records.len(),
+            1,
+            "at least one record, then the byte bound"
+        );
+    }
+
+    #[test]
+    fn appends_span_segments_and_survive_reopen_with_or_without_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ring = Uring::new().unwrap();
+        let mut log = ShardLog::empty(dir.path().join("s"), 1, 0, cfg(64 << 10, 8 << 10));
+        let mut index = Vec::new();
+        let mut i = 0u64;
+        for round in 0..100 {
+            let batch: Vec<NewRecord> = (0..(1 + round % 7)).map(|k| rec(i + k)).collect();
+            i += batch.len() as u64;
+            index.extend(append(&mut log, &mut ring, batch, 1_000 + round as i64));
+        }
+        assert!(log.segments.len() > 2, "small segments roll");
+        check_reads(&log, i);
+        assert_eq!(
+            log.ordinal_at_timestamp(1_010).unwrap(),
+            log.read(0, usize::MAX, usize::MAX)
+                .unwrap()
+                .records
+                .iter()
+                .find(|r| r.ts_ms >= 1_010)
+                .unwrap()
+                .ordinal
+        );
+        assert_eq!(log.ordinal_at_timestamp(99_999).unwrap(), i);
+        drop(log);
+        for persisted in [index.clone(), Vec::new(), index[..index.len() / 2].to_vec()] {
+            let (log, report) = ShardLog::open(
+                dir.path().join("s"),
+                1,
+                0,
+                cfg(64 << 10, 8 << 10),
+                persisted,
+            )
+            .unwrap();
+            assert!(
+                report.torn_tail.is_none() && report.damage.is_empty(),
+                "{report:?}"
+            );
+            assert_eq!(log.next_ordinal(), i);
+            check_reads(&log, i);
+        }
+    }
+
+    #[test]
+    fn a_torn_rollover_drops_the_empty_new_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ring = Uring::new().unwrap();
+        let path = dir.path().join("s");
+        let mut log = ShardLog::empty(path.clone(), 1, 0, cfg(64 << 10, 0));
+        let mut n = 0;
+        while log.segments.len() < 2 {
+            append(&mut log, &mut ring, vec![rec(n)], 5);
+            n += 1;
+        }
+        // Simulate a crash mid-rollover: the first segment's last batch is torn and the new
+        // segment never received its write.
+        let first = &log.segments[0];
+        let last_off = {
+            let mut off = SEGMENT_HEADER_LEN;
+            let mut last = off;
+            while let Ok(Some(h)) = decode_batch_header(first.valid(), off) {
+                last = off;
+                off += u64::from(h.len);
+            }
+            last
+        };
+        first.file.set_len(last_off + 30).unwrap();
+        let second = log.segments[1].path.clone();
+        let tail_ordinal = log.segments[0].end_ordinal - 1;
+        second_segment_truncate_to_header(&second);
+        drop(log);
+        let (log, report) = ShardLog::open(path, 1, 0, cfg(64 << 10, 0), Vec::new()).unwrap();
+        assert!(report.torn_tail.is_some(), "{report:?}");
+        assert!(
+            report.damage.is_empty(),
+            "a torn rollover is not mid-log damage: {report:?}"
+        );
+        assert_eq!(report.removed_files, vec![second]);
+        assert_eq!(log.next_ordinal(), tail_ordinal);
+        assert_eq!(
+            log.read(0, usize::MAX, usize::MAX).unwrap().records.len() as u64,
+            tail_ordinal
+        );
+    }
+
+    fn second_segment_truncate_to_header(path: &Path) {
+        let f = OpenOptions::new().write(true).open(path).unwrap();
+        f.set_len(SEGMENT_HEADER_LEN).unwrap();
+        f.set_len(SEGMENT_HEADER_LEN * 4).unwrap();
+    }
+
+    #[test]
+    fn retention_deletes_whole_segments_and_keeps_the_next_ordinal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ring = Uring::new().unwrap();
+        let path = dir.path().join("s");
+        let mut log = ShardLog::empty(path.clone(), 1, 0, cfg(64 << 10, 1 << 20));
+        for i in 0..200 {
+            append(&mut log, &mut ring, vec![rec(i)], i as i64);
+        }
+        let segments = log.segments.len();
+        assert!(segments > 2);
+        let removed = log.expire(100, 500).unwrap();
+        assert!(!removed.is_empty() && log.segments.len() < segments);
+        let horizon = log.trim_horizon();
+        assert!(horizon > 0 && horizon <= 100);
+        let out = log.read(0, 1, usize::MAX).unwrap();
+        assert_eq!(
+            out.records[0].ordinal, horizon,
+            "reads start at the trim horizon"
+        );
+        // Everything expires: the log keeps an empty segment so the ordinal survives a restart.
+        log.expire(1_000, 1_000).unwrap();
+        assert_eq!(log.trim_horizon(), 200);
+        assert!(log.read(0, 10, usize::MAX).unwrap().records.is_empty());
+        drop(log);
+        let (log, _) = ShardLog::open(path, 1, 0, cfg(64 << 10, 0), Vec::new()).unwrap();
+        assert_eq!(log.next_ordinal(), 200);
+    }
 }

@@ -35,37 +35,35 @@ impl Uring {
         let per_chunk = (RING_ENTRIES / 2) as usize;
         for (chunk_i, chunk) in ops.chunks(per_chunk).enumerate() {
             let base = chunk_i * per_chunk;
-            let mut short: Vec<(usize, usize)> = Vec::new();
-            if let Err(e) = self.submit_chunk(chunk, base, sync, &mut results, &mut short) {
-                for r in &mut results[base..base + chunk.len()] {
-                    *r = Err(io::Error::new(e.kind(), e.to_string()));
-                }
-                continue;
-            }
+            let short = self.submit_chunk(chunk, base, sync, &mut results);
             // A short write breaks the link (its fdatasync is cancelled): finish it by hand.
             for (i, written) in short {
-                let op = &ops[i];
-                results[i] = finish_write(op, written, sync);
+                results[i] = finish_write(&ops[i], written, sync);
             }
         }
         results
     }
 
+    /// Submits one chunk and waits for every one of its completions. It never returns while the
+    /// kernel may still read a buffer of the chunk: the buffers belong to the caller and are freed
+    /// once this returns.
     fn submit_chunk(
         &mut self,
         chunk: &[WriteOp<'_>],
         base: usize,
         sync: bool,
         results: &mut [io::Result<()>],
-        short: &mut Vec<(usize, usize)>,
-    ) -> io::Result<()> {
+    ) -> Vec<(usize, usize)> {
+        let mut short = Vec::new();
         let mut expected = 0usize;
         {
             let mut sq = self.ring.submission();
             for (j, op) in chunk.iter().enumerate() {
                 let i = (base + j) as u64;
-                let len =
-                    u32::try_from(op.buf.len()).map_err(|_| io::Error::other("write too large"))?;
+                let Ok(len) = u32::try_from(op.buf.len()) else {
+                    results[base + j] = Err(io::Error::other("write larger than 4 GiB"));
+                    continue;
+                };
                 let write = opcode::Write::new(types::Fd(op.fd), op.buf.as_ptr(), len)
                     .offset(op.offset)
                     .build()
@@ -79,7 +77,7 @@ impl Uring {
                 // completion of the chunk before returning.
                 unsafe {
                     sq.push(&write)
-                        .map_err(|_| io::Error::other("submission queue full"))?
+                        .expect("a chunk fills at most half of an empty ring")
                 };
                 expected += 1;
                 if sync {
@@ -90,7 +88,7 @@ impl Uring {
                     // SAFETY: no buffer is referenced.
                     unsafe {
                         sq.push(&fsync)
-                            .map_err(|_| io::Error::other("submission queue full"))?
+                            .expect("a chunk fills at most half of an empty ring")
                     };
                     expected += 1;
                 }
@@ -98,26 +96,43 @@ impl Uring {
         }
         let mut done = 0usize;
         while done < expected {
-            self.ring.submit_and_wait(expected - done)?;
+            if let Err(e) = self.ring.submit_and_wait(expected - done) {
+                match e.raw_os_error() {
+                    // Interrupted, or the completion queue needs draining first: go round again.
+                    Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY) => {}
+                    _ => {
+                        // The ring itself is broken. Returning would free buffers the kernel may
+                        // still read, and nothing in the chunk can be called durable: stop here.
+                        tracing::error!(error = %e, "io_uring_enter failed; aborting to protect acknowledged data");
+                        std::process::abort();
+                    }
+                }
+            }
             for cqe in self.ring.completion() {
                 done += 1;
                 let i = (cqe.user_data() >> 1) as usize;
+                let Some(op) = i.checked_sub(base).and_then(|j| chunk.get(j)) else {
+                    tracing::error!(
+                        user_data = cqe.user_data(),
+                        "completion for an unknown submission"
+                    );
+                    continue;
+                };
                 let is_sync = cqe.user_data() & 1 == 1;
                 let res = cqe.result();
-                let op_len = chunk[i - base].buf.len();
                 if !is_sync {
                     if res < 0 {
                         results[i] = Err(io::Error::from_raw_os_error(-res));
-                    } else if (res as usize) < op_len {
+                    } else if (res as usize) < op.buf.len() {
                         short.push((i, res as usize));
                     }
                 } else if res < 0 && res != -libc::ECANCELED && results[i].is_ok() {
+                    // A cancelled fdatasync after a failed write leaves the write's error in place.
                     results[i] = Err(io::Error::from_raw_os_error(-res));
                 }
             }
         }
-        // A cancelled fdatasync after a failed write leaves the write's error in place.
-        Ok(())
+        short
     }
 
     /// fdatasyncs every file (the interval durability mode's periodic sync).

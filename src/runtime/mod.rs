@@ -94,8 +94,11 @@ pub enum Command {
 
 pub struct Runtime {
     senders: Vec<Sender<Command>>,
-    handles: Vec<JoinHandle<()>>,
+    handles: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
+
+/// How long a control command waits between tries when a worker's queue is full.
+const QUEUE_FULL_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl Runtime {
     pub fn start(cfg: &Config, index: Sender<IndexOp>) -> std::io::Result<Runtime> {
@@ -110,6 +113,7 @@ impl Runtime {
                 segment_size: cfg.storage.segment_size,
                 compression: cfg.storage.compression,
                 hot_tail_bytes: cfg.storage.hot_tail_size,
+                track_unsynced: cfg.storage.durability != Durability::Sync,
             },
             sync_each_append: cfg.storage.durability == Durability::Sync,
             sync_interval: cfg.storage.sync_interval,
@@ -125,7 +129,10 @@ impl Runtime {
             senders.push(tx);
             handles.push(handle);
         }
-        Ok(Runtime { senders, handles })
+        Ok(Runtime {
+            senders,
+            handles: std::sync::Mutex::new(handles),
+        })
     }
 
     pub fn workers(&self) -> usize {
@@ -167,6 +174,39 @@ impl Runtime {
         }
     }
 
+    /// Sends a control command, waiting (without blocking the async thread) while the queue is full.
+    async fn send_waiting(&self, key: ShardKey, mut cmd: Command) -> Result<(), ApiError> {
+        loop {
+            match self.sender(key).try_send(cmd) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(c)) => {
+                    cmd = c;
+                    tokio::time::sleep(QUEUE_FULL_RETRY).await;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    return Err(ApiError::ServiceUnavailable(
+                        "The daemon is shutting down.".into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    async fn control<T>(
+        &self,
+        key: ShardKey,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.send_waiting(key, make(tx)).await?;
+        rx.await.unwrap_or_else(|_| {
+            Err(ApiError::InternalFailure(
+                "The shard's worker stopped.".into(),
+            ))
+        })
+    }
+
+    /// Opens (recovers) a shard on its worker. Control commands wait for room rather than fail.
     pub async fn open(
         &self,
         key: ShardKey,
@@ -174,23 +214,14 @@ impl Runtime {
         index: Vec<IndexEntry>,
         retention_hours: u32,
     ) -> Result<RecoveryReport, ApiError> {
-        // Opening happens at start-up and on CreateStream: wait for room rather than refuse.
-        let (tx, rx) = oneshot::channel();
-        let cmd = Command::Open {
+        self.control(key, move |reply| Command::Open {
             key,
             dir,
             index,
             retention_hours,
-            reply: tx,
-        };
-        self.sender(key)
-            .send(cmd)
-            .map_err(|_| ApiError::ServiceUnavailable("The daemon is shutting down.".into()))?;
-        rx.await.unwrap_or_else(|_| {
-            Err(ApiError::InternalFailure(
-                "The shard's worker stopped.".into(),
-            ))
+            reply,
         })
+        .await
     }
 
     pub fn append(
@@ -229,28 +260,24 @@ impl Runtime {
         self.call(key, move |reply| Command::Position { key, at, reply })
     }
 
-    pub fn set_retention(&self, key: ShardKey, hours: u32) {
-        let _ = self.sender(key).send(Command::SetRetention { key, hours });
+    pub async fn set_retention(&self, key: ShardKey, hours: u32) -> Result<(), ApiError> {
+        self.send_waiting(key, Command::SetRetention { key, hours })
+            .await
     }
 
     pub async fn drop_shard(&self, key: ShardKey) -> Result<(), ApiError> {
-        let (tx, rx) = oneshot::channel();
-        self.sender(key)
-            .send(Command::Drop { key, reply: tx })
-            .map_err(|_| ApiError::ServiceUnavailable("The daemon is shutting down.".into()))?;
-        rx.await.unwrap_or_else(|_| {
-            Err(ApiError::InternalFailure(
-                "The shard's worker stopped.".into(),
-            ))
-        })
+        self.control(key, move |reply| Command::Drop { key, reply })
+            .await
     }
 
-    /// Asks every worker to finish what it has queued, sync, and stop; waits for them.
-    pub fn shutdown(self) {
+    /// Asks every worker to finish what it has queued, sync, and stop; waits for them. Later calls
+    /// do nothing.
+    pub fn shutdown(&self) {
         for s in &self.senders {
             let _ = s.send(Command::Shutdown);
         }
-        for h in self.handles {
+        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|p| p.into_inner()));
+        for h in handles {
             let _ = h.join();
         }
     }

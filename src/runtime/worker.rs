@@ -289,26 +289,35 @@ impl Worker {
                 }
             }
         }
-        let mut ops = Vec::new();
-        let mut owner = Vec::new();
-        for (i, (_, _, p)) in prepared.iter().enumerate() {
-            for w in &p.writes {
-                ops.push(WriteOp {
-                    fd: w.fd,
-                    offset: w.offset,
-                    buf: &w.buf,
-                });
-                owner.push(i);
-            }
-        }
-        let results = self.ring.write_all(&ops, self.cfg.sync_each_append);
+        // Phase one: writes to segments that already existed; phase two: writes to segments this
+        // group created, only for shards whose phase one is durable.
         let mut failed: Vec<Option<String>> = vec![None; prepared.len()];
-        for (r, &i) in results.iter().zip(&owner) {
-            if let Err(e) = r {
-                failed[i].get_or_insert_with(|| e.to_string());
+        for new_segments in [false, true] {
+            let mut ops = Vec::new();
+            let mut owner = Vec::new();
+            for (i, (_, _, p)) in prepared.iter().enumerate() {
+                if failed[i].is_some() {
+                    continue;
+                }
+                for w in p.writes.iter().filter(|w| w.new_segment == new_segments) {
+                    ops.push(WriteOp {
+                        fd: w.fd,
+                        offset: w.offset,
+                        buf: &w.buf,
+                    });
+                    owner.push(i);
+                }
+            }
+            if ops.is_empty() {
+                continue;
+            }
+            let results = self.ring.write_all(&ops, self.cfg.sync_each_append);
+            for (r, &i) in results.iter().zip(&owner) {
+                if let Err(e) = r {
+                    failed[i].get_or_insert_with(|| e.to_string());
+                }
             }
         }
-        drop(ops);
         for ((key, replies, p), failure) in prepared.into_iter().zip(failed) {
             let shard = self.shards.get_mut(&key).expect("checked above");
             if let Some(err) = failure {

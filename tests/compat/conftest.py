@@ -152,7 +152,10 @@ class Daemon:
                 if keep_port:
                     time.sleep(0.2)
                 continue
-            pytest.fail(f"sluice exited with {rc} during start-up; log:\n{self.log_tail()}")
+            pytest.fail(
+                f"{self.binary} exited with {rc} during start-up instead of serving "
+                f"(set SLUICE_BIN to choose another binary); log:\n{self.log_tail()}"
+            )
         pytest.fail("could not start sluice")
 
     def stop(self, timeout: float = 30.0) -> int:

@@ -1,0 +1,45 @@
+# The two commands a newcomer needs:
+#   make run    build and run the daemon with embedded defaults (installs build dependencies first)
+#   make test   run every test: unit, integration (Rust SDK), and the boto3 / AWS CLI suite
+
+# The distribution's rocksdb lives in the multiarch library directory.
+export ROCKSDB_LIB_DIR ?= /usr/lib/$(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+SLUICE_BIN ?= $(TARGET_DIR)/debug/sluice
+
+.PHONY: run deps build release test test-rust test-compat lint fmt clean
+
+run: deps
+	cargo run --release -- serve
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	cargo build
+
+release: deps
+	cargo build --release
+
+test: deps
+	scripts/venv.sh
+	cargo build --bins
+	cargo test
+	SLUICE_BIN=$(SLUICE_BIN) .venv/bin/python -m pytest -q tests/compat
+
+test-rust: deps
+	cargo test
+
+test-compat: build
+	scripts/venv.sh
+	SLUICE_BIN=$(SLUICE_BIN) .venv/bin/python -m pytest -q tests/compat
+
+lint: deps
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt:
+	cargo fmt
+
+clean:
+	cargo clean
