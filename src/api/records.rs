@@ -301,6 +301,11 @@ pub async fn get_shard_iterator(
                 meta.name, svc.cfg.account_id
             ))
         })?;
+    if (kind == "TRIM_HORIZON" || kind == "LATEST") && input.starting_sequence_number.is_some() {
+        return Err(ApiError::InvalidArgument(format!(
+            "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. Request specified {kind} and also a StartingSequenceNumber."
+        )));
+    }
     let position = match kind.as_str() {
         "TRIM_HORIZON" => Position::TrimHorizon,
         "LATEST" => Position::Latest,
@@ -308,7 +313,14 @@ pub async fn get_shard_iterator(
             let ts = input.timestamp.as_ref().ok_or_else(|| {
                 ApiError::InvalidArgument("Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. Current request has no timestamp parameter.".into())
             })?;
-            Position::AtTimestamp(timestamp_ms(ts, "Timestamp")?)
+            let ts = timestamp_ms(ts, "Timestamp")?;
+            let now = svc.now_ms();
+            if ts > now {
+                return Err(ApiError::InvalidArgument(format!(
+                    "The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. timestampInMillis: {ts}, currentTimestampInMillis: {now}"
+                )));
+            }
+            Position::AtTimestamp(ts)
         }
         _ => {
             let text = input.starting_sequence_number.as_deref().ok_or_else(|| {

@@ -576,6 +576,16 @@ fn validate_tags(tags: &HashMap<String, String>, max: usize) -> ApiResult<()> {
             &format!("Member must have length less than or equal to {max} and greater than or equal to 1"),
         ));
     }
+    let allowed = |c: char| c.is_alphanumeric() || c.is_whitespace() || "_./=+-%@".contains(c);
+    if tags
+        .iter()
+        .any(|(k, v)| !k.chars().all(allowed) || !v.chars().all(allowed))
+    {
+        return Err(ApiError::InvalidArgument(
+            "Some tags contain invalid characters. Valid characters: Unicode letters, digits, white space, _ . / = + - % @."
+                .into(),
+        ));
+    }
     for (k, v) in tags {
         if k.is_empty() || k.chars().count() > 128 {
             return Err(ApiError::validation(
