@@ -7,14 +7,7 @@ use sluice::stream::hashing::hash_partition_key;
 use sluice::stream::seqno::SeqNo;
 
 fn records(n: usize, size: usize) -> Vec<(String, Vec<u8>)> {
-    (0..n)
-        .map(|i| {
-            (
-                format!("sensor-{}", i % 100),
-                (0..size).map(|j| ((i + j) % 251) as u8).collect(),
-            )
-        })
-        .collect()
+    (0..n).map(|i| (format!("sensor-{}", i % 100), (0..size).map(|j| ((i + j) % 251) as u8).collect())).collect()
 }
 
 fn batch_codec(c: &mut Criterion) {
@@ -22,11 +15,7 @@ fn batch_codec(c: &mut Criterion) {
     let fields: Vec<(&str, &[u8])> = recs.iter().map(|(k, d)| (k.as_str(), &d[..])).collect();
     let mut g = c.benchmark_group("batch_500x1KiB");
     g.throughput(Throughput::Bytes((500 * 1024) as u64));
-    for (name, codec) in [
-        ("none", Compression::None),
-        ("lz4", Compression::Lz4),
-        ("zstd", Compression::Zstd),
-    ] {
+    for (name, codec) in [("none", Compression::None), ("lz4", Compression::Lz4), ("zstd", Compression::Zstd)] {
         g.bench_function(format!("encode_{name}"), |b| {
             b.iter_batched(
                 || Vec::with_capacity(600 << 10),
@@ -56,59 +45,35 @@ fn crc(c: &mut Criterion) {
     let data = vec![7u8; 1 << 20];
     let mut g = c.benchmark_group("crc32c");
     g.throughput(Throughput::Bytes(data.len() as u64));
-    g.bench_function("crc32c_1MiB", |b| {
-        b.iter(|| crc32c::crc32c(black_box(&data)))
-    });
+    g.bench_function("crc32c_1MiB", |b| b.iter(|| crc32c::crc32c(black_box(&data))));
     g.finish();
 }
 
 fn routing(c: &mut Criterion) {
     let keys: Vec<String> = (0..1000).map(|i| format!("sensor-{i}")).collect();
     c.bench_function("md5_route_1000_keys", |b| {
-        b.iter(|| {
-            keys.iter()
-                .map(|k| hash_partition_key(k) >> 120)
-                .sum::<u128>()
-        })
+        b.iter(|| keys.iter().map(|k| hash_partition_key(k) >> 120).sum::<u128>())
     });
-    let seq = SeqNo {
-        stream_id: 42,
-        shard_index: 3,
-        ordinal: 123_456_789,
-    };
+    let seq = SeqNo { stream_id: 42, shard_index: 3, ordinal: 123_456_789 };
     c.bench_function("seqno_encode", |b| b.iter(|| black_box(seq).encode()));
     let text = seq.encode();
-    c.bench_function("seqno_parse", |b| {
-        b.iter(|| SeqNo::parse(black_box(&text)).unwrap())
-    });
+    c.bench_function("seqno_parse", |b| b.iter(|| SeqNo::parse(black_box(&text)).unwrap()));
 }
 
 fn put_records_decode(c: &mut Criterion) {
     use base64::Engine;
     let data = base64::engine::general_purpose::STANDARD.encode(vec![1u8; 1024]);
-    let records: Vec<serde_json::Value> = (0..500)
-        .map(|i| serde_json::json!({"Data": data, "PartitionKey": format!("k{i}")}))
-        .collect();
-    let body = serde_json::json!({"StreamName": "s", "Records": records})
-        .to_string()
-        .into_bytes();
+    let records: Vec<serde_json::Value> =
+        (0..500).map(|i| serde_json::json!({"Data": data, "PartitionKey": format!("k{i}")})).collect();
+    let body = serde_json::json!({"StreamName": "s", "Records": records}).to_string().into_bytes();
     let mut g = c.benchmark_group("put_records_json");
     g.throughput(Throughput::Bytes(body.len() as u64));
     g.bench_function("decode_500x1KiB_with_base64", |b| {
         b.iter(|| {
-            let v = sluice::api::codec::decode_request(
-                sluice::api::codec::Protocol::Json,
-                black_box(&body),
-            )
-            .unwrap();
+            let v = sluice::api::codec::decode_request(sluice::api::codec::Protocol::Json, black_box(&body)).unwrap();
             let recs = v["Records"].as_array().unwrap();
             recs.iter()
-                .map(|r| {
-                    base64::engine::general_purpose::STANDARD
-                        .decode(r["Data"].as_str().unwrap())
-                        .unwrap()
-                        .len()
-                })
+                .map(|r| base64::engine::general_purpose::STANDARD.decode(r["Data"].as_str().unwrap()).unwrap().len())
                 .sum::<usize>()
         })
     });

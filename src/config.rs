@@ -49,6 +49,14 @@ pub struct Config {
     pub storage: StorageConfig,
     pub streams: StreamsConfig,
     pub http: HttpConfig,
+    pub debug: DebugConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DebugConfig {
+    /// Serve `POST /debug/failpoints` (fault injection on the write path). Never in production.
+    pub failpoints: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +98,16 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Requests queued per core worker before new ones are refused with ServiceUnavailable.
     pub worker_queue_depth: usize,
+    /// Request bodies being read or held at once, across all connections; beyond it requests get
+    /// ServiceUnavailable without their body being read.
+    #[serde(deserialize_with = "de_size")]
+    pub max_inflight_body_size: u64,
+    /// An HTTP/1.1 request's headers must arrive within this (slow clients are cut off).
+    #[serde(deserialize_with = "de_duration")]
+    pub header_read_timeout: Duration,
+    /// A request body must arrive within this.
+    #[serde(deserialize_with = "de_duration")]
+    pub body_read_timeout: Duration,
 }
 
 impl Default for Config {
@@ -104,6 +122,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             streams: StreamsConfig::default(),
             http: HttpConfig::default(),
+            debug: DebugConfig::default(),
         }
     }
 }
@@ -138,6 +157,9 @@ impl Default for HttpConfig {
             max_body_size: 16 << 20,
             max_connections: 4096,
             worker_queue_depth: 4096,
+            max_inflight_body_size: 256 << 20,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -168,26 +190,26 @@ impl Config {
             )));
         }
         if s.sync_interval.is_zero() {
-            return Err(ConfigError(
-                "storage.sync_interval must be greater than zero".into(),
-            ));
+            return Err(ConfigError("storage.sync_interval must be greater than zero".into()));
         }
         if s.retention_check_interval.is_zero() {
-            return Err(ConfigError(
-                "storage.retention_check_interval must be greater than zero".into(),
-            ));
+            return Err(ConfigError("storage.retention_check_interval must be greater than zero".into()));
         }
         if self.streams.shard_limit == 0 {
             return Err(ConfigError("streams.shard_limit must be at least 1".into()));
         }
         if self.http.max_body_size < (6 << 20) {
-            return Err(ConfigError(
-                "http.max_body_size must be at least 6 MiB (a full PutRecords request)".into(),
-            ));
+            return Err(ConfigError("http.max_body_size must be at least 6 MiB (a full PutRecords request)".into()));
         }
         if self.http.max_connections == 0 || self.http.worker_queue_depth == 0 {
+            return Err(ConfigError("http.max_connections and http.worker_queue_depth must be at least 1".into()));
+        }
+        if self.http.max_inflight_body_size < self.http.max_body_size {
+            return Err(ConfigError("http.max_inflight_body_size must be at least http.max_body_size".into()));
+        }
+        if self.http.header_read_timeout.is_zero() || self.http.body_read_timeout.is_zero() {
             return Err(ConfigError(
-                "http.max_connections and http.worker_queue_depth must be at least 1".into(),
+                "http.header_read_timeout and http.body_read_timeout must be greater than zero".into(),
             ));
         }
         if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
@@ -201,9 +223,7 @@ impl Config {
 
     pub fn worker_count(&self) -> usize {
         if self.workers == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         } else {
             self.workers
         }
@@ -215,9 +235,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size such as \"64 MiB\""))?;
+    let n: u64 = num.parse().map_err(|_| format!("'{text}' is not a size such as \"64 MiB\""))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -228,8 +246,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "gib" => 1 << 30,
         other => return Err(format!("unknown size unit '{other}' in '{text}'")),
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size '{text}' is too large"))
+    n.checked_mul(mult).ok_or_else(|| format!("size '{text}' is too large"))
 }
 
 /// Parses "30s", "200ms", "5m", "1h".
@@ -237,22 +254,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration such as \"30s\""))?;
+    let n: u64 = num.parse().map_err(|_| format!("'{text}' is not a duration such as \"30s\""))?;
     let ms = match unit.trim() {
         "ms" => Some(n),
         "s" => n.checked_mul(1_000),
         "m" | "min" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
-        other => {
-            return Err(format!(
-                "unknown duration unit '{other}' in '{text}' (ms, s, m, h)"
-            ))
-        }
+        other => return Err(format!("unknown duration unit '{other}' in '{text}' (ms, s, m, h)")),
     };
-    ms.map(Duration::from_millis)
-        .ok_or_else(|| format!("duration '{text}' is too large"))
+    ms.map(Duration::from_millis).ok_or_else(|| format!("duration '{text}' is too large"))
 }
 
 #[derive(Deserialize)]

@@ -99,9 +99,6 @@ mod tests {
         assert_eq!(ApiError::InternalFailure("x".into()).status(), 500);
         assert_eq!(ApiError::ServiceUnavailable("x".into()).status(), 503);
         assert_eq!(ApiError::ResourceNotFound("x".into()).status(), 400);
-        assert_eq!(
-            ApiError::ExpiredIterator("x".into()).type_name(),
-            "ExpiredIteratorException"
-        );
+        assert_eq!(ApiError::ExpiredIterator("x".into()).type_name(), "ExpiredIteratorException");
     }
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod index;
 pub mod log;
 pub mod metrics;
+pub mod notify;
 pub mod runtime;
 pub mod service;
 pub mod stream;
@@ -23,11 +24,26 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     tracing::info!(data_dir = %cfg.data_dir.display(), %listen, durability = %cfg.storage.durability,
         workers = cfg.worker_count(), "starting sluice");
     let svc = service::Service::start(cfg).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
     tracing::info!(listen = %listener.local_addr()?, "ready");
+    notify::notify("READY=1");
+    let watchdog = notify::watchdog_period().map(|period| {
+        let svc = Arc::clone(&svc);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                match svc.runtime.ping_all().await {
+                    Ok(()) => notify::notify("WATCHDOG=1"),
+                    Err(e) => tracing::error!(error = %e, "core workers did not answer; withholding the watchdog ping"),
+                }
+            }
+        })
+    });
     api::server::serve(listener, Arc::clone(&svc), shutdown_signal()).await;
+    notify::notify("STOPPING=1");
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     tracing::info!("stopping: syncing and closing shards");
     tokio::task::spawn_blocking(move || svc.shutdown()).await?;
     tracing::info!("stopped");

@@ -12,9 +12,7 @@ use std::time::Duration;
 pub const LABEL_SETS_MAX: usize = 2_000;
 const OTHER: &str = "_other";
 /// Upper bounds of the put latency buckets, in seconds.
-const LATENCY_BUCKETS_S: [f64; 12] = [
-    0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
-];
+const LATENCY_BUCKETS_S: [f64; 12] = [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
 #[derive(Default, Clone, Copy)]
 struct ShardCounters {
@@ -55,10 +53,7 @@ impl Metrics {
     fn shard_entry<'a>(inner: &'a mut Inner, stream: &str, shard: &str) -> &'a mut ShardCounters {
         let key = (stream.to_owned(), shard.to_owned());
         if !inner.shards.contains_key(&key) && inner.shards.len() >= LABEL_SETS_MAX {
-            return inner
-                .shards
-                .entry((OTHER.into(), OTHER.into()))
-                .or_default();
+            return inner.shards.entry((OTHER.into(), OTHER.into())).or_default();
         }
         inner.shards.entry(key).or_default()
     }
@@ -82,12 +77,8 @@ impl Metrics {
     pub fn record_put_latency(&self, stream: &str, took: Duration) {
         let s = took.as_secs_f64();
         self.with(|i| {
-            let key = if i.put_latency.contains_key(stream) || i.put_latency.len() < LABEL_SETS_MAX
-            {
-                stream
-            } else {
-                OTHER
-            };
+            let key =
+                if i.put_latency.contains_key(stream) || i.put_latency.len() < LABEL_SETS_MAX { stream } else { OTHER };
             let h = i.put_latency.entry(key.to_owned()).or_default();
             for (b, le) in h.buckets.iter_mut().zip(LATENCY_BUCKETS_S) {
                 if s <= le {
@@ -127,11 +118,13 @@ impl Metrics {
             for (name, help, get) in series {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
                 for ((stream, shard), c) in &i.shards {
-                    let _ = writeln!(out, "{name}{{stream=\"{}\",shard=\"{}\"}} {}", escape(stream), escape(shard), get(c));
+                    let _ =
+                        writeln!(out, "{name}{{stream=\"{}\",shard=\"{}\"}} {}", escape(stream), escape(shard), get(c));
                 }
             }
             let name = "sluice_put_latency_seconds";
-            let _ = writeln!(out, "# HELP {name} Time from request decoded to records durable.\n# TYPE {name} histogram");
+            let _ =
+                writeln!(out, "# HELP {name} Time from request decoded to records durable.\n# TYPE {name} histogram");
             for (stream, h) in &i.put_latency {
                 let s = escape(stream);
                 for (b, le) in h.buckets.iter().zip(LATENCY_BUCKETS_S) {
@@ -152,9 +145,7 @@ impl Metrics {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -168,15 +159,10 @@ mod tests {
         m.record_put_latency("s", Duration::from_micros(300));
         let text = m.render();
         assert!(
-            text.contains(
-                "sluice_incoming_records_total{stream=\"s\",shard=\"shardId-000000000000\"} 3"
-            ),
+            text.contains("sluice_incoming_records_total{stream=\"s\",shard=\"shardId-000000000000\"} 3"),
             "{text}"
         );
-        assert!(
-            text.contains("sluice_put_latency_seconds_bucket{stream=\"s\",le=\"0.0005\"} 1"),
-            "{text}"
-        );
+        assert!(text.contains("sluice_put_latency_seconds_bucket{stream=\"s\",le=\"0.0005\"} 1"), "{text}");
         for n in 0..LABEL_SETS_MAX + 10 {
             m.record_put(&format!("s{n}"), "x", 1, 1);
         }

@@ -21,6 +21,8 @@ const META_FORMAT_VERSION: &str = "format_version";
 
 pub struct Service {
     pub cfg: Config,
+    /// Held for the life of the daemon: one process per data directory.
+    _lock: DataDirLock,
     pub store: Store,
     pub runtime: Runtime,
     pub metrics: Metrics,
@@ -36,13 +38,14 @@ impl Service {
     pub async fn start(cfg: Config) -> anyhow::Result<Arc<Service>> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-        let store =
-            Store::open(&cfg.data_dir.join("meta")).context("opening the metadata store")?;
+        let lock = DataDirLock::acquire(&cfg.data_dir)?;
+        let store = Store::open(&cfg.data_dir.join("meta")).context("opening the metadata store")?;
         check_format_version(&store)?;
         let (index_tx, index_thread) = store.spawn_index_writer();
         let runtime = Runtime::start(&cfg, index_tx.clone()).context("starting core workers")?;
         let svc = Arc::new(Service {
             cfg,
+            _lock: lock,
             store,
             runtime,
             metrics: Metrics::default(),
@@ -67,22 +70,13 @@ impl Service {
                 continue;
             }
             for shard in &meta.shards {
-                let key = ShardKey {
-                    stream_id: meta.id,
-                    shard_index: shard.index,
-                };
+                let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
                 let index = self.store.load_index(meta.id, shard.index)?;
                 let report = self
                     .runtime
                     .open(key, self.shard_dir(key), index, meta.retention_hours)
                     .await
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "recovering stream {} shard {}: {e}",
-                            meta.name,
-                            shard.index
-                        )
-                    })?;
+                    .map_err(|e| anyhow::anyhow!("recovering stream {} shard {}: {e}", meta.name, shard.index))?;
                 shards += 1;
                 bytes += report.bytes_verified;
                 if let Some(t) = &report.torn_tail {
@@ -111,11 +105,7 @@ impl Service {
     }
 
     pub fn shard_dir(&self, key: ShardKey) -> PathBuf {
-        self.cfg
-            .data_dir
-            .join("streams")
-            .join(format!("{:016}", key.stream_id))
-            .join(format!("{:06}", key.shard_index))
+        self.cfg.data_dir.join("streams").join(format!("{:016}", key.stream_id)).join(format!("{:06}", key.shard_index))
     }
 
     fn streams_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<StreamMeta>>> {
@@ -131,10 +121,7 @@ impl Service {
     }
 
     pub fn not_found(&self, name: &str) -> ApiError {
-        ApiError::ResourceNotFound(format!(
-            "Stream {name} under account {} not found.",
-            self.cfg.account_id
-        ))
+        ApiError::ResourceNotFound(format!("Stream {name} under account {} not found.", self.cfg.account_id))
     }
 
     /// The stream named by `StreamName` or `StreamARN` (either may be given; if both, they agree).
@@ -146,7 +133,11 @@ impl Service {
     pub fn resolve_name(&self, name: Option<&str>, arn: Option<&str>) -> ApiResult<String> {
         let from_arn = match arn {
             Some(a) => Some(stream_name_from_arn(a).ok_or_else(|| {
-                ApiError::validation(a, "streamARN", "Member must satisfy regular expression pattern: arn:aws.*:kinesis:.*:\\d{12}:stream/\\S+")
+                ApiError::validation(
+                    a,
+                    "streamARN",
+                    "Member must satisfy regular expression pattern: arn:aws.*:kinesis:.*:\\d{12}:stream/\\S+",
+                )
             })?),
             None => None,
         };
@@ -160,17 +151,12 @@ impl Service {
                 Ok(n.to_owned())
             }
             (None, Some(a)) => Ok(a.to_owned()),
-            (None, None) => Err(ApiError::InvalidArgument(
-                "Either StreamName or StreamARN should be provided.".into(),
-            )),
+            (None, None) => Err(ApiError::InvalidArgument("Either StreamName or StreamARN should be provided.".into())),
         }
     }
 
     pub fn stream(&self, name: &str) -> ApiResult<Arc<StreamMeta>> {
-        self.streams_read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| self.not_found(name))
+        self.streams_read().get(name).cloned().ok_or_else(|| self.not_found(name))
     }
 
     /// A stream that accepts data: ACTIVE or UPDATING.
@@ -205,23 +191,15 @@ impl Service {
     /// Closes and deletes a DELETING stream's shards, then forgets it.
     pub async fn finish_delete(&self, meta: &StreamMeta) -> ApiResult<()> {
         for shard in &meta.shards {
-            let key = ShardKey {
-                stream_id: meta.id,
-                shard_index: shard.index,
-            };
+            let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
             self.runtime.drop_shard(key).await?;
             // A shard that was never opened (e.g. at start-up) still has files to remove.
             let dir = self.shard_dir(key);
             if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .map_err(|e| ApiError::InternalFailure(e.to_string()))?;
+                std::fs::remove_dir_all(&dir).map_err(|e| ApiError::InternalFailure(e.to_string()))?;
             }
         }
-        let stream_dir = self
-            .cfg
-            .data_dir
-            .join("streams")
-            .join(format!("{:016}", meta.id));
+        let stream_dir = self.cfg.data_dir.join("streams").join(format!("{:016}", meta.id));
         let _ = std::fs::remove_dir(stream_dir);
         let store = self.store.clone();
         let m = meta.clone();
@@ -243,12 +221,7 @@ impl Service {
     pub fn shutdown(&self) {
         self.runtime.shutdown();
         // rocksdb must not be in use by another thread when the process exits.
-        if let Some(h) = self
-            .index_thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(h) = self.index_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = self.index_tx.send(IndexOp::Stop);
             let _ = h.join();
         }
@@ -273,34 +246,20 @@ impl Service {
 pub fn validate_stream_name(name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
     if ok {
         Ok(())
     } else if name.is_empty() || name.len() > 128 {
-        Err(ApiError::validation(
-            name,
-            "streamName",
-            "Member must have length less than or equal to 128",
-        ))
+        Err(ApiError::validation(name, "streamName", "Member must have length less than or equal to 128"))
     } else {
-        Err(ApiError::validation(
-            name,
-            "streamName",
-            "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+",
-        ))
+        Err(ApiError::validation(name, "streamName", "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"))
     }
 }
 
 fn check_format_version(store: &Store) -> anyhow::Result<()> {
     match store.get_meta(META_FORMAT_VERSION)? {
         Some(v) => {
-            let found = v
-                .as_slice()
-                .try_into()
-                .map(u32::from_be_bytes)
-                .unwrap_or(u32::MAX);
+            let found = v.as_slice().try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX);
             if found > FORMAT_VERSION {
                 anyhow::bail!(
                     "the data directory was written by a newer Sluice (on-disk format {found}; this build reads up to {FORMAT_VERSION}); refusing to start"
@@ -310,4 +269,42 @@ fn check_format_version(store: &Store) -> anyhow::Result<()> {
         None => store.put_meta(META_FORMAT_VERSION, &FORMAT_VERSION.to_be_bytes())?,
     }
     Ok(())
+}
+
+/// An exclusive `flock` on `<data dir>/LOCK`, which also records the holder's pid.
+struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    fn acquire(dir: &std::path::Path) -> anyhow::Result<DataDirLock> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let path = dir.join("LOCK");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: plain syscall on an open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                anyhow::bail!(
+                    "data directory {} is in use by another sluice (pid {}); refusing to start",
+                    dir.display(),
+                    holder.trim()
+                );
+            }
+            return Err(err).with_context(|| format!("locking {}", path.display()));
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        Ok(DataDirLock { _file: file })
+    }
 }

@@ -2,10 +2,7 @@
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Parses an RFC 3339 / ISO-8601 UTC or offset timestamp (`2024-01-02T03:04:05.678Z`) to epoch ms.
@@ -21,14 +18,7 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, sec) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
+    let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
@@ -72,14 +62,8 @@ mod tests {
     #[test]
     fn rfc3339() {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339_ms("2024-01-02T03:04:05.678Z"),
-            Some(1_704_164_645_678)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2024-01-02T04:04:05.678+01:00"),
-            Some(1_704_164_645_678)
-        );
+        assert_eq!(parse_rfc3339_ms("2024-01-02T03:04:05.678Z"), Some(1_704_164_645_678));
+        assert_eq!(parse_rfc3339_ms("2024-01-02T04:04:05.678+01:00"), Some(1_704_164_645_678));
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
     }
 }

@@ -11,11 +11,7 @@ use sluice::log::segment::{decode_batch_header, SEGMENT_HEADER_LEN};
 /// (shard id, sequence number, partition key, data) of acknowledged records, in ack order.
 type Acked = Vec<(String, String, String, Vec<u8>)>;
 
-async fn read_all(
-    c: &aws_sdk_kinesis::Client,
-    stream: &str,
-    shard: &str,
-) -> Vec<(String, String, Vec<u8>)> {
+async fn read_all(c: &aws_sdk_kinesis::Client, stream: &str, shard: &str) -> Vec<(String, String, Vec<u8>)> {
     let mut it = c
         .get_shard_iterator()
         .stream_name(stream)
@@ -60,38 +56,22 @@ fn acknowledged_records_survive_kill_9() {
     let mut acked: Acked = Vec::new();
     runtime().block_on(async {
         let c = d.client();
-        c.create_stream()
-            .stream_name("durable")
-            .shard_count(3)
-            .send()
-            .await
-            .unwrap();
+        c.create_stream().stream_name("durable").shard_count(3).send().await.unwrap();
         for batch in 0..20u32 {
             let mut req = c.put_records().stream_name("durable");
             let mut sent = Vec::new();
             for i in 0..50u32 {
                 let key = format!("k{}", (batch * 7 + i) % 13);
-                let data: Vec<u8> = (0..(100 + i * 13))
-                    .map(|j| (j as u8) ^ (batch as u8) ^ (i as u8))
-                    .collect();
+                let data: Vec<u8> = (0..(100 + i * 13)).map(|j| (j as u8) ^ (batch as u8) ^ (i as u8)).collect();
                 sent.push((key.clone(), data.clone()));
                 req = req.records(
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(key)
-                        .data(Blob::new(data))
-                        .build()
-                        .unwrap(),
+                    PutRecordsRequestEntry::builder().partition_key(key).data(Blob::new(data)).build().unwrap(),
                 );
             }
             let out = req.send().await.unwrap();
             assert_eq!(out.failed_record_count(), Some(0));
             for (r, (k, data)) in out.records().iter().zip(sent) {
-                acked.push((
-                    r.shard_id().unwrap().to_owned(),
-                    r.sequence_number().unwrap().to_owned(),
-                    k,
-                    data,
-                ));
+                acked.push((r.shard_id().unwrap().to_owned(), r.sequence_number().unwrap().to_owned(), k, data));
             }
             let one = c
                 .put_record()
@@ -114,11 +94,7 @@ fn acknowledged_records_survive_kill_9() {
     d.restart();
     runtime().block_on(async {
         let c = d.client();
-        for shard in [
-            "shardId-000000000000",
-            "shardId-000000000001",
-            "shardId-000000000002",
-        ] {
+        for shard in ["shardId-000000000000", "shardId-000000000001", "shardId-000000000002"] {
             let got = read_all(&c, "durable", shard).await;
             check_all_acked_present(&acked, shard, &got);
         }
@@ -151,12 +127,7 @@ fn put_singles(d: &Daemon, n: u8) -> Acked {
     let mut acked = Vec::new();
     runtime().block_on(async {
         let c = d.client();
-        c.create_stream()
-            .stream_name("torn")
-            .shard_count(1)
-            .send()
-            .await
-            .unwrap();
+        c.create_stream().stream_name("torn").shard_count(1).send().await.unwrap();
         for i in 0..n {
             let out = c
                 .put_record()
@@ -166,21 +137,13 @@ fn put_singles(d: &Daemon, n: u8) -> Acked {
                 .send()
                 .await
                 .unwrap();
-            acked.push((
-                out.shard_id().to_owned(),
-                out.sequence_number().to_owned(),
-                "k".to_owned(),
-                vec![i; 300],
-            ));
+            acked.push((out.shard_id().to_owned(), out.sequence_number().to_owned(), "k".to_owned(), vec![i; 300]));
         }
     });
     acked
 }
 
-fn damage_last_batch_and_restart(
-    d: &mut Daemon,
-    damage: impl Fn(&std::path::Path, u64, u32),
-) -> Acked {
+fn damage_last_batch_and_restart(d: &mut Daemon, damage: impl Fn(&std::path::Path, u64, u32)) -> Acked {
     let acked = put_singles(d, 10);
     assert!(d.terminate().success());
     let segs = segment_files(&d.data_dir());
@@ -200,22 +163,12 @@ fn check_served_all_but_last(d: &Daemon, acked: &Acked) {
         let got = read_all(&c, "torn", "shardId-000000000000").await;
         check_all_acked_present(&acked[..9].to_vec(), "shardId-000000000000", &got);
         // The shard keeps working after the cut.
-        c.put_record()
-            .stream_name("torn")
-            .partition_key("k")
-            .data(Blob::new("new"))
-            .send()
-            .await
-            .unwrap();
+        c.put_record().stream_name("torn").partition_key("k").data(Blob::new("new")).send().await.unwrap();
         let got = read_all(&c, "torn", "shardId-000000000000").await;
         assert_eq!(got.len(), 10);
         assert_eq!(got[9].2, b"new");
     });
-    assert!(
-        d.log().contains("torn tail"),
-        "the daemon reports what it dropped:\n{}",
-        d.log()
-    );
+    assert!(d.log().contains("torn tail"), "the daemon reports what it dropped:\n{}", d.log());
 }
 
 #[test]
@@ -264,8 +217,6 @@ fn a_newer_on_disk_format_is_refused() {
     header.version += 1;
     bytes[..SEGMENT_HEADER_LEN as usize].copy_from_slice(&header.encode());
     std::fs::write(&seg, bytes).unwrap();
-    let status = d
-        .try_start_exit(std::time::Duration::from_secs(20))
-        .expect("the daemon refuses to start");
+    let status = d.try_start_exit(std::time::Duration::from_secs(20)).expect("the daemon refuses to start");
     assert!(!status.success());
 }

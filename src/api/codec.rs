@@ -35,12 +35,8 @@ impl Protocol {
 /// Members that are blobs (base64 in JSON, byte strings in CBOR).
 const BLOB_MEMBERS: &[&str] = &["Data"];
 /// Members that are timestamps (epoch seconds in JSON, tag 1 in CBOR).
-const TIMESTAMP_MEMBERS: &[&str] = &[
-    "ApproximateArrivalTimestamp",
-    "StreamCreationTimestamp",
-    "ConsumerCreationTimestamp",
-    "Timestamp",
-];
+const TIMESTAMP_MEMBERS: &[&str] =
+    &["ApproximateArrivalTimestamp", "StreamCreationTimestamp", "ConsumerCreationTimestamp", "Timestamp"];
 /// Nesting deeper than this is refused (no Kinesis shape is deeper than 6).
 const DEPTH_MAX: usize = 32;
 
@@ -50,9 +46,8 @@ pub fn decode_request(proto: Protocol, body: &[u8]) -> Result<Value, ApiError> {
             if body.iter().all(|b| b.is_ascii_whitespace()) {
                 Value::Object(Map::new())
             } else {
-                serde_json::from_slice::<Value>(body).map_err(|e| {
-                    ApiError::Serialization(format!("Request body is not valid JSON: {e}"))
-                })?
+                serde_json::from_slice::<Value>(body)
+                    .map_err(|e| ApiError::Serialization(format!("Request body is not valid JSON: {e}")))?
             }
         }
         Protocol::Cbor => {
@@ -60,17 +55,13 @@ pub fn decode_request(proto: Protocol, body: &[u8]) -> Result<Value, ApiError> {
                 Value::Object(Map::new())
             } else {
                 let c: Cbor = ciborium::de::from_reader_with_recursion_limit(body, DEPTH_MAX)
-                    .map_err(|e| {
-                        ApiError::Serialization(format!("Request body is not valid CBOR: {e}"))
-                    })?;
+                    .map_err(|e| ApiError::Serialization(format!("Request body is not valid CBOR: {e}")))?;
                 cbor_to_json(c, 0)?
             }
         }
     };
     if !value.is_object() {
-        return Err(ApiError::Serialization(
-            "Request body must be a JSON object.".into(),
-        ));
+        return Err(ApiError::Serialization("Request body must be a JSON object.".into()));
     }
     Ok(value)
 }
@@ -80,8 +71,7 @@ pub fn encode_response(proto: Protocol, value: &Value) -> Vec<u8> {
         Protocol::Json => serde_json::to_vec(value).expect("a Value always serializes"),
         Protocol::Cbor => {
             let mut out = Vec::new();
-            ciborium::ser::into_writer(&json_to_cbor(value, None), &mut out)
-                .expect("writing to a Vec cannot fail");
+            ciborium::ser::into_writer(&json_to_cbor(value, None), &mut out).expect("writing to a Vec cannot fail");
             out
         }
     }
@@ -104,18 +94,13 @@ fn cbor_to_json(c: Cbor, depth: usize) -> Result<Value, ApiError> {
                 return Err(ApiError::Serialization("Integer out of range.".into()));
             }
         }
-        Cbor::Float(f) => Number::from_f64(f)
-            .map(Value::Number)
-            .unwrap_or(Value::Null),
+        Cbor::Float(f) => Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
         Cbor::Text(s) => Value::String(s),
         Cbor::Bytes(b) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
         Cbor::Tag(_, inner) => cbor_to_json(*inner, depth + 1)?,
-        Cbor::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .map(|v| cbor_to_json(v, depth + 1))
-                .collect::<Result<_, _>>()?,
-        ),
+        Cbor::Array(items) => {
+            Value::Array(items.into_iter().map(|v| cbor_to_json(v, depth + 1)).collect::<Result<_, _>>()?)
+        }
         Cbor::Map(entries) => {
             let mut m = Map::new();
             for (k, v) in entries {
@@ -154,11 +139,9 @@ fn json_to_cbor(v: &Value, member: Option<&str>) -> Cbor {
             Cbor::Text(s.clone())
         }
         Value::Array(items) => Cbor::Array(items.iter().map(|i| json_to_cbor(i, member)).collect()),
-        Value::Object(m) => Cbor::Map(
-            m.iter()
-                .map(|(k, v)| (Cbor::Text(k.clone()), json_to_cbor(v, Some(k))))
-                .collect(),
-        ),
+        Value::Object(m) => {
+            Cbor::Map(m.iter().map(|(k, v)| (Cbor::Text(k.clone()), json_to_cbor(v, Some(k)))).collect())
+        }
     }
 }
 
@@ -172,18 +155,12 @@ mod tests {
         let req = Cbor::Map(vec![
             (Cbor::Text("StreamName".into()), Cbor::Text("s".into())),
             (Cbor::Text("Data".into()), Cbor::Bytes(b"hi".to_vec())),
-            (
-                Cbor::Text("Timestamp".into()),
-                Cbor::Tag(1, Box::new(Cbor::Float(1.5))),
-            ),
+            (Cbor::Text("Timestamp".into()), Cbor::Tag(1, Box::new(Cbor::Float(1.5)))),
         ]);
         let mut body = Vec::new();
         ciborium::ser::into_writer(&req, &mut body).unwrap();
         let v = decode_request(Protocol::Cbor, &body).unwrap();
-        assert_eq!(
-            v,
-            json!({"StreamName": "s", "Data": "aGk=", "Timestamp": 1.5})
-        );
+        assert_eq!(v, json!({"StreamName": "s", "Data": "aGk=", "Timestamp": 1.5}));
     }
 
     #[test]
@@ -193,13 +170,10 @@ mod tests {
         let c: Cbor = ciborium::de::from_reader(&out[..]).unwrap();
         let rec = &c.as_map().unwrap()[0].1.as_array().unwrap()[0];
         let m = rec.as_map().unwrap();
+        assert!(m.iter().any(|(k, v)| k.as_text() == Some("Data") && v.as_bytes() == Some(&b"hi".to_vec())));
         assert!(m
             .iter()
-            .any(|(k, v)| k.as_text() == Some("Data") && v.as_bytes() == Some(&b"hi".to_vec())));
-        assert!(m
-            .iter()
-            .any(|(k, v)| k.as_text() == Some("ApproximateArrivalTimestamp")
-                && matches!(v, Cbor::Tag(1, _))));
+            .any(|(k, v)| k.as_text() == Some("ApproximateArrivalTimestamp") && matches!(v, Cbor::Tag(1, _))));
     }
 
     #[test]
@@ -210,10 +184,7 @@ mod tests {
             (Protocol::Cbor, b"\xff\xff"),
             (Protocol::Json, b"\"x\""),
         ] {
-            assert!(
-                matches!(decode_request(p, b), Err(ApiError::Serialization(_))),
-                "{b:?}"
-            );
+            assert!(matches!(decode_request(p, b), Err(ApiError::Serialization(_))), "{b:?}");
         }
         assert_eq!(decode_request(Protocol::Json, b"").unwrap(), json!({}));
     }
@@ -225,8 +196,7 @@ mod tests {
             v = Cbor::Array(vec![v]);
         }
         let mut body = Vec::new();
-        ciborium::ser::into_writer(&Cbor::Map(vec![(Cbor::Text("a".into()), v)]), &mut body)
-            .unwrap();
+        ciborium::ser::into_writer(&Cbor::Map(vec![(Cbor::Text("a".into()), v)]), &mut body).unwrap();
         assert!(decode_request(Protocol::Cbor, &body).is_err());
     }
 }

@@ -43,17 +43,14 @@ pub async fn dispatch(svc: &Arc<Service>, op: &str, req: Value) -> ApiResult<Val
         "PutRecords" => records::put_records(svc, parse(req)?).await,
         "GetShardIterator" => records::get_shard_iterator(svc, parse(req)?).await,
         "GetRecords" => records::get_records(svc, parse(req)?).await,
-        _ => Err(ApiError::UnknownOperation(format!(
-            "Operation {op} is not supported by this daemon."
-        ))),
+        _ => Err(ApiError::UnknownOperation(format!("Operation {op} is not supported by this daemon."))),
     }
 }
 
 /// Decodes a request shape; a member of the wrong type is a SerializationException.
 pub(crate) fn parse<T: DeserializeOwned>(v: Value) -> ApiResult<T> {
-    serde_json::from_value(v).map_err(|e| {
-        ApiError::Serialization(format!("Request does not match the operation's shape: {e}"))
-    })
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::Serialization(format!("Request does not match the operation's shape: {e}")))
 }
 
 /// A required member, or AWS's "must not be null" ValidationException.
@@ -64,18 +61,10 @@ pub(crate) fn required<T>(v: Option<T>, member: &str) -> ApiResult<T> {
 /// An integer member within [min, max].
 pub(crate) fn in_range(v: i64, min: i64, max: i64, member: &str) -> ApiResult<()> {
     if v < min {
-        return Err(ApiError::validation(
-            v,
-            member,
-            &format!("Member must have value greater than or equal to {min}"),
-        ));
+        return Err(ApiError::validation(v, member, &format!("Member must have value greater than or equal to {min}")));
     }
     if v > max {
-        return Err(ApiError::validation(
-            v,
-            member,
-            &format!("Member must have value less than or equal to {max}"),
-        ));
+        return Err(ApiError::validation(v, member, &format!("Member must have value less than or equal to {max}")));
     }
     Ok(())
 }
@@ -92,9 +81,7 @@ impl ApiError {
 
 /// Epoch seconds (with milliseconds) as AWS JSON timestamps are sent.
 pub(crate) fn epoch_seconds(ms: i64) -> Value {
-    serde_json::Number::from_f64(ms as f64 / 1000.0)
-        .map(Value::Number)
-        .unwrap_or(Value::Null)
+    serde_json::Number::from_f64(ms as f64 / 1000.0).map(Value::Number).unwrap_or(Value::Null)
 }
 
 /// A timestamp member: epoch seconds as a number, or an ISO-8601 string as some clients send.
@@ -106,17 +93,8 @@ pub(crate) fn timestamp_ms(v: &Value, member: &str) -> ApiResult<i64> {
             .map(|f| (f * 1000.0).round() as i64)
             .ok_or_else(|| ApiError::Serialization(format!("{member} is not a valid timestamp"))),
         Value::String(s) => crate::time::parse_rfc3339_ms(s)
-            .or_else(|| {
-                s.parse::<f64>()
-                    .ok()
-                    .filter(|f| f.is_finite())
-                    .map(|f| (f * 1000.0).round() as i64)
-            })
-            .ok_or_else(|| {
-                ApiError::Serialization(format!("{member} is not a valid timestamp: {s}"))
-            }),
-        _ => Err(ApiError::Serialization(format!(
-            "{member} is not a valid timestamp"
-        ))),
+            .or_else(|| s.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| (f * 1000.0).round() as i64))
+            .ok_or_else(|| ApiError::Serialization(format!("{member} is not a valid timestamp: {s}"))),
+        _ => Err(ApiError::Serialization(format!("{member} is not a valid timestamp"))),
     }
 }

@@ -84,11 +84,7 @@ fn decode_record(
         .map_err(|_| ApiError::Serialization(format!("{member}Data is not valid base64.")))?;
     if bytes.len() > RECORD_DATA_MAX_BYTES {
         return Err(ApiError::validation(
-            format!(
-                "java.nio.HeapByteBuffer[pos=0 lim={} cap={}]",
-                bytes.len(),
-                bytes.len()
-            ),
+            format!("java.nio.HeapByteBuffer[pos=0 lim={} cap={}]", bytes.len(), bytes.len()),
             &format!("{member}data"),
             "Member must have length less than or equal to 1048576",
         ));
@@ -103,34 +99,24 @@ fn decode_record(
         Some(h) => parse_explicit_hash_key(h)?,
         None => hash_partition_key(&partition_key),
     };
-    Ok(Routed {
-        hash,
-        record: NewRecord {
-            partition_key,
-            data: Bytes::from(bytes),
-        },
-    })
+    Ok(Routed { hash, record: NewRecord { partition_key, data: Bytes::from(bytes) } })
 }
 
 fn route<'a>(svc: &Service, meta: &'a StreamMeta, hash: u128) -> ApiResult<&'a ShardMeta> {
-    meta.shard_for_hash(hash).ok_or_else(|| {
-        ApiError::InternalFailure(format!("No open shard of stream {} covers hash key {hash}.", meta.name))
-    }).inspect_err(|_| tracing::error!(stream = %meta.name, account = %svc.cfg.account_id, "hash key space has a hole"))
+    meta.shard_for_hash(hash)
+        .ok_or_else(|| {
+            ApiError::InternalFailure(format!("No open shard of stream {} covers hash key {hash}.", meta.name))
+        })
+        .inspect_err(
+            |_| tracing::error!(stream = %meta.name, account = %svc.cfg.account_id, "hash key space has a hole"),
+        )
 }
 
 pub async fn put_record(svc: &Arc<Service>, input: PutRecordInput) -> ApiResult<Value> {
-    let routed = decode_record(
-        input.data,
-        input.partition_key,
-        input.explicit_hash_key.as_deref(),
-        "",
-    )?;
+    let routed = decode_record(input.data, input.partition_key, input.explicit_hash_key.as_deref(), "")?;
     if let Some(s) = &input.sequence_number_for_ordering {
         let ok = s == "0"
-            || (!s.is_empty()
-                && s.len() <= 129
-                && !s.starts_with('0')
-                && s.bytes().all(|b| b.is_ascii_digit()));
+            || (!s.is_empty() && s.len() <= 129 && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()));
         if !ok {
             return Err(ApiError::validation(
                 s,
@@ -142,17 +128,12 @@ pub async fn put_record(svc: &Arc<Service>, input: PutRecordInput) -> ApiResult<
     let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
     svc.writable(&meta)?;
     let shard = route(svc, &meta, routed.hash)?;
-    let key = ShardKey {
-        stream_id: meta.id,
-        shard_index: shard.index,
-    };
+    let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
     let bytes = routed.record.data.len() as u64;
     let started = Instant::now();
     let appended = svc.runtime.append(key, vec![routed.record]).await?;
-    svc.metrics
-        .record_put_latency(&meta.name, started.elapsed());
-    svc.metrics
-        .record_put(&meta.name, &shard.shard_id(), 1, bytes);
+    svc.metrics.record_put_latency(&meta.name, started.elapsed());
+    svc.metrics.record_put(&meta.name, &shard.shard_id(), 1, bytes);
     Ok(json!({
         "ShardId": shard.shard_id(),
         "SequenceNumber": SeqNo { stream_id: meta.id, shard_index: shard.index, ordinal: appended.first_ordinal }.encode(),
@@ -209,23 +190,18 @@ pub async fn put_records(svc: &Arc<Service>, input: PutRecordsInput) -> ApiResul
     for (shard, _, records) in groups {
         let bytes = records.iter().map(|r| r.data.len() as u64).sum();
         let count = records.len() as u64;
-        let key = ShardKey {
-            stream_id: meta.id,
-            shard_index: shard,
-        };
+        let key = ShardKey { stream_id: meta.id, shard_index: shard };
         pending.push((shard, count, bytes, svc.runtime.append(key, records)));
     }
     let mut outcomes: Vec<(u32, Result<Appended, ApiError>)> = Vec::with_capacity(pending.len());
     for (shard, count, bytes, fut) in pending {
         let res = fut.await;
         if res.is_ok() {
-            svc.metrics
-                .record_put(&meta.name, &shard_id(shard), count, bytes);
+            svc.metrics.record_put(&meta.name, &shard_id(shard), count, bytes);
         }
         outcomes.push((shard, res));
     }
-    svc.metrics
-        .record_put_latency(&meta.name, started.elapsed());
+    svc.metrics.record_put_latency(&meta.name, started.elapsed());
     let mut failed = 0;
     let results: Vec<Value> = placement
         .iter()
@@ -271,19 +247,10 @@ pub struct GetShardIteratorInput {
     timestamp: Option<Value>,
 }
 
-pub async fn get_shard_iterator(
-    svc: &Arc<Service>,
-    input: GetShardIteratorInput,
-) -> ApiResult<Value> {
+pub async fn get_shard_iterator(svc: &Arc<Service>, input: GetShardIteratorInput) -> ApiResult<Value> {
     let shard_id_text = required(input.shard_id, "shardId")?;
     let kind = required(input.shard_iterator_type, "shardIteratorType")?;
-    let kinds = [
-        "AT_SEQUENCE_NUMBER",
-        "AFTER_SEQUENCE_NUMBER",
-        "TRIM_HORIZON",
-        "LATEST",
-        "AT_TIMESTAMP",
-    ];
+    let kinds = ["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"];
     if !kinds.contains(&kind.as_str()) {
         return Err(ApiError::validation(
             &kind,
@@ -293,14 +260,12 @@ pub async fn get_shard_iterator(
     }
     let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
     svc.writable(&meta)?;
-    let shard = parse_shard_id(&shard_id_text)
-        .and_then(|i| meta.shard(i))
-        .ok_or_else(|| {
-            ApiError::ResourceNotFound(format!(
-                "Shard {shard_id_text} in stream {} under account {} does not exist",
-                meta.name, svc.cfg.account_id
-            ))
-        })?;
+    let shard = parse_shard_id(&shard_id_text).and_then(|i| meta.shard(i)).ok_or_else(|| {
+        ApiError::ResourceNotFound(format!(
+            "Shard {shard_id_text} in stream {} under account {} does not exist",
+            meta.name, svc.cfg.account_id
+        ))
+    })?;
     if (kind == "TRIM_HORIZON" || kind == "LATEST") && input.starting_sequence_number.is_some() {
         return Err(ApiError::InvalidArgument(format!(
             "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. Request specified {kind} and also a StartingSequenceNumber."
@@ -336,24 +301,12 @@ pub async fn get_shard_iterator(
                     shard.shard_id()
                 )));
             }
-            Position::AtOrdinal(if kind == "AFTER_SEQUENCE_NUMBER" {
-                seq.ordinal + 1
-            } else {
-                seq.ordinal
-            })
+            Position::AtOrdinal(if kind == "AFTER_SEQUENCE_NUMBER" { seq.ordinal + 1 } else { seq.ordinal })
         }
     };
-    let key = ShardKey {
-        stream_id: meta.id,
-        shard_index: shard.index,
-    };
+    let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
     let ordinal = svc.runtime.position(key, position).await?;
-    let it = ShardIterator {
-        stream_id: meta.id,
-        shard_index: shard.index,
-        ordinal,
-        issued_ms: svc.now_ms(),
-    };
+    let it = ShardIterator { stream_id: meta.id, shard_index: shard.index, ordinal, issued_ms: svc.now_ms() };
     Ok(json!({"ShardIterator": it.encode()}))
 }
 
@@ -370,37 +323,21 @@ pub struct GetRecordsInput {
 pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResult<Value> {
     let text = required(input.shard_iterator, "shardIterator")?;
     if text.is_empty() || text.len() > 512 {
-        return Err(ApiError::validation(
-            &text,
-            "shardIterator",
-            "Member must have length less than or equal to 512",
-        ));
+        return Err(ApiError::validation(&text, "shardIterator", "Member must have length less than or equal to 512"));
     }
     let limit = input.limit.unwrap_or(GET_RECORDS_MAX_RECORDS);
     in_range(limit, 1, GET_RECORDS_MAX_RECORDS, "limit")?;
     let now = svc.now_ms();
     let it = ShardIterator::decode(&text, now)?;
     let meta = svc.stream_by_id(it.stream_id).ok_or_else(|| {
-        ApiError::ResourceNotFound(
-            "The stream this shard iterator belongs to no longer exists.".into(),
-        )
+        ApiError::ResourceNotFound("The stream this shard iterator belongs to no longer exists.".into())
     })?;
     svc.writable(&meta)?;
     let shard = meta.shard(it.shard_index).ok_or_else(|| {
-        ApiError::ResourceNotFound(format!(
-            "Shard {} in stream {} does not exist",
-            shard_id(it.shard_index),
-            meta.name
-        ))
+        ApiError::ResourceNotFound(format!("Shard {} in stream {} does not exist", shard_id(it.shard_index), meta.name))
     })?;
-    let key = ShardKey {
-        stream_id: meta.id,
-        shard_index: shard.index,
-    };
-    let reply = svc
-        .runtime
-        .read(key, it.ordinal, limit as usize, GET_RECORDS_MAX_BYTES)
-        .await?;
+    let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
+    let reply = svc.runtime.read(key, it.ordinal, limit as usize, GET_RECORDS_MAX_BYTES).await?;
     let mut bytes = 0u64;
     let records: Vec<Value> = reply
         .records
@@ -415,18 +352,13 @@ pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResul
             })
         })
         .collect();
-    svc.metrics
-        .record_get(&meta.name, &shard.shard_id(), records.len() as u64, bytes);
+    svc.metrics.record_get(&meta.name, &shard.shard_id(), records.len() as u64, bytes);
     let behind = match reply.records.last() {
         _ if reply.next >= reply.tip => 0,
         Some(last) => (reply.last_ts_ms - last.ts_ms).max(0),
         None => 0,
     };
-    let next = ShardIterator {
-        ordinal: reply.next,
-        issued_ms: now,
-        ..it
-    };
+    let next = ShardIterator { ordinal: reply.next, issued_ms: now, ..it };
     Ok(json!({
         "Records": records,
         "NextShardIterator": next.encode(),

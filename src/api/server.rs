@@ -2,8 +2,10 @@
 //! `GET /metrics`, and `POST /` for the Kinesis API.
 //!
 //! Bounds: connections beyond `http.max_connections` are closed at accept; a body larger than
-//! `http.max_body_size` is refused without being read past the limit; HTTP/1.1 headers must arrive
-//! within [`HEADER_READ_TIMEOUT`]; on shutdown in-flight requests get [`DRAIN_TIMEOUT`] to finish.
+//! `http.max_body_size` is refused without being read past the limit; the bodies being read or held
+//! at once are bounded by `http.max_inflight_body_size` (beyond it: 503, unread); HTTP/1.1 headers
+//! must arrive within `http.header_read_timeout` and a body within `http.body_read_timeout`; on
+//! shutdown in-flight requests get [`DRAIN_TIMEOUT`] to finish.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,7 +30,6 @@ use super::{dispatch, KINESIS_TARGET_PREFIX};
 use crate::error::ApiError;
 use crate::service::Service;
 
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 /// h2c connections are pinged when idle this long and dropped if the ping goes unanswered.
@@ -38,11 +39,7 @@ const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests.
 pub async fn serve(listener: TcpListener, svc: Arc<Service>, shutdown: impl Future<Output = ()>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(svc.cfg.http.header_read_timeout).keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -51,6 +48,7 @@ pub async fn serve(listener: TcpListener, svc: Arc<Service>, shutdown: impl Futu
         .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(svc.cfg.http.max_connections));
+    let body_budget = Arc::new(Semaphore::new(svc.cfg.http.max_inflight_body_size as usize));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -70,8 +68,12 @@ pub async fn serve(listener: TcpListener, svc: Arc<Service>, shutdown: impl Futu
                 };
                 let _ = stream.set_nodelay(true);
                 let svc = svc.clone();
+                let budget = body_budget.clone();
                 let conn = builder
-                    .serve_connection(TokioIo::new(stream), service_fn(move |req| handle(svc.clone(), req)))
+                    .serve_connection(
+                        TokioIo::new(stream),
+                        service_fn(move |req| handle(svc.clone(), budget.clone(), req)),
+                    )
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -91,19 +93,15 @@ pub async fn serve(listener: TcpListener, svc: Arc<Service>, shutdown: impl Futu
 
 type Resp = Response<Full<Bytes>>;
 
-async fn handle(svc: Arc<Service>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+async fn handle(svc: Arc<Service>, budget: Arc<Semaphore>, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let path = req.uri().path();
     Ok(match (req.method(), path) {
         (&Method::GET, "/healthz") => plain(StatusCode::OK, "text/plain", "ok\n".into()),
-        (&Method::GET, "/metrics") => plain(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            svc.metrics.render().into(),
-        ),
-        (&Method::POST, _) => api(svc, req).await,
+        (&Method::GET, "/metrics") => plain(StatusCode::OK, "text/plain; version=0.0.4", svc.metrics.render().into()),
+        (&Method::POST, "/debug/failpoints") if svc.cfg.debug.failpoints => failpoints(req).await,
+        (&Method::POST, _) => api(svc, budget, req).await,
         _ => {
-            let err =
-                ApiError::UnknownOperation(format!("No operation at {} {path}.", req.method()));
+            let err = ApiError::UnknownOperation(format!("No operation at {} {path}.", req.method()));
             error_response(Protocol::Json, &err)
         }
     })
@@ -112,10 +110,7 @@ async fn handle(svc: Arc<Service>, req: Request<Incoming>) -> Result<Resp, Infal
 fn plain(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type),
-    );
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -134,19 +129,11 @@ fn request_id() -> String {
     )
 }
 
-fn respond(
-    proto: Protocol,
-    status: StatusCode,
-    body: Vec<u8>,
-    error_type: Option<&'static str>,
-) -> Resp {
+fn respond(proto: Protocol, status: StatusCode, body: Vec<u8>, error_type: Option<&'static str>) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static(proto.content_type()),
-    );
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(proto.content_type()));
     if let Ok(v) = HeaderValue::from_str(&request_id()) {
         h.insert("x-amzn-RequestId", v);
     }
@@ -157,29 +144,31 @@ fn respond(
 }
 
 fn error_response(proto: Protocol, err: &ApiError) -> Resp {
-    let body = encode_response(
-        proto,
-        &json!({"__type": err.type_name(), "message": err.message()}),
-    );
+    let body = encode_response(proto, &json!({"__type": err.type_name(), "message": err.message()}));
     respond(proto, err.status(), body, Some(err.type_name()))
 }
 
-async fn api(svc: Arc<Service>, req: Request<Incoming>) -> Resp {
-    let proto = Protocol::from_content_type(
-        req.headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    );
-    let target = req
-        .headers()
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let Some(op) = target
-        .strip_prefix(KINESIS_TARGET_PREFIX)
-        .map(str::to_owned)
-    else {
+/// `POST /debug/failpoints` with a spec such as `write=EIO` or `off` (see [`crate::log::faults`]).
+async fn failpoints(req: Request<Incoming>) -> Resp {
+    let body = match Limited::new(req.into_body(), 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return plain(StatusCode::BAD_REQUEST, "text/plain", "body too large\n".into()),
+    };
+    let spec = String::from_utf8_lossy(&body);
+    match crate::log::faults::apply(&spec) {
+        Ok(now) => {
+            tracing::warn!(failpoints = %now, "fault injection changed");
+            plain(StatusCode::OK, "text/plain", format!("{now}\n").into())
+        }
+        Err(e) => plain(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n").into()),
+    }
+}
+
+async fn api(svc: Arc<Service>, budget: Arc<Semaphore>, req: Request<Incoming>) -> Resp {
+    let proto =
+        Protocol::from_content_type(req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
+    let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let Some(op) = target.strip_prefix(KINESIS_TARGET_PREFIX).map(str::to_owned) else {
         let err = ApiError::UnknownOperation(format!("Unknown operation target '{target}'."));
         svc.metrics.record_request("unknown", err.type_name());
         return error_response(proto, &err);
@@ -191,9 +180,7 @@ async fn api(svc: Arc<Service>, req: Request<Incoming>) -> Resp {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let too_large = || {
-        let err = ApiError::Validation(format!(
-            "Request body is larger than the {limit} bytes this daemon accepts."
-        ));
+        let err = ApiError::Validation(format!("Request body is larger than the {limit} bytes this daemon accepts."));
         let mut r = error_response(proto, &err);
         *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
         r
@@ -201,17 +188,29 @@ async fn api(svc: Arc<Service>, req: Request<Incoming>) -> Resp {
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large();
     }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return too_large()
-        }
-        Err(e) => {
+    // Reserve the body's bytes (the limit, if undeclared) in the daemon-wide budget first.
+    let reserve = declared.map_or(limit, |n| n as usize).max(1) as u32;
+    let Ok(_reservation) = budget.try_acquire_many_owned(reserve) else {
+        let err = ApiError::ServiceUnavailable("Too many request bytes in flight; retry with backoff.".into());
+        svc.metrics.record_request(&op, err.type_name());
+        return error_response(proto, &err);
+    };
+    let read = tokio::time::timeout(svc.cfg.http.body_read_timeout, Limited::new(req.into_body(), limit).collect());
+    let body = match read.await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(),
+        Ok(Err(e)) => {
             let err = ApiError::Serialization(format!("Could not read the request body: {e}"));
             return error_response(proto, &err);
+        }
+        Err(_) => {
+            let err = ApiError::Serialization(format!(
+                "The request body did not arrive within {} s.",
+                svc.cfg.http.body_read_timeout.as_secs()
+            ));
+            let mut r = error_response(proto, &err);
+            *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
+            return r;
         }
     };
     let result = match decode_request(proto, &body) {
@@ -231,8 +230,7 @@ async fn api(svc: Arc<Service>, req: Request<Incoming>) -> Resp {
                 tracing::error!(operation = %op, error = %e, "internal failure");
             }
             let known = matches!(e, ApiError::UnknownOperation(_));
-            svc.metrics
-                .record_request(if known { "unknown" } else { &op }, e.type_name());
+            svc.metrics.record_request(if known { "unknown" } else { &op }, e.type_name());
             error_response(proto, &e)
         }
     }

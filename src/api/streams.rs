@@ -68,9 +68,7 @@ pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiR
     let mode = parse_mode(input.stream_mode_details.as_ref())?.unwrap_or(StreamMode::Provisioned);
     let shard_count = match (mode, input.shard_count) {
         (StreamMode::Provisioned, None) => {
-            return Err(ApiError::InvalidArgument(
-                "ShardCount is required for a PROVISIONED stream.".into(),
-            ))
+            return Err(ApiError::InvalidArgument("ShardCount is required for a PROVISIONED stream.".into()))
         }
         (StreamMode::Provisioned, Some(n)) => {
             in_range(n, 1, 100_000, "shardCount")?;
@@ -98,10 +96,7 @@ pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiR
         )));
     }
     if mode == StreamMode::OnDemand {
-        let on_demand = streams
-            .iter()
-            .filter(|s| s.mode == StreamMode::OnDemand)
-            .count() as u32;
+        let on_demand = streams.iter().filter(|s| s.mode == StreamMode::OnDemand).count() as u32;
         if on_demand >= svc.cfg.streams.on_demand_stream_limit {
             return Err(ApiError::LimitExceeded(format!(
                 "This request would exceed the limit of {} ON_DEMAND streams for the account {}.",
@@ -121,14 +116,8 @@ pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiR
     // Metadata first: a crash after this point recovers the stream and opens its shards.
     let meta = svc.save(meta).await?;
     for shard in &meta.shards {
-        let key = ShardKey {
-            stream_id: meta.id,
-            shard_index: shard.index,
-        };
-        let opened = svc
-            .runtime
-            .open(key, svc.shard_dir(key), Vec::new(), meta.retention_hours)
-            .await;
+        let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
+        let opened = svc.runtime.open(key, svc.shard_dir(key), Vec::new(), meta.retention_hours).await;
         if let Err(e) = opened {
             // Undo, so that the name is not left stuck in CREATING.
             tracing::error!(stream = %meta.name, error = %e, "could not open a new shard; removing the stream");
@@ -226,11 +215,8 @@ pub fn list_streams(svc: &Service, input: ListStreamsInput) -> ApiResult<Value> 
         Some(t) => Some(decode_token(svc, t)?.after),
         None => input.exclusive_start_stream_name.clone(),
     };
-    let streams: Vec<Arc<StreamMeta>> = svc
-        .all_streams()
-        .into_iter()
-        .filter(|s| after.as_ref().is_none_or(|a| s.name.as_str() > a.as_str()))
-        .collect();
+    let streams: Vec<Arc<StreamMeta>> =
+        svc.all_streams().into_iter().filter(|s| after.as_ref().is_none_or(|a| s.name.as_str() > a.as_str())).collect();
     let page: Vec<&Arc<StreamMeta>> = streams.iter().take(limit as usize).collect();
     let more = streams.len() > page.len();
     let mut out = json!({
@@ -265,11 +251,8 @@ fn shard_json(meta: &StreamMeta, s: &ShardMeta) -> Value {
         v["AdjacentParentShardId"] = json!(crate::stream::meta::shard_id(p));
     }
     if let Some(end) = s.end_ordinal {
-        let last = crate::stream::seqno::SeqNo {
-            stream_id: meta.id,
-            shard_index: s.index,
-            ordinal: end.saturating_sub(1),
-        };
+        let last =
+            crate::stream::seqno::SeqNo { stream_id: meta.id, shard_index: s.index, ordinal: end.saturating_sub(1) };
         v["SequenceNumberRange"]["EndingSequenceNumber"] = json!(last.encode());
     }
     v
@@ -292,11 +275,8 @@ pub fn describe_stream(svc: &Service, input: DescribeStreamInput) -> ApiResult<V
         Some(id) => Some(shard_id_arg(id, "exclusiveStartShardId")?),
         None => None,
     };
-    let shards: Vec<&ShardMeta> = meta
-        .shards
-        .iter()
-        .filter(|s| after.as_ref().is_none_or(|a| s.shard_id() > *a))
-        .collect();
+    let shards: Vec<&ShardMeta> =
+        meta.shards.iter().filter(|s| after.as_ref().is_none_or(|a| s.shard_id() > *a)).collect();
     let page = &shards[..shards.len().min(limit as usize)];
     Ok(json!({
         "StreamDescription": {
@@ -336,11 +316,7 @@ pub fn describe_stream_summary(svc: &Service, input: StreamRef) -> ApiResult<Val
 /// not) works as an exclusive start, as on AWS.
 fn shard_id_arg(id: &str, member: &str) -> ApiResult<String> {
     if id.is_empty() || id.len() > 128 {
-        return Err(ApiError::validation(
-            id,
-            member,
-            "Member must have length less than or equal to 128",
-        ));
+        return Err(ApiError::validation(id, member, "Member must have length less than or equal to 128"));
     }
     Ok(id.to_owned())
 }
@@ -440,11 +416,10 @@ fn shard_filter(f: Option<&ShardFilter>) -> ApiResult<Filter> {
     let Some(f) = f else { return Ok(Filter::All) };
     let kind = required(f.kind.as_deref(), "shardFilter.type")?;
     let ts = || -> ApiResult<i64> {
-        let v = f.timestamp.as_ref().ok_or_else(|| {
-            ApiError::InvalidArgument(format!(
-                "Timestamp is required for ShardFilter type {kind}."
-            ))
-        })?;
+        let v = f
+            .timestamp
+            .as_ref()
+            .ok_or_else(|| ApiError::InvalidArgument(format!("Timestamp is required for ShardFilter type {kind}.")))?;
         timestamp_ms(v, "ShardFilter.Timestamp")
     };
     Ok(match kind {
@@ -479,15 +454,9 @@ fn encode_token(svc: &Service, stream: &str, after: &str) -> String {
 }
 
 fn decode_token(svc: &Service, token: &str) -> ApiResult<Token> {
-    let invalid = || {
-        ApiError::InvalidArgument(format!(
-            "Invalid NextToken: {}",
-            token.chars().take(64).collect::<String>()
-        ))
-    };
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(token)
-        .map_err(|_| invalid())?;
+    let invalid =
+        || ApiError::InvalidArgument(format!("Invalid NextToken: {}", token.chars().take(64).collect::<String>()));
+    let raw = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| invalid())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| invalid())?;
     let (Some(s), Some(a), Some(t)) = (v["s"].as_str(), v["a"].as_str(), v["t"].as_i64()) else {
         return Err(invalid());
@@ -498,10 +467,7 @@ fn decode_token(svc: &Service, token: &str) -> ApiResult<Token> {
             token.chars().take(64).collect::<String>()
         )));
     }
-    Ok(Token {
-        stream: s.to_owned(),
-        after: a.to_owned(),
-    })
+    Ok(Token { stream: s.to_owned(), after: a.to_owned() })
 }
 
 #[derive(Deserialize)]
@@ -512,18 +478,9 @@ pub struct RetentionInput {
     retention_period_hours: Option<i64>,
 }
 
-pub async fn change_retention(
-    svc: &Arc<Service>,
-    input: RetentionInput,
-    increase: bool,
-) -> ApiResult<Value> {
+pub async fn change_retention(svc: &Arc<Service>, input: RetentionInput, increase: bool) -> ApiResult<Value> {
     let hours = required(input.retention_period_hours, "retentionPeriodHours")?;
-    in_range(
-        hours,
-        1,
-        i64::from(RETENTION_HOURS_MAX) * 10,
-        "retentionPeriodHours",
-    )?;
+    in_range(hours, 1, i64::from(RETENTION_HOURS_MAX) * 10, "retentionPeriodHours")?;
     let _guard = svc.control.lock().await;
     let meta = input.stream.resolve(svc)?;
     if meta.status != StreamStatus::Active {
@@ -555,15 +512,7 @@ pub async fn change_retention(
     m.retention_hours = hours;
     let meta = svc.save(m).await?;
     for s in &meta.shards {
-        svc.runtime
-            .set_retention(
-                ShardKey {
-                    stream_id: meta.id,
-                    shard_index: s.index,
-                },
-                hours,
-            )
-            .await?;
+        svc.runtime.set_retention(ShardKey { stream_id: meta.id, shard_index: s.index }, hours).await?;
     }
     Ok(json!({}))
 }
@@ -577,10 +526,7 @@ fn validate_tags(tags: &HashMap<String, String>, max: usize) -> ApiResult<()> {
         ));
     }
     let allowed = |c: char| c.is_alphanumeric() || c.is_whitespace() || "_./=+-%@".contains(c);
-    if tags
-        .iter()
-        .any(|(k, v)| !k.chars().all(allowed) || !v.chars().all(allowed))
-    {
+    if tags.iter().any(|(k, v)| !k.chars().all(allowed) || !v.chars().all(allowed)) {
         return Err(ApiError::InvalidArgument(
             "Some tags contain invalid characters. Valid characters: Unicode letters, digits, white space, _ . / = + - % @."
                 .into(),
@@ -588,18 +534,10 @@ fn validate_tags(tags: &HashMap<String, String>, max: usize) -> ApiResult<()> {
     }
     for (k, v) in tags {
         if k.is_empty() || k.chars().count() > 128 {
-            return Err(ApiError::validation(
-                k,
-                "tags.key",
-                "Member must have length between 1 and 128",
-            ));
+            return Err(ApiError::validation(k, "tags.key", "Member must have length between 1 and 128"));
         }
         if v.chars().count() > 256 {
-            return Err(ApiError::validation(
-                v,
-                "tags.value",
-                "Member must have length less than or equal to 256",
-            ));
+            return Err(ApiError::validation(v, "tags.value", "Member must have length less than or equal to 256"));
         }
     }
     Ok(())
@@ -658,10 +596,7 @@ pub struct RemoveTagsInput {
     tag_keys: Option<Vec<String>>,
 }
 
-pub async fn remove_tags_from_stream(
-    svc: &Arc<Service>,
-    input: RemoveTagsInput,
-) -> ApiResult<Value> {
+pub async fn remove_tags_from_stream(svc: &Arc<Service>, input: RemoveTagsInput) -> ApiResult<Value> {
     let keys = required(input.tag_keys, "tagKeys")?;
     validate_tag_keys(&keys)?;
     let _guard = svc.control.lock().await;
@@ -688,11 +623,8 @@ pub fn list_tags_for_stream(svc: &Service, input: ListTagsInput) -> ApiResult<Va
     in_range(limit, 1, 50, "limit")?;
     let meta = input.stream.resolve(svc)?;
     let after = input.exclusive_start_tag_key.as_deref();
-    let tags: Vec<(&String, &String)> = meta
-        .tags
-        .iter()
-        .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
-        .collect();
+    let tags: Vec<(&String, &String)> =
+        meta.tags.iter().filter(|(k, _)| after.is_none_or(|a| k.as_str() > a)).collect();
     let page = tags.iter().take(limit as usize).map(|(k, v)| (*k, *v));
     Ok(json!({"Tags": tag_list(page), "HasMoreTags": tags.len() > limit as usize}))
 }

@@ -57,9 +57,7 @@ struct Endpoint {
 }
 
 fn parse_endpoint(url: &str) -> anyhow::Result<Endpoint> {
-    let rest = url
-        .strip_prefix("http://")
-        .context("only http:// endpoints are supported")?;
+    let rest = url.strip_prefix("http://").context("only http:// endpoints are supported")?;
     let authority = rest.split('/').next().unwrap_or(rest);
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) => (h.to_owned(), p.parse().context("endpoint port")?),
@@ -80,10 +78,7 @@ impl Conn {
         tcp.set_nodelay(true)?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
         tokio::spawn(conn);
-        Ok(Conn {
-            sender,
-            host: format!("{}:{}", ep.host, ep.port),
-        })
+        Ok(Conn { sender, host: format!("{}:{}", ep.host, ep.port) })
     }
 
     async fn call(&mut self, op: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
@@ -91,10 +86,7 @@ impl Conn {
             .header("host", &self.host)
             .header("content-type", "application/x-amz-json-1.1")
             .header("x-amz-target", format!("Kinesis_20131202.{op}"))
-            .header(
-                "authorization",
-                "AWS4-HMAC-SHA256 Credential=bench/20240101/us-east-1/kinesis/aws4_request",
-            )
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=bench/20240101/us-east-1/kinesis/aws4_request")
             .body(Full::new(body))?;
         self.sender.ready().await?;
         let resp = self.sender.send_request(req).await?;
@@ -111,16 +103,9 @@ impl Conn {
 
 async fn ensure_stream(ep: &Endpoint, args: &ProduceArgs) -> anyhow::Result<()> {
     let mut c = Conn::open(ep).await.context("connecting to the endpoint")?;
-    let (status, v) = c
-        .json("DescribeStreamSummary", json!({"StreamName": args.stream}))
-        .await?;
+    let (status, v) = c.json("DescribeStreamSummary", json!({"StreamName": args.stream})).await?;
     if status != 200 {
-        let (status, v) = c
-            .json(
-                "CreateStream",
-                json!({"StreamName": args.stream, "ShardCount": args.shards}),
-            )
-            .await?;
+        let (status, v) = c.json("CreateStream", json!({"StreamName": args.stream, "ShardCount": args.shards})).await?;
         if status != 200 && v["__type"] != "ResourceInUseException" {
             bail!("CreateStream failed: {status} {v}");
         }
@@ -128,9 +113,7 @@ async fn ensure_stream(ep: &Endpoint, args: &ProduceArgs) -> anyhow::Result<()> 
         return Ok(());
     }
     for _ in 0..600 {
-        let (_, v) = c
-            .json("DescribeStreamSummary", json!({"StreamName": args.stream}))
-            .await?;
+        let (_, v) = c.json("DescribeStreamSummary", json!({"StreamName": args.stream})).await?;
         if v["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
             return Ok(());
         }
@@ -140,9 +123,7 @@ async fn ensure_stream(ep: &Endpoint, args: &ProduceArgs) -> anyhow::Result<()> 
 }
 
 fn put_records_body(args: &ProduceArgs, producer: usize) -> Bytes {
-    let data: Vec<u8> = (0..args.record_size)
-        .map(|i| (i * 31 + producer * 7) as u8)
-        .collect();
+    let data: Vec<u8> = (0..args.record_size).map(|i| (i * 31 + producer * 7) as u8).collect();
     let data = base64::engine::general_purpose::STANDARD.encode(data);
     let records: Vec<Value> = (0..args.batch)
         .map(|i| json!({"Data": data, "PartitionKey": format!("key-{}", (producer * args.batch + i) % args.keys.max(1))}))
@@ -158,12 +139,7 @@ struct ProducerResult {
     latencies_us: Vec<u64>,
 }
 
-async fn producer(
-    ep: &Endpoint,
-    args: &ProduceArgs,
-    id: usize,
-    until: Instant,
-) -> anyhow::Result<ProducerResult> {
+async fn producer(ep: &Endpoint, args: &ProduceArgs, id: usize, until: Instant) -> anyhow::Result<ProducerResult> {
     let body = put_records_body(args, id);
     let mut conn = Conn::open(ep).await?;
     let mut r = ProducerResult::default();
@@ -205,19 +181,10 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 /// Durable sequential appends of `chunk_bytes` (write + fdatasync) for `duration`: MB/s.
-fn disk_baseline(
-    dir: &std::path::Path,
-    chunk_bytes: usize,
-    duration: Duration,
-) -> anyhow::Result<(f64, u64)> {
+fn disk_baseline(dir: &std::path::Path, chunk_bytes: usize, duration: Duration) -> anyhow::Result<(f64, u64)> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join("sluice-bench-disk-baseline.tmp");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)?;
+    let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
     let chunk = vec![0x5a_u8; chunk_bytes];
     let started = Instant::now();
     let mut offset = 0u64;
@@ -244,10 +211,8 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             let dir = dir.clone();
             let secs = args.seconds.clamp(1, 10);
             Some(
-                tokio::task::spawn_blocking(move || {
-                    disk_baseline(&dir, payload_per_call, Duration::from_secs(secs))
-                })
-                .await??,
+                tokio::task::spawn_blocking(move || disk_baseline(&dir, payload_per_call, Duration::from_secs(secs)))
+                    .await??,
             )
         }
         None => None,
@@ -258,13 +223,8 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for id in 0..args.producers {
         let args = args.clone();
-        let ep = Endpoint {
-            host: ep.host.clone(),
-            port: ep.port,
-        };
-        tasks.push(tokio::spawn(async move {
-            producer(&ep, &args, id, until).await
-        }));
+        let ep = Endpoint { host: ep.host.clone(), port: ep.port };
+        tasks.push(tokio::spawn(async move { producer(&ep, &args, id, until).await }));
     }
     let mut total = ProducerResult::default();
     for t in tasks {
@@ -307,10 +267,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             "  acknowledged {} records ({} failed, {} call errors)",
             total.acked, total.failed, total.errors
         )?;
-        writeln!(
-            out,
-            "  throughput   {rps:.0} records/s, {mbps:.1} MB/s of record data"
-        )?;
+        writeln!(out, "  throughput   {rps:.0} records/s, {mbps:.1} MB/s of record data")?;
         writeln!(
             out,
             "  call latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -321,11 +278,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         )?;
         if let Some((mb, p99)) = baseline {
             writeln!(out, "  disk baseline {mb:.1} MB/s durable sequential appends of {payload_per_call} B (fdatasync p99 {:.2} ms)", p99 as f64 / 1e3)?;
-            writeln!(
-                out,
-                "  ratio        {:.2} of the disk's durable append bandwidth",
-                mbps / mb
-            )?;
+            writeln!(out, "  ratio        {:.2} of the disk's durable append bandwidth", mbps / mb)?;
         }
     }
     Ok(())

@@ -90,16 +90,13 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
-        let cfs = [CF_STREAMS, CF_SEQIDX, CF_META]
-            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let cfs = [CF_STREAMS, CF_SEQIDX, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(Store { db: Arc::new(db) })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db
-            .cf_handle(name)
-            .expect("column families are created at open")
+        self.db.cf_handle(name).expect("column families are created at open")
     }
 
     fn synced() -> WriteOptions {
@@ -110,16 +107,10 @@ impl Store {
 
     pub fn load_streams(&self) -> Result<Vec<StreamMeta>, StoreError> {
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_STREAMS), rocksdb::IteratorMode::Start)
-        {
+        for item in self.db.iterator_cf(self.cf(CF_STREAMS), rocksdb::IteratorMode::Start) {
             let (k, v) = item?;
             let meta: StreamMeta = serde_json::from_slice(&v).map_err(|e| {
-                StoreError(format!(
-                    "stream record {:?} does not decode: {e}",
-                    String::from_utf8_lossy(&k)
-                ))
+                StoreError(format!("stream record {:?} does not decode: {e}", String::from_utf8_lossy(&k)))
             })?;
             out.push(meta);
         }
@@ -128,12 +119,7 @@ impl Store {
 
     pub fn put_stream(&self, meta: &StreamMeta) -> Result<(), StoreError> {
         let v = serde_json::to_vec(meta).map_err(|e| StoreError(e.to_string()))?;
-        self.db.put_cf_opt(
-            self.cf(CF_STREAMS),
-            meta.name.as_bytes(),
-            v,
-            &Self::synced(),
-        )?;
+        self.db.put_cf_opt(self.cf(CF_STREAMS), meta.name.as_bytes(), v, &Self::synced())?;
         Ok(())
     }
 
@@ -151,18 +137,11 @@ impl Store {
     pub fn allocate_stream_id(&self) -> Result<u64, StoreError> {
         let cf = self.cf(CF_META);
         let current = match self.db.get_cf(cf, KEY_NEXT_STREAM_ID)? {
-            Some(v) if v.len() == 8 => {
-                u64::from_be_bytes(v[..].try_into().expect("length checked"))
-            }
+            Some(v) if v.len() == 8 => u64::from_be_bytes(v[..].try_into().expect("length checked")),
             Some(_) => return Err(StoreError("next_stream_id is damaged".into())),
             None => 1,
         };
-        self.db.put_cf_opt(
-            cf,
-            KEY_NEXT_STREAM_ID,
-            (current + 1).to_be_bytes(),
-            &Self::synced(),
-        )?;
+        self.db.put_cf_opt(cf, KEY_NEXT_STREAM_ID, (current + 1).to_be_bytes(), &Self::synced())?;
         Ok(current)
     }
 
@@ -171,31 +150,22 @@ impl Store {
     }
 
     pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.db
-            .put_cf_opt(self.cf(CF_META), key.as_bytes(), value, &Self::synced())?;
+        self.db.put_cf_opt(self.cf(CF_META), key.as_bytes(), value, &Self::synced())?;
         Ok(())
     }
 
-    pub fn load_index(
-        &self,
-        stream_id: u64,
-        shard_index: u32,
-    ) -> Result<Vec<IndexEntry>, StoreError> {
+    pub fn load_index(&self, stream_id: u64, shard_index: u32) -> Result<Vec<IndexEntry>, StoreError> {
         let from = index_key(stream_id, shard_index, 0);
         let mut out = Vec::new();
-        let iter = self.db.iterator_cf(
-            self.cf(CF_SEQIDX),
-            rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
-        );
+        let iter =
+            self.db.iterator_cf(self.cf(CF_SEQIDX), rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward));
         for item in iter {
             let (k, v) = item?;
             if k.len() != 20 || k[0..12] != from[0..12] {
                 break;
             }
             if v.len() != 24 {
-                return Err(StoreError(format!(
-                    "index entry of shard {shard_index} is damaged"
-                )));
+                return Err(StoreError(format!("index entry of shard {shard_index} is damaged")));
             }
             let be = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("length checked"));
             out.push(IndexEntry {
@@ -232,33 +202,17 @@ impl Store {
             let mut n = 0;
             while let Some(o) = op.take() {
                 match o {
-                    IndexOp::Put {
-                        stream_id,
-                        shard_index,
-                        entries,
-                    } => {
+                    IndexOp::Put { stream_id, shard_index, entries } => {
                         for e in &entries {
-                            batch.put_cf(
-                                cf,
-                                index_key(stream_id, shard_index, e.ordinal),
-                                index_value(e),
-                            );
+                            batch.put_cf(cf, index_key(stream_id, shard_index, e.ordinal), index_value(e));
                         }
                     }
-                    IndexOp::Delete {
-                        stream_id,
-                        shard_index,
-                        entries,
-                    } => {
+                    IndexOp::Delete { stream_id, shard_index, entries } => {
                         for e in &entries {
                             batch.delete_cf(cf, index_key(stream_id, shard_index, e.ordinal));
                         }
                     }
-                    IndexOp::DeleteBelow {
-                        stream_id,
-                        shard_index,
-                        ordinal,
-                    } => {
+                    IndexOp::DeleteBelow { stream_id, shard_index, ordinal } => {
                         batch.delete_range_cf(
                             cf,
                             index_key(stream_id, shard_index, 0),
@@ -300,40 +254,12 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             assert_eq!(store.allocate_stream_id().unwrap(), 1);
             assert_eq!(store.allocate_stream_id().unwrap(), 2);
-            store
-                .put_stream(&StreamMeta::new(
-                    "s".into(),
-                    2,
-                    StreamMode::Provisioned,
-                    2,
-                    5,
-                ))
-                .unwrap();
+            store.put_stream(&StreamMeta::new("s".into(), 2, StreamMode::Provisioned, 2, 5)).unwrap();
             let (tx, handle) = store.spawn_index_writer();
-            let e = |o| IndexEntry {
-                ordinal: o,
-                segment_base: 0,
-                offset: 4096 + o,
-                ts_ms: o as i64,
-            };
-            tx.send(IndexOp::Put {
-                stream_id: 2,
-                shard_index: 1,
-                entries: vec![e(0), e(10), e(20)],
-            })
-            .unwrap();
-            tx.send(IndexOp::Put {
-                stream_id: 2,
-                shard_index: 0,
-                entries: vec![e(5)],
-            })
-            .unwrap();
-            tx.send(IndexOp::DeleteBelow {
-                stream_id: 2,
-                shard_index: 1,
-                ordinal: 10,
-            })
-            .unwrap();
+            let e = |o| IndexEntry { ordinal: o, segment_base: 0, offset: 4096 + o, ts_ms: o as i64 };
+            tx.send(IndexOp::Put { stream_id: 2, shard_index: 1, entries: vec![e(0), e(10), e(20)] }).unwrap();
+            tx.send(IndexOp::Put { stream_id: 2, shard_index: 0, entries: vec![e(5)] }).unwrap();
+            tx.send(IndexOp::DeleteBelow { stream_id: 2, shard_index: 1, ordinal: 10 }).unwrap();
             drop(tx);
             handle.join().unwrap();
         }
@@ -343,10 +269,7 @@ mod tests {
         assert_eq!(streams.len(), 1);
         assert_eq!(streams[0].shards.len(), 2);
         let idx = store.load_index(2, 1).unwrap();
-        assert_eq!(
-            idx.iter().map(|e| e.ordinal).collect::<Vec<_>>(),
-            vec![10, 20]
-        );
+        assert_eq!(idx.iter().map(|e| e.ordinal).collect::<Vec<_>>(), vec![10, 20]);
         assert_eq!(store.load_index(2, 0).unwrap().len(), 1);
         store.delete_stream(&streams[0]).unwrap();
         assert!(store.load_index(2, 1).unwrap().is_empty());

@@ -42,6 +42,7 @@
 //! Limits: a batch is at most [`segment::BATCH_LEN_MAX`] bytes on disk and holds at most
 //! [`segment::BATCH_RECORDS_MAX`] records.
 
+pub mod faults;
 pub mod recovery;
 pub mod segment;
 pub mod shard;
@@ -49,7 +50,7 @@ pub mod uring;
 
 use bytes::Bytes;
 
-pub use shard::{IndexEntry, ShardLog};
+pub use shard::{Damage, IndexEntry, ShardLog};
 
 /// An index entry is written at least every this many bytes of log.
 pub const INDEX_INTERVAL_BYTES: u64 = 64 << 10;
@@ -72,19 +73,13 @@ pub struct NewRecord {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error(
-        "checksum mismatch at offset {offset}: expected {expected:#010x}, found {actual:#010x}"
-    )]
-    ChecksumMismatch {
-        expected: u32,
-        actual: u32,
-        offset: u64,
-    },
+    #[error("checksum mismatch at offset {offset}: expected {expected:#010x}, found {actual:#010x}")]
+    ChecksumMismatch { expected: u32, actual: u32, offset: u64 },
+    #[error("records {from}..{to} (ordinals) are lost to on-disk damage: {reason}")]
+    Damaged { from: u64, to: u64, reason: String },
     #[error("corrupt log at offset {offset}: {reason}")]
     Corrupt { offset: u64, reason: String },
-    #[error(
-        "written by a newer on-disk format (version {found}; this build reads up to {supported})"
-    )]
+    #[error("written by a newer on-disk format (version {found}; this build reads up to {supported})")]
     NewerFormat { found: u32, supported: u32 },
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

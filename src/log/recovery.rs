@@ -9,8 +9,8 @@
 use std::fs::OpenOptions;
 use std::path::PathBuf;
 
-use super::segment::{decode_batch_header, verify_batch, SegmentHeader, SEGMENT_HEADER_LEN};
-use super::shard::{fallocate, map_segment, sync_dir, IndexEntry, Segment, ShardLog};
+use super::segment::{decode_batch_header, verify_batch, BatchHeader, SegmentHeader, BATCH_MAGIC, SEGMENT_HEADER_LEN};
+use super::shard::{fallocate, map_segment, sync_dir, Damage, IndexEntry, Segment, ShardLog};
 use super::{LogConfig, LogError, INDEX_INTERVAL_BYTES};
 
 /// What recovery found and did.
@@ -27,6 +27,42 @@ pub struct RecoveryReport {
     pub stale_index: Vec<IndexEntry>,
     /// Segment files removed because a crash interrupted their creation.
     pub removed_files: Vec<PathBuf>,
+    /// With damage: the ordinal ranges that can be read, e.g. `[0, 120) [140, 500)`.
+    pub readable: String,
+}
+
+/// The readable ordinal ranges of a shard between `trim` and `next`, around `damaged`.
+pub fn readable_ranges(trim: u64, next: u64, damaged: &[Damage]) -> String {
+    let mut out = Vec::new();
+    let mut from = trim;
+    for d in damaged {
+        if d.from > from {
+            out.push(format!("[{from}, {})", d.from));
+        }
+        from = from.max(d.to);
+    }
+    if next > from {
+        out.push(format!("[{from}, {next})"));
+    }
+    out.join(" ")
+}
+
+/// The next batch at or after offset `from` that verifies and starts at ordinal `expected` or
+/// later: where reading can resume after damage. Scans byte by byte; used only on damage.
+pub(super) fn find_next_batch(bytes: &[u8], from: u64, expected: u64) -> Option<(u64, BatchHeader)> {
+    let magic = BATCH_MAGIC.to_le_bytes();
+    let mut at = from as usize;
+    while at < bytes.len() {
+        let pos = bytes[at..].windows(magic.len()).position(|w| w == magic)?;
+        let offset = (at + pos) as u64;
+        if let Ok(Some(h)) = decode_batch_header(bytes, offset) {
+            if h.first_ordinal >= expected && verify_batch(bytes, offset, &h).is_ok() {
+                return Some((offset, h));
+            }
+        }
+        at += pos + 1;
+    }
+    None
 }
 
 #[derive(Debug, Clone)]
@@ -52,10 +88,7 @@ impl ShardLog {
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if let Some(base) = name
-                .strip_suffix(".seg")
-                .and_then(|b| b.parse::<u64>().ok())
-            {
+            if let Some(base) = name.strip_suffix(".seg").and_then(|b| b.parse::<u64>().ok()) {
                 bases.push((base, path));
             }
         }
@@ -64,6 +97,7 @@ impl ShardLog {
         let mut log = ShardLog::empty(dir.clone(), stream_id, shard_index, cfg);
         let count = bases.len();
         let mut scanned: Vec<(Segment, Option<String>)> = Vec::new();
+        let mut damaged: Vec<Damage> = Vec::new();
         for (i, (base, path)) in bases.into_iter().enumerate() {
             let is_last = i + 1 == count;
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
@@ -73,10 +107,7 @@ impl ShardLog {
             let header = match SegmentHeader::decode(&head) {
                 Ok(h) => h,
                 Err(e @ LogError::NewerFormat { .. }) => return Err(e),
-                Err(e)
-                    if is_last
-                        && (head.iter().all(|&b| b == 0) || file_len < SEGMENT_HEADER_LEN) =>
-                {
+                Err(e) if is_last && (head.iter().all(|&b| b == 0) || file_len < SEGMENT_HEADER_LEN) => {
                     // A crash between creating the file and syncing its header: it held nothing.
                     tracing::warn!(path = %path.display(), error = %e, "removing half-created segment");
                     drop(file);
@@ -86,23 +117,19 @@ impl ShardLog {
                     continue;
                 }
                 Err(e) => {
-                    return Err(LogError::Corrupt {
-                        offset: 0,
-                        reason: format!("segment {} has a bad header: {e}", path.display()),
-                    })
+                    // Its records are reported lost (the gap shows below); the file is left in
+                    // place for inspection.
+                    tracing::error!(path = %path.display(), error = %e, "segment header is damaged; skipping the segment");
+                    report.damage.push(format!("segment {} has a bad header ({e}); it is not served", path.display()));
+                    continue;
                 }
             };
-            if header.base_ordinal != base
-                || header.stream_id != stream_id
-                || header.shard_index != shard_index
-            {
-                return Err(LogError::Corrupt {
-                    offset: 0,
-                    reason: format!(
-                        "segment {} belongs to another shard or position",
-                        path.display()
-                    ),
-                });
+            if header.base_ordinal != base || header.stream_id != stream_id || header.shard_index != shard_index {
+                tracing::error!(path = %path.display(), "segment belongs to another shard or position; skipping it");
+                report
+                    .damage
+                    .push(format!("segment {} belongs to another shard or position; it is not served", path.display()));
+                continue;
             }
             let map = map_segment(&file, cfg.segment_size)?;
             let mut seg = Segment {
@@ -116,11 +143,7 @@ impl ShardLog {
                 last_ts_ms: header.created_ms,
             };
             // Entries of this segment: keep the ones that verify; scan from the last one.
-            let mine: Vec<IndexEntry> = persisted
-                .iter()
-                .filter(|e| e.segment_base == base)
-                .copied()
-                .collect();
+            let mine: Vec<IndexEntry> = persisted.iter().filter(|e| e.segment_base == base).copied().collect();
             let mut start = None;
             for e in mine.iter().rev() {
                 let ok = matches!(decode_batch_header(seg.bytes(), e.offset), Ok(Some(h))
@@ -143,48 +166,66 @@ impl ShardLog {
             log.bytes_since_index = 0;
             let mut failure = None;
             loop {
-                let h = match decode_batch_header(seg.bytes(), offset) {
-                    Ok(Some(h)) => h,
+                let problem = match decode_batch_header(seg.bytes(), offset) {
                     Ok(None) => break,
-                    Err(e) => {
-                        failure = Some(e.to_string());
+                    Err(e) => Some(e.to_string()),
+                    Ok(Some(h)) => match verify_batch(seg.bytes(), offset, &h) {
+                        Err(e) => Some(e.to_string()),
+                        Ok(()) if h.first_ordinal != expected => Some(format!(
+                            "batch at offset {offset} starts at ordinal {} where {expected} was expected",
+                            h.first_ordinal
+                        )),
+                        Ok(()) => {
+                            let indexed =
+                                log.sparse.last().is_some_and(|e| e.segment_base == base && e.offset == offset);
+                            if !indexed
+                                && (offset == SEGMENT_HEADER_LEN || log.bytes_since_index >= INDEX_INTERVAL_BYTES)
+                            {
+                                let e =
+                                    IndexEntry { ordinal: h.first_ordinal, segment_base: base, offset, ts_ms: h.ts_ms };
+                                log.sparse.push(e);
+                                report.new_index.push(e);
+                                log.bytes_since_index = 0;
+                            }
+                            log.bytes_since_index += u64::from(h.len);
+                            report.bytes_verified += u64::from(h.len);
+                            offset += u64::from(h.len);
+                            expected = h.end_ordinal();
+                            seg.last_ts_ms = h.ts_ms;
+                            None
+                        }
+                    },
+                };
+                let Some(reason) = problem else { continue };
+                // Valid batches after a bad one mean damage inside the log, not a torn tail: keep
+                // them, and record what is lost in between.
+                match find_next_batch(seg.bytes(), offset + 1, expected) {
+                    Some((at, h)) => {
+                        tracing::error!(stream_id, shard_index, segment = base, offset, from = expected,
+                            to = h.first_ordinal, %reason, "damage inside the log; serving what verifies around it");
+                        report.damage.push(format!(
+                            "segment {base} is damaged at offset {offset} ({reason}); records {expected}..{} are lost",
+                            h.first_ordinal
+                        ));
+                        if h.first_ordinal > expected {
+                            damaged.push(Damage {
+                                from: expected,
+                                to: h.first_ordinal,
+                                segment_base: base,
+                                offset,
+                                reason,
+                            });
+                        }
+                        offset = at;
+                        expected = h.first_ordinal;
+                        // The batch after the damage gets an index entry, so reads can start there.
+                        log.bytes_since_index = INDEX_INTERVAL_BYTES;
+                    }
+                    None => {
+                        failure = Some(reason);
                         break;
                     }
-                };
-                if let Err(e) = verify_batch(seg.bytes(), offset, &h) {
-                    failure = Some(e.to_string());
-                    break;
                 }
-                if h.first_ordinal != expected {
-                    failure = Some(format!(
-                        "batch at offset {offset} starts at ordinal {} where {expected} was expected",
-                        h.first_ordinal
-                    ));
-                    break;
-                }
-                let indexed = log
-                    .sparse
-                    .last()
-                    .is_some_and(|e| e.segment_base == base && e.offset == offset);
-                if !indexed
-                    && (offset == SEGMENT_HEADER_LEN
-                        || log.bytes_since_index >= INDEX_INTERVAL_BYTES)
-                {
-                    let e = IndexEntry {
-                        ordinal: h.first_ordinal,
-                        segment_base: base,
-                        offset,
-                        ts_ms: h.ts_ms,
-                    };
-                    log.sparse.push(e);
-                    report.new_index.push(e);
-                    log.bytes_since_index = 0;
-                }
-                log.bytes_since_index += u64::from(h.len);
-                report.bytes_verified += u64::from(h.len);
-                offset += u64::from(h.len);
-                expected = h.end_ordinal();
-                seg.last_ts_ms = h.ts_ms;
             }
             seg.len = offset;
             seg.end_ordinal = expected;
@@ -193,10 +234,7 @@ impl ShardLog {
         // Trailing segments without a batch that do not continue the log come from a rollover
         // whose data never became durable: writes to a new segment start only after the older
         // segment's are synced, so a torn older segment means the newer ones hold nothing.
-        if let Some(tail) = scanned
-            .iter()
-            .rposition(|(s, _)| s.len > SEGMENT_HEADER_LEN)
-        {
+        if let Some(tail) = scanned.iter().rposition(|(s, _)| s.len > SEGMENT_HEADER_LEN) {
             let mut removed = false;
             while scanned.len() > tail + 1 {
                 let (t, t_failure) = &scanned[tail];
@@ -227,9 +265,18 @@ impl ShardLog {
             if let Some(prev) = log.segments.last() {
                 if prev.end_ordinal != base {
                     report.damage.push(format!(
-                        "ordinals {}..{} are missing between segment {} and segment {}",
+                        "records {}..{} are missing between segment {} and segment {}",
                         prev.end_ordinal, base, prev.base_ordinal, base
                     ));
+                    if prev.end_ordinal < base {
+                        damaged.push(Damage {
+                            from: prev.end_ordinal,
+                            to: base,
+                            segment_base: prev.base_ordinal,
+                            offset: prev.len,
+                            reason: "missing or unreadable segment data".into(),
+                        });
+                    }
                 }
             }
             if let Some(reason) = failure {
@@ -238,18 +285,11 @@ impl ShardLog {
                     truncate_tail(&seg, offset)?;
                     tracing::warn!(stream_id, shard_index, segment = base, offset, dropped_bytes = dropped, %reason,
                         "truncated torn tail");
-                    report.torn_tail = Some(TornTail {
-                        segment_base: base,
-                        offset,
-                        dropped_bytes: dropped,
-                        reason,
-                    });
+                    report.torn_tail = Some(TornTail { segment_base: base, offset, dropped_bytes: dropped, reason });
                 } else {
                     tracing::error!(stream_id, shard_index, segment = base, offset, %reason,
                         "damage in the middle of the log: records after it in this segment are not served");
-                    report.damage.push(format!(
-                        "segment {base} is damaged at offset {offset}: {reason}"
-                    ));
+                    report.damage.push(format!("segment {base} is damaged at offset {offset}: {reason}"));
                 }
             }
             log.next_ordinal = seg.end_ordinal;
@@ -257,6 +297,12 @@ impl ShardLog {
             log.segments.push(seg);
         }
         report.segments = log.segments.len();
+        damaged.sort_by_key(|d| d.from);
+        log.damaged = damaged;
+        if !log.damaged.is_empty() {
+            report.readable = readable_ranges(log.trim_horizon(), log.next_ordinal, &log.damaged);
+            tracing::error!(stream_id, shard_index, readable = %report.readable, "shard has damage; readable ordinal ranges");
+        }
         Ok((log, report))
     }
 }
@@ -264,9 +310,7 @@ impl ShardLog {
 /// How many bytes after `offset` are not zero (what a truncation throws away).
 fn nonzero_extent(bytes: &[u8], offset: u64) -> u64 {
     let tail = &bytes[(offset as usize).min(bytes.len())..];
-    tail.iter()
-        .rposition(|&b| b != 0)
-        .map_or(0, |p| p as u64 + 1)
+    tail.iter().rposition(|&b| b != 0).map_or(0, |p| p as u64 + 1)
 }
 
 /// Cuts the segment at `offset` and re-zeroes the space after it, durably.

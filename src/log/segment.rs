@@ -48,32 +48,19 @@ impl SegmentHeader {
 
     pub fn decode(b: &[u8]) -> Result<SegmentHeader, LogError> {
         if b.len() < SEGMENT_HEADER_USED {
-            return Err(LogError::Corrupt {
-                offset: 0,
-                reason: "segment header is truncated".into(),
-            });
+            return Err(LogError::Corrupt { offset: 0, reason: "segment header is truncated".into() });
         }
         if b[0..8] != SEGMENT_MAGIC {
-            return Err(LogError::Corrupt {
-                offset: 0,
-                reason: "segment header has no magic".into(),
-            });
+            return Err(LogError::Corrupt { offset: 0, reason: "segment header has no magic".into() });
         }
         let expected = le_u32(b, 40);
         let actual = crc32c::crc32c(&b[0..40]);
         if expected != actual {
-            return Err(LogError::ChecksumMismatch {
-                expected,
-                actual,
-                offset: 0,
-            });
+            return Err(LogError::ChecksumMismatch { expected, actual, offset: 0 });
         }
         let version = le_u32(b, 8);
         if version > FORMAT_VERSION {
-            return Err(LogError::NewerFormat {
-                found: version,
-                supported: FORMAT_VERSION,
-            });
+            return Err(LogError::NewerFormat { found: version, supported: FORMAT_VERSION });
         }
         Ok(SegmentHeader {
             version,
@@ -117,10 +104,7 @@ pub fn encode_batch(
     out: &mut Vec<u8>,
 ) {
     assert!(!records.is_empty() && records.len() <= BATCH_RECORDS_MAX as usize);
-    let raw_len: usize = records
-        .iter()
-        .map(|(k, d)| RECORD_HEADER_LEN + k.len() + d.len())
-        .sum();
+    let raw_len: usize = records.iter().map(|(k, d)| RECORD_HEADER_LEN + k.len() + d.len()).sum();
     let mut raw = Vec::with_capacity(raw_len);
     for (key, data) in records {
         raw.extend_from_slice(&(key.len() as u16).to_le_bytes());
@@ -131,9 +115,7 @@ pub fn encode_batch(
     let compressed = match compression {
         Compression::None => None,
         Compression::Lz4 => Some((CODEC_LZ4, lz4_flex::block::compress(&raw))),
-        Compression::Zstd => zstd::bulk::compress(&raw, ZSTD_LEVEL)
-            .ok()
-            .map(|c| (CODEC_ZSTD, c)),
+        Compression::Zstd => zstd::bulk::compress(&raw, ZSTD_LEVEL).ok().map(|c| (CODEC_ZSTD, c)),
     };
     // Compression that does not pay is not kept.
     let (codec, payload): (u8, &[u8]) = match &compressed {
@@ -166,10 +148,7 @@ pub fn decode_batch_header(buf: &[u8], offset: u64) -> Result<Option<BatchHeader
         return if rest.iter().all(|&b| b == 0) {
             Ok(None)
         } else {
-            Err(LogError::Corrupt {
-                offset,
-                reason: "truncated batch header".into(),
-            })
+            Err(LogError::Corrupt { offset, reason: "truncated batch header".into() })
         };
     };
     let magic = le_u32(h, 0);
@@ -177,10 +156,7 @@ pub fn decode_batch_header(buf: &[u8], offset: u64) -> Result<Option<BatchHeader
         return Ok(None);
     }
     if magic != BATCH_MAGIC {
-        return Err(LogError::Corrupt {
-            offset,
-            reason: format!("bad batch magic {magic:#010x}"),
-        });
+        return Err(LogError::Corrupt { offset, reason: format!("bad batch magic {magic:#010x}") });
     }
     let header = BatchHeader {
         len: le_u32(h, 4),
@@ -192,28 +168,16 @@ pub fn decode_batch_header(buf: &[u8], offset: u64) -> Result<Option<BatchHeader
         ts_ms: le_u64(h, 32) as i64,
     };
     if h[12] as u32 > FORMAT_VERSION {
-        return Err(LogError::NewerFormat {
-            found: h[12] as u32,
-            supported: FORMAT_VERSION,
-        });
+        return Err(LogError::NewerFormat { found: h[12] as u32, supported: FORMAT_VERSION });
     }
     if (header.len as usize) < BATCH_HEADER_LEN || header.len > BATCH_LEN_MAX {
-        return Err(LogError::Corrupt {
-            offset,
-            reason: format!("bad batch length {}", header.len),
-        });
+        return Err(LogError::Corrupt { offset, reason: format!("bad batch length {}", header.len) });
     }
     if header.count == 0 || header.count > BATCH_RECORDS_MAX || header.raw_len > BATCH_LEN_MAX {
-        return Err(LogError::Corrupt {
-            offset,
-            reason: format!("bad record count {}", header.count),
-        });
+        return Err(LogError::Corrupt { offset, reason: format!("bad record count {}", header.count) });
     }
     if at + header.len as usize > buf.len() {
-        return Err(LogError::Corrupt {
-            offset,
-            reason: "batch runs past the end of the segment".into(),
-        });
+        return Err(LogError::Corrupt { offset, reason: "batch runs past the end of the segment".into() });
     }
     Ok(Some(header))
 }
@@ -224,11 +188,7 @@ pub fn verify_batch(buf: &[u8], offset: u64, header: &BatchHeader) -> Result<(),
     let body = &buf[at + 12..at + header.len as usize];
     let actual = crc32c::crc32c(body);
     if actual != header.crc {
-        return Err(LogError::ChecksumMismatch {
-            expected: header.crc,
-            actual,
-            offset,
-        });
+        return Err(LogError::ChecksumMismatch { expected: header.crc, actual, offset });
     }
     Ok(())
 }
@@ -243,10 +203,7 @@ pub fn decode_records(
 ) -> Result<(), LogError> {
     let at = offset as usize;
     let payload = &buf[at + BATCH_HEADER_LEN..at + header.len as usize];
-    let corrupt = |reason: &str| LogError::Corrupt {
-        offset,
-        reason: reason.into(),
-    };
+    let corrupt = |reason: &str| LogError::Corrupt { offset, reason: reason.into() };
     let raw_owned;
     let raw: &[u8] = match header.codec {
         CODEC_NONE => payload,
@@ -267,25 +224,18 @@ pub fn decode_records(
     }
     let mut pos = 0usize;
     for i in 0..header.count {
-        let h = raw
-            .get(pos..pos + RECORD_HEADER_LEN)
-            .ok_or_else(|| corrupt("truncated record"))?;
+        let h = raw.get(pos..pos + RECORD_HEADER_LEN).ok_or_else(|| corrupt("truncated record"))?;
         let key_len = u16::from_le_bytes([h[0], h[1]]) as usize;
         let data_len = le_u32(h, 2) as usize;
         pos += RECORD_HEADER_LEN;
-        let key = raw
-            .get(pos..pos + key_len)
-            .ok_or_else(|| corrupt("truncated record key"))?;
-        let data = raw
-            .get(pos + key_len..pos + key_len + data_len)
-            .ok_or_else(|| corrupt("truncated record data"))?;
+        let key = raw.get(pos..pos + key_len).ok_or_else(|| corrupt("truncated record key"))?;
+        let data = raw.get(pos + key_len..pos + key_len + data_len).ok_or_else(|| corrupt("truncated record data"))?;
         pos += key_len + data_len;
         let ordinal = header.first_ordinal + u64::from(i);
         if ordinal < from_ordinal {
             continue;
         }
-        let partition_key =
-            std::str::from_utf8(key).map_err(|_| corrupt("partition key is not utf-8"))?;
+        let partition_key = std::str::from_utf8(key).map_err(|_| corrupt("partition key is not utf-8"))?;
         out.push(Record {
             ordinal,
             ts_ms: header.ts_ms,
@@ -366,29 +316,13 @@ mod tests {
 
     #[test]
     fn segment_header_round_trips_and_refuses_newer_versions() {
-        let h = SegmentHeader {
-            version: 1,
-            stream_id: 9,
-            shard_index: 2,
-            base_ordinal: 77,
-            created_ms: 5,
-        };
+        let h = SegmentHeader { version: 1, stream_id: 9, shard_index: 2, base_ordinal: 77, created_ms: 5 };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b).unwrap(), h);
-        let newer = SegmentHeader {
-            version: FORMAT_VERSION + 1,
-            ..h
-        }
-        .encode();
-        assert!(matches!(
-            SegmentHeader::decode(&newer),
-            Err(LogError::NewerFormat { .. })
-        ));
+        let newer = SegmentHeader { version: FORMAT_VERSION + 1, ..h }.encode();
+        assert!(matches!(SegmentHeader::decode(&newer), Err(LogError::NewerFormat { .. })));
         let mut bad = b.clone();
         bad[25] ^= 1;
-        assert!(matches!(
-            SegmentHeader::decode(&bad),
-            Err(LogError::ChecksumMismatch { .. })
-        ));
+        assert!(matches!(SegmentHeader::decode(&bad), Err(LogError::ChecksumMismatch { .. })));
     }
 }

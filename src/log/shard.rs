@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{Mmap, MmapOptions};
 
+use super::recovery::find_next_batch;
 use super::segment::{
-    decode_batch_header, decode_records, encode_batch, verify_batch, SegmentHeader,
-    BATCH_PAYLOAD_SOFT_MAX, BATCH_RECORDS_MAX, FORMAT_VERSION, SEGMENT_HEADER_LEN,
+    decode_batch_header, decode_records, encode_batch, verify_batch, SegmentHeader, BATCH_PAYLOAD_SOFT_MAX,
+    BATCH_RECORDS_MAX, FORMAT_VERSION, SEGMENT_HEADER_LEN,
 };
 use super::{LogConfig, LogError, NewRecord, Record, INDEX_INTERVAL_BYTES};
 
@@ -82,6 +83,22 @@ pub struct ShardLog {
     hot_bytes: u64,
     /// Segments written since the last sync (interval durability).
     dirty: Vec<u64>,
+    /// A write or sync failed: bytes past the tail may sit in the page cache, written but not
+    /// durable. They are cut off before the next append ([`ShardLog::repair_tail`]).
+    needs_repair: bool,
+    /// Ordinal ranges lost to on-disk damage, found by recovery or by reads.
+    pub(super) damaged: Vec<Damage>,
+}
+
+/// Records `from..to` (ordinals) are lost: the batch at `offset` of segment `segment_base`, and
+/// possibly more after it, failed to verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub from: u64,
+    pub to: u64,
+    pub segment_base: u64,
+    pub offset: u64,
+    pub reason: String,
 }
 
 /// An append laid out on disk but not yet written.
@@ -126,12 +143,7 @@ pub struct ReadOut {
 }
 
 impl ShardLog {
-    pub(super) fn empty(
-        dir: PathBuf,
-        stream_id: u64,
-        shard_index: u32,
-        cfg: LogConfig,
-    ) -> ShardLog {
+    pub(super) fn empty(dir: PathBuf, stream_id: u64, shard_index: u32, cfg: LogConfig) -> ShardLog {
         ShardLog {
             stream_id,
             shard_index,
@@ -145,6 +157,8 @@ impl ShardLog {
             hot: VecDeque::new(),
             hot_bytes: 0,
             dirty: Vec::new(),
+            needs_repair: false,
+            damaged: Vec::new(),
         }
     }
 
@@ -163,9 +177,7 @@ impl ShardLog {
 
     /// The oldest retained ordinal.
     pub fn trim_horizon(&self) -> u64 {
-        self.segments
-            .first()
-            .map_or(self.next_ordinal, |s| s.base_ordinal)
+        self.segments.first().map_or(self.next_ordinal, |s| s.base_ordinal)
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -176,6 +188,9 @@ impl ShardLog {
     /// segments as needed. Nothing is acknowledged or visible until [`ShardLog::commit`].
     pub fn prepare(&mut self, records: Vec<NewRecord>, now_ms: i64) -> Result<Prepared, LogError> {
         assert!(!records.is_empty(), "an append has records");
+        if self.needs_repair {
+            self.repair_tail()?;
+        }
         let ts_ms = now_ms.max(self.last_ts_ms);
         let first_ordinal = self.next_ordinal;
         let mut prepared = Prepared {
@@ -208,10 +223,8 @@ impl ShardLog {
                 payload += size;
                 end += 1;
             }
-            let fields: Vec<(&str, &[u8])> = records[start..end]
-                .iter()
-                .map(|r| (r.partition_key.as_str(), &r.data[..]))
-                .collect();
+            let fields: Vec<(&str, &[u8])> =
+                records[start..end].iter().map(|r| (r.partition_key.as_str(), &r.data[..])).collect();
             encoded.clear();
             encode_batch(ordinal, ts_ms, &fields, self.cfg.compression, &mut encoded);
             let len = encoded.len() as u64;
@@ -229,10 +242,7 @@ impl ShardLog {
                 return Err(e);
             }
             match prepared.writes.last_mut() {
-                Some(w)
-                    if w.fd == self.segments[seg_i].file.as_raw_fd()
-                        && w.offset + w.buf.len() as u64 == offset =>
-                {
+                Some(w) if w.fd == self.segments[seg_i].file.as_raw_fd() && w.offset + w.buf.len() as u64 == offset => {
                     w.buf.extend_from_slice(&encoded)
                 }
                 _ => prepared.writes.push(PreparedWrite {
@@ -262,10 +272,7 @@ impl ShardLog {
         let mut new_index = Vec::new();
         for b in &prepared.batches {
             let seg = &mut self.segments[b.segment];
-            assert_eq!(
-                seg.len, b.offset,
-                "batches are committed in the order they were placed"
-            );
+            assert_eq!(seg.len, b.offset, "batches are committed in the order they were placed");
             assert_eq!(seg.end_ordinal, b.first_ordinal, "ordinals are dense");
             if b.offset == SEGMENT_HEADER_LEN || self.bytes_since_index >= INDEX_INTERVAL_BYTES {
                 let entry = IndexEntry {
@@ -290,11 +297,7 @@ impl ShardLog {
         assert_eq!(self.next_ordinal, prepared.first_ordinal);
         self.next_ordinal += count;
         self.last_ts_ms = prepared.ts_ms;
-        let bytes: u64 = prepared
-            .records
-            .iter()
-            .map(|r| (r.data.len() + r.partition_key.len()) as u64)
-            .sum();
+        let bytes: u64 = prepared.records.iter().map(|r| (r.data.len() + r.partition_key.len()) as u64).sum();
         self.hot.push_back(HotBatch {
             first_ordinal: prepared.first_ordinal,
             ts_ms: prepared.ts_ms,
@@ -308,11 +311,7 @@ impl ShardLog {
                 None => break,
             }
         }
-        Committed {
-            first_ordinal: prepared.first_ordinal,
-            ts_ms: prepared.ts_ms,
-            new_index,
-        }
+        Committed { first_ordinal: prepared.first_ordinal, ts_ms: prepared.ts_ms, new_index }
     }
 
     /// Forgets a prepared append whose writes failed. Segments it created are removed; the bytes it
@@ -324,35 +323,49 @@ impl ShardLog {
                 let _ = std::fs::remove_file(&seg.path);
             }
         }
+        self.needs_repair = true;
+    }
+
+    /// Cuts everything past the tail of the last segment and re-zeroes it, durably. After a
+    /// failed write or fdatasync the bytes there were never acknowledged and may or may not be on
+    /// disk; they must not be mistaken for data by a later recovery, nor trusted as synced.
+    pub fn repair_tail(&mut self) -> Result<(), LogError> {
+        super::faults::check_write()?;
+        if let Some(seg) = self.segments.last_mut() {
+            seg.file.set_len(seg.len)?;
+            fallocate(&seg.file, seg.len, seg.allocated.saturating_sub(seg.len))?;
+            seg.file.sync_all()?;
+        }
+        self.needs_repair = false;
+        Ok(())
     }
 
     /// fdatasyncs the segments written since the last call (for the interval durability mode).
     pub fn dirty_fds(&mut self) -> Vec<RawFd> {
-        let fds = self
-            .segments
-            .iter()
-            .filter(|s| self.dirty.contains(&s.base_ordinal))
-            .map(|s| s.file.as_raw_fd())
-            .collect();
+        let fds =
+            self.segments.iter().filter(|s| self.dirty.contains(&s.base_ordinal)).map(|s| s.file.as_raw_fd()).collect();
         self.dirty.clear();
         fds
     }
 
     /// Reads up to `limit` records (and about `max_bytes` of data, at least one record) from
     /// `from`, or from the trim horizon if `from` has expired.
-    pub fn read(&self, from: u64, limit: usize, max_bytes: usize) -> Result<ReadOut, LogError> {
+    pub fn read(&mut self, from: u64, limit: usize, max_bytes: usize) -> Result<ReadOut, LogError> {
         let start = from.max(self.trim_horizon());
-        let mut out = ReadOut {
-            records: Vec::new(),
-            next: start,
-        };
+        let mut out = ReadOut { records: Vec::new(), next: start };
         if start >= self.next_ordinal || limit == 0 {
             return Ok(out);
         }
+        if let Some(d) = self.damaged.iter().find(|d| d.from <= start && start < d.to) {
+            return Err(LogError::Damaged { from: d.from, to: d.to, reason: d.reason.clone() });
+        }
+        // A read stops short of damage rather than skip over it silently.
+        let stop = self.damaged.iter().filter(|d| d.from > start).map(|d| d.from).min().unwrap_or(u64::MAX);
         let mut bytes = 0usize;
         let mut take = |out: &mut ReadOut, r: Record| -> bool {
             let size = r.data.len() + r.partition_key.len();
-            if out.records.len() >= limit || (!out.records.is_empty() && bytes + size > max_bytes) {
+            if r.ordinal >= stop || out.records.len() >= limit || (!out.records.is_empty() && bytes + size > max_bytes)
+            {
                 return false;
             }
             bytes += size;
@@ -380,58 +393,90 @@ impl ShardLog {
             }
             return Ok(out);
         }
-        let (mut seg_i, mut offset) = self.locate(start)?;
+        let (mut seg_i, mut offset, mut expected) = self.locate(start)?;
         let mut decoded = Vec::new();
         loop {
-            let Some(seg) = self.segments.get(seg_i) else {
-                return Ok(out);
-            };
+            let Some(seg) = self.segments.get(seg_i) else { return Ok(out) };
             if offset >= seg.len {
                 seg_i += 1;
                 offset = SEGMENT_HEADER_LEN;
+                if let Some(next) = self.segments.get(seg_i) {
+                    expected = next.base_ordinal;
+                }
                 continue;
             }
             let buf = seg.valid();
-            let header = decode_batch_header(buf, offset)?.ok_or_else(|| LogError::Corrupt {
-                offset,
-                reason: "zeros inside the valid part of a segment".into(),
-            })?;
-            if header.end_ordinal() > start {
-                verify_batch(buf, offset, &header)?;
-                decoded.clear();
-                decode_records(buf, offset, &header, start, &mut decoded)?;
-                for r in decoded.drain(..) {
-                    if !take(&mut out, r) {
-                        return Ok(out);
+            let batch = decode_batch_header(buf, offset).and_then(|h| {
+                let h = h.ok_or_else(|| LogError::Corrupt {
+                    offset,
+                    reason: "zeros inside the valid part of a segment".into(),
+                })?;
+                if h.end_ordinal() > start {
+                    verify_batch(buf, offset, &h)?;
+                    decoded.clear();
+                    decode_records(buf, offset, &h, start, &mut decoded)?;
+                }
+                Ok(h)
+            });
+            let header = match batch {
+                Ok(h) => h,
+                Err(e) => {
+                    // Found at read time (after start-up): record the damage, then serve what
+                    // came before it or say exactly what is lost.
+                    let resume = find_next_batch(buf, offset + 1, expected);
+                    let to = resume.map_or(seg.end_ordinal, |(_, h)| h.first_ordinal).max(expected + 1);
+                    let damage =
+                        Damage { from: expected, to, segment_base: seg.base_ordinal, offset, reason: e.to_string() };
+                    tracing::error!(stream_id = self.stream_id, shard = self.shard_index, segment = damage.segment_base,
+                        offset, from = damage.from, to = damage.to, error = %e, "damaged batch found by a read");
+                    if let Some((at, h)) = resume {
+                        self.sparse.push(IndexEntry {
+                            ordinal: h.first_ordinal,
+                            segment_base: damage.segment_base,
+                            offset: at,
+                            ts_ms: h.ts_ms,
+                        });
+                        self.sparse.sort_by_key(|e| e.ordinal);
                     }
+                    let err = LogError::Damaged { from: damage.from, to: damage.to, reason: damage.reason.clone() };
+                    self.damaged.push(damage);
+                    return if out.records.is_empty() { Err(err) } else { Ok(out) };
+                }
+            };
+            for r in decoded.drain(..) {
+                if !take(&mut out, r) {
+                    return Ok(out);
                 }
             }
+            expected = header.end_ordinal();
             offset += u64::from(header.len);
         }
     }
 
-    /// The segment and offset of the batch at or before `ordinal` to scan from.
-    fn locate(&self, ordinal: u64) -> Result<(usize, u64), LogError> {
+    /// Ordinal ranges lost to on-disk damage, oldest first.
+    pub fn damaged(&self) -> &[Damage] {
+        &self.damaged
+    }
+
+    /// The segment, offset and first ordinal of the batch at or before `ordinal` to scan from.
+    fn locate(&self, ordinal: u64) -> Result<(usize, u64, u64), LogError> {
         let i = self.sparse.partition_point(|e| e.ordinal <= ordinal);
         let entry = match i {
             0 => None,
             _ => Some(self.sparse[i - 1]),
         };
-        let (base, offset) = match entry {
-            Some(e) => (e.segment_base, e.offset),
-            None => (
-                self.segments.first().map_or(0, |s| s.base_ordinal),
-                SEGMENT_HEADER_LEN,
-            ),
+        let (base, offset, first) = match entry {
+            Some(e) => (e.segment_base, e.offset, e.ordinal),
+            None => {
+                let base = self.segments.first().map_or(0, |s| s.base_ordinal);
+                (base, SEGMENT_HEADER_LEN, base)
+            }
         };
         let seg_i = self
             .segments
             .binary_search_by_key(&base, |s| s.base_ordinal)
-            .map_err(|_| LogError::Corrupt {
-                offset,
-                reason: format!("index names missing segment {base}"),
-            })?;
-        Ok((seg_i, offset))
+            .map_err(|_| LogError::Corrupt { offset, reason: format!("index names missing segment {base}") })?;
+        Ok((seg_i, offset, first))
     }
 
     /// The ordinal of the first record that arrived at or after `ts_ms` (the next ordinal if none).
@@ -442,7 +487,10 @@ impl ShardLog {
         let i = self.sparse.partition_point(|e| e.ts_ms < ts_ms);
         let (mut seg_i, mut offset) = match i {
             0 => (0, SEGMENT_HEADER_LEN),
-            _ => self.locate(self.sparse[i - 1].ordinal)?,
+            _ => {
+                let (seg_i, offset, _) = self.locate(self.sparse[i - 1].ordinal)?;
+                (seg_i, offset)
+            }
         };
         loop {
             let Some(seg) = self.segments.get(seg_i) else {
@@ -453,11 +501,8 @@ impl ShardLog {
                 offset = SEGMENT_HEADER_LEN;
                 continue;
             }
-            let header =
-                decode_batch_header(seg.valid(), offset)?.ok_or_else(|| LogError::Corrupt {
-                    offset,
-                    reason: "zeros inside a segment".into(),
-                })?;
+            let header = decode_batch_header(seg.valid(), offset)?
+                .ok_or_else(|| LogError::Corrupt { offset, reason: "zeros inside a segment".into() })?;
             if header.ts_ms >= ts_ms {
                 return Ok(header.first_ordinal.max(self.trim_horizon()));
             }
@@ -495,14 +540,10 @@ impl ShardLog {
     }
 
     fn create_segment(&mut self, base_ordinal: u64, now_ms: i64) -> Result<(), LogError> {
+        super::faults::check_write()?;
         std::fs::create_dir_all(&self.dir)?;
         let path = self.dir.join(segment_file_name(base_ordinal));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
         let header = SegmentHeader {
             version: FORMAT_VERSION,
             stream_id: self.stream_id,
@@ -534,13 +575,11 @@ impl ShardLog {
         if end <= seg.allocated {
             return Ok(());
         }
+        super::faults::check_write()?;
         let limit = seg.map.len() as u64;
         let target = (end + PREALLOCATE_STEP_BYTES).min(limit).max(end);
         if target > limit {
-            return Err(LogError::Corrupt {
-                offset: end,
-                reason: "batch does not fit in the segment".into(),
-            });
+            return Err(LogError::Corrupt { offset: end, reason: "batch does not fit in the segment".into() });
         }
         fallocate(&seg.file, seg.allocated, target - seg.allocated)?;
         seg.allocated = target;
@@ -567,14 +606,7 @@ pub(super) fn fallocate(file: &File, offset: u64, len: u64) -> Result<(), LogErr
         return Ok(());
     }
     // SAFETY: plain syscall on an open descriptor.
-    let rc = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            0,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    };
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset as libc::off_t, len as libc::off_t) };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
         // Filesystems without fallocate: extend the file instead (reads as zeros all the same).
@@ -600,12 +632,7 @@ mod tests {
     use bytes::Bytes;
 
     fn cfg(segment_size: u64, hot: u64) -> LogConfig {
-        LogConfig {
-            segment_size,
-            compression: Compression::Lz4,
-            hot_tail_bytes: hot,
-            track_unsynced: false,
-        }
+        LogConfig { segment_size, compression: Compression::Lz4, hot_tail_bytes: hot, track_unsynced: false }
     }
 
     fn rec(i: u64) -> NewRecord {
@@ -613,66 +640,42 @@ mod tests {
         let mut x = i.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         let data = (0..700 + (i % 13) as usize)
             .map(|_| {
-                x = x
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
                 (x >> 56) as u8
             })
             .collect::<Vec<u8>>();
-        NewRecord {
-            partition_key: format!("k{}", i % 5),
-            data: Bytes::from(data),
-        }
+        NewRecord { partition_key: format!("k{}", i % 5), data: Bytes::from(data) }
     }
 
     /// Appends like a core worker does; returns the index entries the commit produced.
-    fn append(
-        log: &mut ShardLog,
-        ring: &mut Uring,
-        records: Vec<NewRecord>,
-        now: i64,
-    ) -> Vec<IndexEntry> {
+    fn append(log: &mut ShardLog, ring: &mut Uring, records: Vec<NewRecord>, now: i64) -> Vec<IndexEntry> {
         let p = log.prepare(records, now).unwrap();
         for phase in [false, true] {
             let ops: Vec<WriteOp> = p
                 .writes
                 .iter()
                 .filter(|w| w.new_segment == phase)
-                .map(|w| WriteOp {
-                    fd: w.fd,
-                    offset: w.offset,
-                    buf: &w.buf,
-                })
+                .map(|w| WriteOp { fd: w.fd, offset: w.offset, buf: &w.buf })
                 .collect();
             assert!(ring.write_all(&ops, true).iter().all(|r| r.is_ok()));
         }
         log.commit(p).new_index
     }
 
-    fn check_reads(log: &ShardLog, n: u64) {
+    fn check_reads(log: &mut ShardLog, n: u64) {
         for from in [0, 1, 17, n / 2, n - 1] {
             let out = log.read(from, usize::MAX, usize::MAX).unwrap();
             assert_eq!(out.records.len() as u64, n - from, "from {from}");
             for r in &out.records {
                 let e = rec(r.ordinal);
-                assert_eq!(
-                    (r.partition_key.as_str(), &r.data[..]),
-                    (e.partition_key.as_str(), &e.data[..])
-                );
+                assert_eq!((r.partition_key.as_str(), &r.data[..]), (e.partition_key.as_str(), &e.data[..]));
             }
             assert_eq!(out.next, n);
         }
         let page = log.read(10, 5, usize::MAX).unwrap();
-        assert_eq!(
-            page.records.iter().map(|r| r.ordinal).collect::<Vec<_>>(),
-            [10, 11, 12, 13, 14]
-        );
+        assert_eq!(page.records.iter().map(|r| r.ordinal).collect::<Vec<_>>(), [10, 11, 12, 13, 14]);
         let small = log.read(0, 100, 1).unwrap();
-        assert_eq!(
-            small.records.len(),
-            1,
-            "at least one record, then the byte bound"
-        );
+        assert_eq!(small.records.len(), 1, "at least one record, then the byte bound");
     }
 
     #[test]
@@ -688,34 +691,19 @@ mod tests {
             index.extend(append(&mut log, &mut ring, batch, 1_000 + round as i64));
         }
         assert!(log.segments.len() > 2, "small segments roll");
-        check_reads(&log, i);
+        check_reads(&mut log, i);
         assert_eq!(
             log.ordinal_at_timestamp(1_010).unwrap(),
-            log.read(0, usize::MAX, usize::MAX)
-                .unwrap()
-                .records
-                .iter()
-                .find(|r| r.ts_ms >= 1_010)
-                .unwrap()
-                .ordinal
+            log.read(0, usize::MAX, usize::MAX).unwrap().records.iter().find(|r| r.ts_ms >= 1_010).unwrap().ordinal
         );
         assert_eq!(log.ordinal_at_timestamp(99_999).unwrap(), i);
         drop(log);
         for persisted in [index.clone(), Vec::new(), index[..index.len() / 2].to_vec()] {
-            let (log, report) = ShardLog::open(
-                dir.path().join("s"),
-                1,
-                0,
-                cfg(64 << 10, 8 << 10),
-                persisted,
-            )
-            .unwrap();
-            assert!(
-                report.torn_tail.is_none() && report.damage.is_empty(),
-                "{report:?}"
-            );
+            let (mut log, report) =
+                ShardLog::open(dir.path().join("s"), 1, 0, cfg(64 << 10, 8 << 10), persisted).unwrap();
+            assert!(report.torn_tail.is_none() && report.damage.is_empty(), "{report:?}");
             assert_eq!(log.next_ordinal(), i);
-            check_reads(&log, i);
+            check_reads(&mut log, i);
         }
     }
 
@@ -747,18 +735,12 @@ mod tests {
         let tail_ordinal = log.segments[0].end_ordinal - 1;
         second_segment_truncate_to_header(&second);
         drop(log);
-        let (log, report) = ShardLog::open(path, 1, 0, cfg(64 << 10, 0), Vec::new()).unwrap();
+        let (mut log, report) = ShardLog::open(path, 1, 0, cfg(64 << 10, 0), Vec::new()).unwrap();
         assert!(report.torn_tail.is_some(), "{report:?}");
-        assert!(
-            report.damage.is_empty(),
-            "a torn rollover is not mid-log damage: {report:?}"
-        );
+        assert!(report.damage.is_empty(), "a torn rollover is not mid-log damage: {report:?}");
         assert_eq!(report.removed_files, vec![second]);
         assert_eq!(log.next_ordinal(), tail_ordinal);
-        assert_eq!(
-            log.read(0, usize::MAX, usize::MAX).unwrap().records.len() as u64,
-            tail_ordinal
-        );
+        assert_eq!(log.read(0, usize::MAX, usize::MAX).unwrap().records.len() as u64, tail_ordinal);
     }
 
     fn second_segment_truncate_to_header(path: &Path) {
@@ -783,10 +765,7 @@ mod tests {
         let horizon = log.trim_horizon();
         assert!(horizon > 0 && horizon <= 100);
         let out = log.read(0, 1, usize::MAX).unwrap();
-        assert_eq!(
-            out.records[0].ordinal, horizon,
-            "reads start at the trim horizon"
-        );
+        assert_eq!(out.records[0].ordinal, horizon, "reads start at the trim horizon");
         // Everything expires: the log keeps an empty segment so the ordinal survives a restart.
         log.expire(1_000, 1_000).unwrap();
         assert_eq!(log.trim_horizon(), 200);

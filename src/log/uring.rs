@@ -7,6 +7,8 @@ use std::os::fd::RawFd;
 
 use io_uring::{opcode, squeue, types, IoUring};
 
+use super::faults;
+
 /// Submission entries per ring; a group larger than half of it is submitted in chunks.
 pub const RING_ENTRIES: u32 = 256;
 
@@ -22,15 +24,19 @@ pub struct Uring {
 
 impl Uring {
     pub fn new() -> io::Result<Uring> {
-        Ok(Uring {
-            ring: IoUring::new(RING_ENTRIES)?,
-        })
+        Ok(Uring { ring: IoUring::new(RING_ENTRIES)? })
     }
 
     /// Writes every op in full and, when `sync`, fdatasyncs its file once the write is done. The
     /// result of op `i` is `results[i]`; a failed fdatasync fails its op (the data must then be
     /// treated as not durable: the page cache may already have dropped it).
     pub fn write_all(&mut self, ops: &[WriteOp<'_>], sync: bool) -> Vec<io::Result<()>> {
+        if let Some(errno) = faults::write_fault() {
+            return ops.iter().map(|_| Err(io::Error::from_raw_os_error(errno))).collect();
+        }
+        // An injected sync fault: the writes land in the page cache, then the sync "fails".
+        let sync_fault = if sync { faults::sync_fault() } else { None };
+        let sync = sync && sync_fault.is_none();
         let mut results: Vec<io::Result<()>> = (0..ops.len()).map(|_| Ok(())).collect();
         let per_chunk = (RING_ENTRIES / 2) as usize;
         for (chunk_i, chunk) in ops.chunks(per_chunk).enumerate() {
@@ -39,6 +45,11 @@ impl Uring {
             // A short write breaks the link (its fdatasync is cancelled): finish it by hand.
             for (i, written) in short {
                 results[i] = finish_write(&ops[i], written, sync);
+            }
+        }
+        if let Some(errno) = sync_fault {
+            for r in &mut results {
+                *r = Err(io::Error::from_raw_os_error(errno));
             }
         }
         results
@@ -68,17 +79,10 @@ impl Uring {
                     .offset(op.offset)
                     .build()
                     .user_data(i << 1);
-                let write = if sync {
-                    write.flags(squeue::Flags::IO_LINK)
-                } else {
-                    write
-                };
+                let write = if sync { write.flags(squeue::Flags::IO_LINK) } else { write };
                 // SAFETY: the buffer outlives the submission: this function waits for every
                 // completion of the chunk before returning.
-                unsafe {
-                    sq.push(&write)
-                        .expect("a chunk fills at most half of an empty ring")
-                };
+                unsafe { sq.push(&write).expect("a chunk fills at most half of an empty ring") };
                 expected += 1;
                 if sync {
                     let fsync = opcode::Fsync::new(types::Fd(op.fd))
@@ -86,10 +90,7 @@ impl Uring {
                         .build()
                         .user_data((i << 1) | 1);
                     // SAFETY: no buffer is referenced.
-                    unsafe {
-                        sq.push(&fsync)
-                            .expect("a chunk fills at most half of an empty ring")
-                    };
+                    unsafe { sq.push(&fsync).expect("a chunk fills at most half of an empty ring") };
                     expected += 1;
                 }
             }
@@ -112,10 +113,7 @@ impl Uring {
                 done += 1;
                 let i = (cqe.user_data() >> 1) as usize;
                 let Some(op) = i.checked_sub(base).and_then(|j| chunk.get(j)) else {
-                    tracing::error!(
-                        user_data = cqe.user_data(),
-                        "completion for an unknown submission"
-                    );
+                    tracing::error!(user_data = cqe.user_data(), "completion for an unknown submission");
                     continue;
                 };
                 let is_sync = cqe.user_data() & 1 == 1;
@@ -137,6 +135,9 @@ impl Uring {
 
     /// fdatasyncs every file (the interval durability mode's periodic sync).
     pub fn sync_all(&mut self, fds: &[RawFd]) -> Vec<io::Result<()>> {
+        if let Some(errno) = faults::sync_fault() {
+            return fds.iter().map(|_| Err(io::Error::from_raw_os_error(errno))).collect();
+        }
         fds.iter().map(|&fd| fdatasync(fd)).collect()
     }
 }
@@ -146,12 +147,7 @@ fn finish_write(op: &WriteOp<'_>, mut written: usize, sync: bool) -> io::Result<
         let rest = &op.buf[written..];
         // SAFETY: `rest` is a valid slice for the duration of the call.
         let n = unsafe {
-            libc::pwrite(
-                op.fd,
-                rest.as_ptr().cast(),
-                rest.len(),
-                (op.offset + written as u64) as libc::off_t,
-            )
+            libc::pwrite(op.fd, rest.as_ptr().cast(), rest.len(), (op.offset + written as u64) as libc::off_t)
         };
         if n < 0 {
             let e = io::Error::last_os_error();
@@ -161,10 +157,7 @@ fn finish_write(op: &WriteOp<'_>, mut written: usize, sync: bool) -> io::Result<
             return Err(e);
         }
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "write returned zero",
-            ));
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned zero"));
         }
         written += n as usize;
     }
@@ -207,24 +200,12 @@ mod tests {
             .unwrap();
         let mut ring = Uring::new().unwrap();
         let ops = [
-            WriteOp {
-                fd: f.as_raw_fd(),
-                offset: 0,
-                buf: b"hello ",
-            },
-            WriteOp {
-                fd: g.as_raw_fd(),
-                offset: 3,
-                buf: b"xyz",
-            },
+            WriteOp { fd: f.as_raw_fd(), offset: 0, buf: b"hello " },
+            WriteOp { fd: g.as_raw_fd(), offset: 3, buf: b"xyz" },
         ];
         let res = ring.write_all(&ops, true);
         assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
-        let ops = [WriteOp {
-            fd: f.as_raw_fd(),
-            offset: 6,
-            buf: b"world",
-        }];
+        let ops = [WriteOp { fd: f.as_raw_fd(), offset: 6, buf: b"world" }];
         assert!(ring.write_all(&ops, false)[0].is_ok());
         assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"hello world");
         assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), b"\0\0\0xyz");
@@ -233,25 +214,10 @@ mod tests {
     #[test]
     fn a_bad_descriptor_fails_only_its_op() {
         let dir = tempfile::tempdir().unwrap();
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(dir.path().join("a"))
-            .unwrap();
+        let f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(dir.path().join("a")).unwrap();
         let mut ring = Uring::new().unwrap();
-        let ops = [
-            WriteOp {
-                fd: f.as_raw_fd(),
-                offset: 0,
-                buf: b"ok",
-            },
-            WriteOp {
-                fd: 987_654,
-                offset: 0,
-                buf: b"no",
-            },
-        ];
+        let ops =
+            [WriteOp { fd: f.as_raw_fd(), offset: 0, buf: b"ok" }, WriteOp { fd: 987_654, offset: 0, buf: b"no" }];
         let res = ring.write_all(&ops, true);
         assert!(res[0].is_ok());
         assert!(res[1].is_err());

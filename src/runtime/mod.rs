@@ -89,6 +89,10 @@ pub enum Command {
         key: ShardKey,
         reply: Reply<()>,
     },
+    /// Answered as soon as the worker reaches it (liveness for the systemd watchdog).
+    Ping {
+        reply: Reply<()>,
+    },
     Shutdown,
 }
 
@@ -103,11 +107,7 @@ const QUEUE_FULL_RETRY: std::time::Duration = std::time::Duration::from_millis(1
 impl Runtime {
     pub fn start(cfg: &Config, index: Sender<IndexOp>) -> std::io::Result<Runtime> {
         let n = cfg.worker_count();
-        let cores = if cfg.pin_workers {
-            core_affinity::get_core_ids().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let cores = if cfg.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let wcfg = WorkerConfig {
             log: LogConfig {
                 segment_size: cfg.storage.segment_size,
@@ -129,10 +129,7 @@ impl Runtime {
             senders.push(tx);
             handles.push(handle);
         }
-        Ok(Runtime {
-            senders,
-            handles: std::sync::Mutex::new(handles),
-        })
+        Ok(Runtime { senders, handles: std::sync::Mutex::new(handles) })
     }
 
     pub fn workers(&self) -> usize {
@@ -140,11 +137,7 @@ impl Runtime {
     }
 
     fn sender(&self, key: ShardKey) -> &Sender<Command> {
-        let i = (key
-            .stream_id
-            .wrapping_mul(31)
-            .wrapping_add(u64::from(key.shard_index)))
-            % self.senders.len() as u64;
+        let i = (key.stream_id.wrapping_mul(31).wrapping_add(u64::from(key.shard_index))) % self.senders.len() as u64;
         &self.senders[i as usize]
     }
 
@@ -157,20 +150,16 @@ impl Runtime {
         let (tx, rx) = oneshot::channel();
         let sent = match self.sender(key).try_send(make(tx)) {
             Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(ApiError::ServiceUnavailable(
-                "The shard's worker queue is full; retry with backoff.".into(),
-            )),
-            Err(TrySendError::Disconnected(_)) => Err(ApiError::ServiceUnavailable(
-                "The daemon is shutting down.".into(),
-            )),
+            Err(TrySendError::Full(_)) => {
+                Err(ApiError::ServiceUnavailable("The shard's worker queue is full; retry with backoff.".into()))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                Err(ApiError::ServiceUnavailable("The daemon is shutting down.".into()))
+            }
         };
         async move {
             let rx = sent?;
-            rx.await.unwrap_or_else(|_| {
-                Err(ApiError::InternalFailure(
-                    "The shard's worker stopped.".into(),
-                ))
-            })
+            rx.await.unwrap_or_else(|_| Err(ApiError::InternalFailure("The shard's worker stopped.".into())))
         }
     }
 
@@ -184,26 +173,16 @@ impl Runtime {
                     tokio::time::sleep(QUEUE_FULL_RETRY).await;
                 }
                 Err(TrySendError::Disconnected(_)) => {
-                    return Err(ApiError::ServiceUnavailable(
-                        "The daemon is shutting down.".into(),
-                    ))
+                    return Err(ApiError::ServiceUnavailable("The daemon is shutting down.".into()))
                 }
             }
         }
     }
 
-    async fn control<T>(
-        &self,
-        key: ShardKey,
-        make: impl FnOnce(Reply<T>) -> Command,
-    ) -> Result<T, ApiError> {
+    async fn control<T>(&self, key: ShardKey, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
         self.send_waiting(key, make(tx)).await?;
-        rx.await.unwrap_or_else(|_| {
-            Err(ApiError::InternalFailure(
-                "The shard's worker stopped.".into(),
-            ))
-        })
+        rx.await.unwrap_or_else(|_| Err(ApiError::InternalFailure("The shard's worker stopped.".into())))
     }
 
     /// Opens (recovers) a shard on its worker. Control commands wait for room rather than fail.
@@ -214,26 +193,11 @@ impl Runtime {
         index: Vec<IndexEntry>,
         retention_hours: u32,
     ) -> Result<RecoveryReport, ApiError> {
-        self.control(key, move |reply| Command::Open {
-            key,
-            dir,
-            index,
-            retention_hours,
-            reply,
-        })
-        .await
+        self.control(key, move |reply| Command::Open { key, dir, index, retention_hours, reply }).await
     }
 
-    pub fn append(
-        &self,
-        key: ShardKey,
-        records: Vec<NewRecord>,
-    ) -> impl Future<Output = Result<Appended, ApiError>> {
-        self.call(key, move |reply| Command::Append {
-            key,
-            records,
-            reply,
-        })
+    pub fn append(&self, key: ShardKey, records: Vec<NewRecord>) -> impl Future<Output = Result<Appended, ApiError>> {
+        self.call(key, move |reply| Command::Append { key, records, reply })
     }
 
     pub fn read(
@@ -243,31 +207,34 @@ impl Runtime {
         limit: usize,
         max_bytes: usize,
     ) -> impl Future<Output = Result<ReadReply, ApiError>> {
-        self.call(key, move |reply| Command::Read {
-            key,
-            from,
-            limit,
-            max_bytes,
-            reply,
-        })
+        self.call(key, move |reply| Command::Read { key, from, limit, max_bytes, reply })
     }
 
-    pub fn position(
-        &self,
-        key: ShardKey,
-        at: Position,
-    ) -> impl Future<Output = Result<u64, ApiError>> {
+    pub fn position(&self, key: ShardKey, at: Position) -> impl Future<Output = Result<u64, ApiError>> {
         self.call(key, move |reply| Command::Position { key, at, reply })
     }
 
     pub async fn set_retention(&self, key: ShardKey, hours: u32) -> Result<(), ApiError> {
-        self.send_waiting(key, Command::SetRetention { key, hours })
-            .await
+        self.send_waiting(key, Command::SetRetention { key, hours }).await
     }
 
     pub async fn drop_shard(&self, key: ShardKey) -> Result<(), ApiError> {
-        self.control(key, move |reply| Command::Drop { key, reply })
-            .await
+        self.control(key, move |reply| Command::Drop { key, reply }).await
+    }
+
+    /// Succeeds once every worker has answered a ping: none is stuck.
+    pub async fn ping_all(&self) -> Result<(), ApiError> {
+        let mut replies = Vec::with_capacity(self.senders.len());
+        for s in &self.senders {
+            let (tx, rx) = oneshot::channel();
+            s.try_send(Command::Ping { reply: tx })
+                .map_err(|_| ApiError::ServiceUnavailable("A core worker queue is full.".into()))?;
+            replies.push(rx);
+        }
+        for rx in replies {
+            rx.await.map_err(|_| ApiError::InternalFailure("A core worker stopped.".into()))??;
+        }
+        Ok(())
     }
 
     /// Asks every worker to finish what it has queued, sync, and stop; waits for them. Later calls

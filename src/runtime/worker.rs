@@ -20,6 +20,7 @@ use crate::index::IndexOp;
 use crate::log::shard::Prepared;
 use crate::log::uring::{Uring, WriteOp};
 use crate::log::{LogConfig, LogError, NewRecord, ShardLog};
+use crate::stream::seqno::SeqNo;
 use crate::time::now_ms;
 
 /// Commands one group takes at most.
@@ -66,31 +67,59 @@ pub fn spawn(
     index: Sender<IndexOp>,
 ) -> std::io::Result<JoinHandle<()>> {
     let ring = Uring::new()?;
-    std::thread::Builder::new()
-        .name(format!("sluice-core-{id}"))
-        .spawn(move || {
-            if let Some(core) = core {
-                if !core_affinity::set_for_current(core) {
-                    tracing::warn!(worker = id, core = core.id, "could not pin core worker");
-                }
+    std::thread::Builder::new().name(format!("sluice-core-{id}")).spawn(move || {
+        if let Some(core) = core {
+            if !core_affinity::set_for_current(core) {
+                tracing::warn!(worker = id, core = core.id, "could not pin core worker");
             }
-            let now = Instant::now();
-            let mut w = Worker {
-                id,
-                cfg,
-                shards: HashMap::new(),
-                ring,
-                index,
-                next_sync: now + cfg.sync_interval,
-                next_retention: now + cfg.retention_check_interval,
-            };
-            w.run(rx);
-        })
+        }
+        let now = Instant::now();
+        let mut w = Worker {
+            id,
+            cfg,
+            shards: HashMap::new(),
+            ring,
+            index,
+            next_sync: now + cfg.sync_interval,
+            next_retention: now + cfg.retention_check_interval,
+        };
+        w.run(rx);
+    })
 }
 
 fn log_error(e: LogError) -> ApiError {
     tracing::error!(error = %e, "shard log error");
-    ApiError::InternalFailure(format!("Storage error: {e}"))
+    match &e {
+        LogError::Io(io) => storage_error(io.raw_os_error(), &io.to_string()),
+        _ => ApiError::InternalFailure(format!("Storage error: {e}")),
+    }
+}
+
+/// A read error; damage is described with the sequence numbers a client can act on.
+fn read_error(key: ShardKey, e: LogError) -> ApiError {
+    match e {
+        LogError::Damaged { from, to, reason } => {
+            let seq = |ordinal| SeqNo { stream_id: key.stream_id, shard_index: key.shard_index, ordinal }.encode();
+            ApiError::InternalFailure(format!(
+                "Records from sequence number {} up to {} of this shard are lost to on-disk damage ({reason}). \
+                 Records before and after are readable: use GetShardIterator with AT_SEQUENCE_NUMBER {} to continue after it.",
+                seq(from),
+                seq(to),
+                seq(to)
+            ))
+        }
+        other => log_error(other),
+    }
+}
+
+/// A full disk is a condition to wait out (503); anything else is a failure (500).
+fn storage_error(errno: Option<i32>, text: &str) -> ApiError {
+    match errno {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+            ApiError::ServiceUnavailable(format!("The storage is full; nothing was written: {text}"))
+        }
+        _ => ApiError::InternalFailure(format!("Storage write failed; nothing was acknowledged: {text}")),
+    }
 }
 
 impl Worker {
@@ -109,20 +138,9 @@ impl Worker {
             while let Some(cmd) = next.take() {
                 taken += 1;
                 match cmd {
-                    Command::Append {
-                        key,
-                        records,
-                        reply,
-                    } => {
-                        bytes += records
-                            .iter()
-                            .map(|r| r.data.len() + r.partition_key.len())
-                            .sum::<usize>();
-                        appends.push(PendingAppend {
-                            key,
-                            records,
-                            reply,
-                        });
+                    Command::Append { key, records, reply } => {
+                        bytes += records.iter().map(|r| r.data.len() + r.partition_key.len()).sum::<usize>();
+                        appends.push(PendingAppend { key, records, reply });
                     }
                     Command::Shutdown => shutting_down = true,
                     other => self.handle(other),
@@ -139,15 +157,9 @@ impl Worker {
         // Appends still queued behind the shutdown are answered, not dropped.
         while let Ok(cmd) = rx.try_recv() {
             match cmd {
-                Command::Append {
-                    key,
-                    records,
-                    reply,
-                } => self.commit_group(vec![PendingAppend {
-                    key,
-                    records,
-                    reply,
-                }]),
+                Command::Append { key, records, reply } => {
+                    self.commit_group(vec![PendingAppend { key, records, reply }])
+                }
                 Command::Shutdown => {}
                 other => self.handle(other),
             }
@@ -158,15 +170,9 @@ impl Worker {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Open {
-                key,
-                dir,
-                index,
-                retention_hours,
-                reply,
-            } => {
-                let res = ShardLog::open(dir, key.stream_id, key.shard_index, self.cfg.log, index)
-                    .map(|(log, report)| {
+            Command::Open { key, dir, index, retention_hours, reply } => {
+                let res =
+                    ShardLog::open(dir, key.stream_id, key.shard_index, self.cfg.log, index).map(|(log, report)| {
                         if !report.new_index.is_empty() {
                             self.send_index(IndexOp::Put {
                                 stream_id: key.stream_id,
@@ -181,26 +187,18 @@ impl Worker {
                                 entries: report.stale_index.clone(),
                             });
                         }
-                        self.shards.insert(
-                            key,
-                            OwnedShard {
-                                log,
-                                retention_hours,
-                            },
-                        );
+                        self.shards.insert(key, OwnedShard { log, retention_hours });
                         report
                     });
                 let _ = reply.send(res.map_err(log_error));
             }
-            Command::Read {
-                key,
-                from,
-                limit,
-                max_bytes,
-                reply,
-            } => {
-                let res = self.shard(key).and_then(|s| {
-                    let out = s.log.read(from, limit, max_bytes).map_err(log_error)?;
+            Command::Read { key, from, limit, max_bytes, reply } => {
+                let res = match self.shards.get_mut(&key) {
+                    Some(s) => Ok(s),
+                    None => Err(ApiError::ResourceNotFound("The shard is not open on this daemon.".into())),
+                }
+                .and_then(|s| {
+                    let out = s.log.read(from, limit, max_bytes).map_err(|e| read_error(key, e))?;
                     Ok(ReadReply {
                         records: out.records,
                         next: out.next,
@@ -216,9 +214,9 @@ impl Worker {
                     Position::Latest => Ok(s.log.next_ordinal()),
                     Position::AtTimestamp(ts) => s.log.ordinal_at_timestamp(ts).map_err(log_error),
                     Position::AtOrdinal(o) if o <= s.log.next_ordinal() => Ok(o),
-                    Position::AtOrdinal(_) => Err(ApiError::InvalidArgument(
-                        "The sequence number is beyond the end of the shard.".into(),
-                    )),
+                    Position::AtOrdinal(_) => {
+                        Err(ApiError::InvalidArgument("The sequence number is beyond the end of the shard.".into()))
+                    }
                 });
                 let _ = reply.send(res);
             }
@@ -238,14 +236,15 @@ impl Worker {
                 };
                 let _ = reply.send(res);
             }
+            Command::Ping { reply } => {
+                let _ = reply.send(Ok(()));
+            }
             Command::Append { .. } | Command::Shutdown => unreachable!("handled by the loop"),
         }
     }
 
     fn shard(&self, key: ShardKey) -> Result<&OwnedShard, ApiError> {
-        self.shards.get(&key).ok_or_else(|| {
-            ApiError::ResourceNotFound("The shard is not open on this daemon.".into())
-        })
+        self.shards.get(&key).ok_or_else(|| ApiError::ResourceNotFound("The shard is not open on this daemon.".into()))
     }
 
     fn send_index(&self, op: IndexOp) {
@@ -263,9 +262,7 @@ impl Worker {
         let mut per_shard: HashMap<ShardKey, (Replies, Vec<NewRecord>)> = HashMap::new();
         for a in appends {
             if !self.shards.contains_key(&a.key) {
-                let _ = a.reply.send(Err(ApiError::ResourceNotFound(
-                    "The shard is not open on this daemon.".into(),
-                )));
+                let _ = a.reply.send(Err(ApiError::ResourceNotFound("The shard is not open on this daemon.".into())));
                 continue;
             }
             let entry = per_shard.entry(a.key).or_insert_with(|| {
@@ -291,7 +288,7 @@ impl Worker {
         }
         // Phase one: writes to segments that already existed; phase two: writes to segments this
         // group created, only for shards whose phase one is durable.
-        let mut failed: Vec<Option<String>> = vec![None; prepared.len()];
+        let mut failed: Vec<Option<(Option<i32>, String)>> = vec![None; prepared.len()];
         for new_segments in [false, true] {
             let mut ops = Vec::new();
             let mut owner = Vec::new();
@@ -300,11 +297,7 @@ impl Worker {
                     continue;
                 }
                 for w in p.writes.iter().filter(|w| w.new_segment == new_segments) {
-                    ops.push(WriteOp {
-                        fd: w.fd,
-                        offset: w.offset,
-                        buf: &w.buf,
-                    });
+                    ops.push(WriteOp { fd: w.fd, offset: w.offset, buf: &w.buf });
                     owner.push(i);
                 }
             }
@@ -314,16 +307,16 @@ impl Worker {
             let results = self.ring.write_all(&ops, self.cfg.sync_each_append);
             for (r, &i) in results.iter().zip(&owner) {
                 if let Err(e) = r {
-                    failed[i].get_or_insert_with(|| e.to_string());
+                    failed[i].get_or_insert_with(|| (e.raw_os_error(), e.to_string()));
                 }
             }
         }
         for ((key, replies, p), failure) in prepared.into_iter().zip(failed) {
             let shard = self.shards.get_mut(&key).expect("checked above");
-            if let Some(err) = failure {
+            if let Some((errno, err)) = failure {
                 tracing::error!(stream_id = key.stream_id, shard = key.shard_index, error = %err, "append failed; nothing acknowledged");
                 shard.log.abort(p);
-                let e = ApiError::InternalFailure(format!("Storage write failed: {err}"));
+                let e = storage_error(errno, &err);
                 for (_, reply) in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
@@ -339,10 +332,7 @@ impl Worker {
             }
             let mut ordinal = committed.first_ordinal;
             for (count, reply) in replies {
-                let _ = reply.send(Ok(Appended {
-                    first_ordinal: ordinal,
-                    ts_ms: committed.ts_ms,
-                }));
+                let _ = reply.send(Ok(Appended { first_ordinal: ordinal, ts_ms: committed.ts_ms }));
                 ordinal += count as u64;
             }
         }
@@ -352,11 +342,7 @@ impl Worker {
         let now = Instant::now();
         if !self.cfg.sync_each_append && (force_sync || now >= self.next_sync) {
             self.next_sync = now + self.cfg.sync_interval;
-            let fds: Vec<RawFd> = self
-                .shards
-                .values_mut()
-                .flat_map(|s| s.log.dirty_fds())
-                .collect();
+            let fds: Vec<RawFd> = self.shards.values_mut().flat_map(|s| s.log.dirty_fds()).collect();
             for r in self.ring.sync_all(&fds) {
                 if let Err(e) = r {
                     tracing::error!(worker = self.id, error = %e, "interval sync failed: the last interval may not be durable");

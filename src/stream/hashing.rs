@@ -44,11 +44,7 @@ pub fn uniform_ranges(count: u32) -> Vec<(u128, u128)> {
     (0..n)
         .map(|i| {
             let start = i * width;
-            let end = if i == n - 1 {
-                u128::MAX
-            } else {
-                (i + 1) * width - 1
-            };
+            let end = if i == n - 1 { u128::MAX } else { (i + 1) * width - 1 };
             (start, end)
         })
         .collect()
@@ -90,21 +86,12 @@ mod tests {
     #[test]
     fn explicit_hash_key_bounds() {
         assert_eq!(parse_explicit_hash_key("0").unwrap(), 0);
-        assert_eq!(
-            parse_explicit_hash_key(&u128::MAX.to_string()).unwrap(),
-            u128::MAX
-        );
+        assert_eq!(parse_explicit_hash_key(&u128::MAX.to_string()).unwrap(), u128::MAX);
         assert!(matches!(
             parse_explicit_hash_key("340282366920938463463374607431768211456"),
             Err(ApiError::InvalidArgument(_))
         ));
-        assert!(matches!(
-            parse_explicit_hash_key("01"),
-            Err(ApiError::Validation(_))
-        ));
-        assert!(matches!(
-            parse_explicit_hash_key("-1"),
-            Err(ApiError::Validation(_))
-        ));
+        assert!(matches!(parse_explicit_hash_key("01"), Err(ApiError::Validation(_))));
+        assert!(matches!(parse_explicit_hash_key("-1"), Err(ApiError::Validation(_))));
     }
 }

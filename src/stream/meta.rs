@@ -116,13 +116,7 @@ pub struct StreamMeta {
 }
 
 impl StreamMeta {
-    pub fn new(
-        name: String,
-        id: u64,
-        mode: StreamMode,
-        shard_count: u32,
-        now_ms: i64,
-    ) -> StreamMeta {
+    pub fn new(name: String, id: u64, mode: StreamMode, shard_count: u32, now_ms: i64) -> StreamMeta {
         let shards = uniform_ranges(shard_count)
             .into_iter()
             .enumerate()
@@ -169,12 +163,7 @@ impl StreamMeta {
     }
 
     pub fn starting_sequence_number(&self, shard: &ShardMeta) -> String {
-        SeqNo {
-            stream_id: self.id,
-            shard_index: shard.index,
-            ordinal: 0,
-        }
-        .encode()
+        SeqNo { stream_id: self.id, shard_index: shard.index, ordinal: 0 }.encode()
     }
 }
 
@@ -214,10 +203,7 @@ mod tests {
     fn arns() {
         let arn = stream_arn("us-east-1", "123456789012", "s1");
         assert_eq!(stream_name_from_arn(&arn), Some("s1"));
-        assert_eq!(
-            stream_name_from_arn("arn:aws:kinesis:us-east-1:1:stream/s/consumer/c:1"),
-            None
-        );
+        assert_eq!(stream_name_from_arn("arn:aws:kinesis:us-east-1:1:stream/s/consumer/c:1"), None);
         assert_eq!(stream_name_from_arn("arn:aws:s3:::bucket"), None);
     }
 

@@ -31,16 +31,15 @@ pub struct SeqNo {
 
 impl SeqNo {
     pub fn encode(&self) -> String {
-        format!(
-            "{PREFIX}{:014}{:010}{:030}",
-            self.stream_id, self.shard_index, self.ordinal
-        )
+        format!("{PREFIX}{:014}{:010}{:030}", self.stream_id, self.shard_index, self.ordinal)
     }
 
     /// Parses a sequence number this daemon issued. Anything else is an InvalidArgument.
     pub fn parse(text: &str) -> Result<SeqNo, ApiError> {
         let bad = || {
-            ApiError::InvalidArgument(format!("StartingSequenceNumber {text} used in GetShardIterator on shard is not a valid sequence number"))
+            ApiError::InvalidArgument(format!(
+                "StartingSequenceNumber {text} used in GetShardIterator on shard is not a valid sequence number"
+            ))
         };
         if text.len() != SEQUENCE_NUMBER_DIGITS
             || !text.bytes().all(|b| b.is_ascii_digit())
@@ -51,11 +50,7 @@ impl SeqNo {
         let stream_id = text[2..16].parse::<u64>().map_err(|_| bad())?;
         let shard_index = text[16..26].parse::<u32>().map_err(|_| bad())?;
         let ordinal = text[26..56].parse::<u64>().map_err(|_| bad())?;
-        Ok(SeqNo {
-            stream_id,
-            shard_index,
-            ordinal,
-        })
+        Ok(SeqNo { stream_id, shard_index, ordinal })
     }
 }
 
@@ -90,11 +85,8 @@ impl ShardIterator {
 
     /// Decodes and checks an iterator; `now_ms` decides expiry.
     pub fn decode(text: &str, now_ms: i64) -> Result<ShardIterator, ApiError> {
-        let invalid =
-            || ApiError::InvalidArgument(format!("Invalid ShardIterator: {}", truncate(text)));
-        let b = base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|_| invalid())?;
+        let invalid = || ApiError::InvalidArgument(format!("Invalid ShardIterator: {}", truncate(text)));
+        let b = base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| invalid())?;
         if b.len() != ITERATOR_LEN || b[0] != ITERATOR_VERSION {
             return Err(invalid());
         }
@@ -133,62 +125,32 @@ mod tests {
 
     #[test]
     fn sequence_numbers_round_trip_and_sort() {
-        let a = SeqNo {
-            stream_id: 7,
-            shard_index: 3,
-            ordinal: 9,
-        };
+        let a = SeqNo { stream_id: 7, shard_index: 3, ordinal: 9 };
         let b = SeqNo { ordinal: 10, ..a };
         assert_eq!(a.encode().len(), 56);
         assert!(a.encode() < b.encode());
         assert_eq!(SeqNo::parse(&a.encode()).unwrap(), a);
-        let max = SeqNo {
-            stream_id: 99_999_999_999_999,
-            shard_index: u32::MAX,
-            ordinal: u64::MAX,
-        };
+        let max = SeqNo { stream_id: 99_999_999_999_999, shard_index: u32::MAX, ordinal: u64::MAX };
         assert_eq!(SeqNo::parse(&max.encode()).unwrap(), max);
     }
 
     #[test]
     fn foreign_sequence_numbers_are_refused() {
-        for bad in [
-            "",
-            "12",
-            "abc",
-            &"4".repeat(56),
-            &format!("49{}", "9".repeat(60)),
-        ] {
+        for bad in ["", "12", "abc", &"4".repeat(56), &format!("49{}", "9".repeat(60))] {
             assert!(SeqNo::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn iterators_round_trip_expire_and_detect_tampering() {
-        let it = ShardIterator {
-            stream_id: 1,
-            shard_index: 2,
-            ordinal: 3,
-            issued_ms: 1_000,
-        };
+        let it = ShardIterator { stream_id: 1, shard_index: 2, ordinal: 3, issued_ms: 1_000 };
         let text = it.encode();
         assert_eq!(ShardIterator::decode(&text, 1_000).unwrap(), it);
-        assert!(matches!(
-            ShardIterator::decode(&text, 1_000 + ITERATOR_TTL_MS + 1),
-            Err(ApiError::ExpiredIterator(_))
-        ));
-        let mut raw = base64::engine::general_purpose::STANDARD
-            .decode(&text)
-            .unwrap();
+        assert!(matches!(ShardIterator::decode(&text, 1_000 + ITERATOR_TTL_MS + 1), Err(ApiError::ExpiredIterator(_))));
+        let mut raw = base64::engine::general_purpose::STANDARD.decode(&text).unwrap();
         raw[15] ^= 1;
         let tampered = base64::engine::general_purpose::STANDARD.encode(raw);
-        assert!(matches!(
-            ShardIterator::decode(&tampered, 1_000),
-            Err(ApiError::InvalidArgument(_))
-        ));
-        assert!(matches!(
-            ShardIterator::decode("not base64!", 1_000),
-            Err(ApiError::InvalidArgument(_))
-        ));
+        assert!(matches!(ShardIterator::decode(&tampered, 1_000), Err(ApiError::InvalidArgument(_))));
+        assert!(matches!(ShardIterator::decode("not base64!", 1_000), Err(ApiError::InvalidArgument(_))));
     }
 }

@@ -22,11 +22,7 @@ pub struct Daemon {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Daemon {
@@ -37,12 +33,7 @@ impl Daemon {
     pub fn start_with(config: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut d = Daemon {
-            dir,
-            addr,
-            config: config.to_owned(),
-            child: None,
-        };
+        let mut d = Daemon { dir, addr, config: config.to_owned(), child: None };
         d.spawn();
         d
     }
@@ -54,11 +45,7 @@ impl Daemon {
     fn spawn(&mut self) {
         let cfg_path = self.dir.path().join("sluice.toml");
         std::fs::write(&cfg_path, &self.config).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("serve")
             .arg("--config")
@@ -127,10 +114,7 @@ impl Daemon {
             if let Some(s) = c.try_wait().unwrap() {
                 return s;
             }
-            assert!(
-                Instant::now() < deadline,
-                "sluice did not stop after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "sluice did not stop after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -191,11 +175,7 @@ pub fn http_request(addr: SocketAddr, head: &str, body: &[u8]) -> Option<(u16, V
 }
 
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, Vec<u8>)> {
-    http_request(
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-        b"",
-    )
+    http_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), b"")
 }
 
 /// POSTs a Kinesis operation with the given content type; returns (status, body).
@@ -210,10 +190,7 @@ pub fn kinesis_raw(addr: SocketAddr, op: &str, content_type: &str, body: &[u8]) 
 /// POSTs JSON; returns (status, parsed body).
 pub fn kinesis_json(addr: SocketAddr, op: &str, body: &str) -> (u16, serde_json::Value) {
     let (status, b) = kinesis_raw(addr, op, "application/x-amz-json-1.1", body.as_bytes());
-    (
-        status,
-        serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null),
-    )
+    (status, serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null))
 }
 
 pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
@@ -234,17 +211,11 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 /// The ClientError code of an SDK error, e.g. "ResourceNotFoundException".
-pub fn code<
-    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::fmt::Debug,
-    R: std::fmt::Debug,
->(
+pub fn code<E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
     e: &aws_sdk_kinesis::error::SdkError<E, R>,
 ) -> String {
     match e.as_service_error() {
