@@ -7,7 +7,7 @@ export ROCKSDB_LIB_DIR ?= /usr/lib/$(shell gcc -dumpmachine 2>/dev/null || echo 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 SLUICE_BIN ?= $(TARGET_DIR)/debug/sluice
 
-.PHONY: run deps build release test test-rust test-compat lint fmt clean
+.PHONY: run deps build release test test-rust test-compat lint fmt fuzz crash-long bench clean
 
 run: deps
 	cargo run --release -- serve
@@ -33,6 +33,16 @@ test-rust: deps
 test-compat: build
 	scripts/venv.sh
 	SLUICE_BIN=$(SLUICE_BIN) .venv/bin/python -m pytest -q tests/compat
+
+# Every fuzz target for FUZZ_SECONDS each (CI runs 20).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# The crash harness's long mode: hundreds of kill -9 cycles under load.
+CRASH_CYCLES ?= 300
+crash-long: deps
+	SLUICE_CRASH_CYCLES=$(CRASH_CYCLES) cargo test --release --test crash_harness -- --nocapture
 
 lint: deps
 	cargo fmt --check

@@ -212,15 +212,13 @@ pub async fn put_records(svc: &Arc<Service>, input: PutRecordsInput) -> ApiResul
             }),
             (shard, Err(e)) => {
                 failed += 1;
-                // AWS reports only these two codes per record; a full queue is throttling.
+                // AWS reports only these two codes per record.
                 let code = match e {
-                    ApiError::ServiceUnavailable(_) | ApiError::ProvisionedThroughputExceeded(_) => {
-                        "ProvisionedThroughputExceededException"
-                    }
+                    ApiError::ProvisionedThroughputExceeded(_) => "ProvisionedThroughputExceededException",
                     _ => "InternalFailure",
                 };
                 let message = match e {
-                    ApiError::ServiceUnavailable(_) => format!(
+                    ApiError::ProvisionedThroughputExceeded(_) => format!(
                         "Rate exceeded for shard {} in stream {} under account {}.",
                         shard_id(*shard),
                         meta.name,

@@ -150,9 +150,10 @@ impl Runtime {
         let (tx, rx) = oneshot::channel();
         let sent = match self.sender(key).try_send(make(tx)) {
             Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => {
-                Err(ApiError::ServiceUnavailable("The shard's worker queue is full; retry with backoff.".into()))
-            }
+            // AWS's answer to a shard that cannot keep up: throttling, which every SDK retries.
+            Err(TrySendError::Full(_)) => Err(ApiError::ProvisionedThroughputExceeded(
+                "Rate exceeded for shard: its core worker's queue is full; retry with backoff.".into(),
+            )),
             Err(TrySendError::Disconnected(_)) => {
                 Err(ApiError::ServiceUnavailable("The daemon is shutting down.".into()))
             }

@@ -18,6 +18,7 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
     config: String,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -31,11 +32,27 @@ impl Daemon {
     }
 
     pub fn start_with(config: &str) -> Daemon {
+        Daemon::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut d = Daemon { dir, addr, config: config.to_owned(), child: None };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut d = Daemon { dir, addr, config: config.to_owned(), env, child: None };
         d.spawn();
         d
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Resident memory of the daemon, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -56,6 +73,7 @@ impl Daemon {
             .arg(self.addr.to_string())
             .env("SLUICE_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()

@@ -1,0 +1,139 @@
+//! The fuzzers' seed corpus (`fuzz/seeds/<target>/`): real request bodies, real batches and real
+//! iterators, made by the daemon's own encoders. With `SLUICE_WRITE_FUZZ_SEEDS=1` this test
+//! rewrites them; otherwise it checks that every seed is still a valid input for its decoder, so
+//! the corpus does not rot as the formats change.
+
+use std::path::{Path, PathBuf};
+
+use ciborium::value::Value as Cbor;
+use sluice::api::codec::{decode_request, Protocol};
+use sluice::config::Compression;
+use sluice::log::segment::{decode_batch_header, encode_batch, verify_batch, SegmentHeader, FORMAT_VERSION};
+use sluice::stream::seqno::{SeqNo, ShardIterator};
+
+fn seeds_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds").join(target)
+}
+
+fn json_seeds() -> Seeds {
+    vec![
+        ("create_stream", br#"{"StreamName":"sensor-data-stream","ShardCount":4,"StreamModeDetails":{"StreamMode":"PROVISIONED"}}"#.to_vec()),
+        ("put_record", br#"{"StreamName":"s","Data":"eyJ0ZW1wIjogMjEuNX0=","PartitionKey":"sensor-1","ExplicitHashKey":"170141183460469231731687303715884105728"}"#.to_vec()),
+        ("put_records", br#"{"StreamName":"s","Records":[{"Data":"eyJzZW5zb3JfaWQiOiAiczEifQ==","PartitionKey":"s1"},{"Data":"","PartitionKey":"s2"}]}"#.to_vec()),
+        ("get_shard_iterator", br#"{"StreamARN":"arn:aws:kinesis:us-east-1:000000000000:stream/s","ShardId":"shardId-000000000000","ShardIteratorType":"AT_TIMESTAMP","Timestamp":1700000000.5}"#.to_vec()),
+        ("list_shards", br#"{"StreamName":"s","MaxResults":2,"ShardFilter":{"Type":"AFTER_SHARD_ID","ShardId":"shardId-000000000001"}}"#.to_vec()),
+    ]
+}
+
+fn cbor_seeds() -> Seeds {
+    let text = |s: &str| Cbor::Text(s.into());
+    let map = |pairs: Vec<(&str, Cbor)>| Cbor::Map(pairs.into_iter().map(|(k, v)| (text(k), v)).collect());
+    let reqs = vec![
+        (
+            "put_record",
+            map(vec![
+                ("StreamName", text("s")),
+                ("PartitionKey", text("k")),
+                ("Data", Cbor::Bytes(vec![0, 1, 2, 255])),
+            ]),
+        ),
+        (
+            "get_shard_iterator",
+            map(vec![
+                ("StreamName", text("s")),
+                ("ShardId", text("shardId-000000000000")),
+                ("ShardIteratorType", text("AT_TIMESTAMP")),
+                ("Timestamp", Cbor::Tag(1, Box::new(Cbor::Float(1_700_000_000.25)))),
+            ]),
+        ),
+        (
+            "put_records",
+            map(vec![
+                ("StreamName", text("s")),
+                (
+                    "Records",
+                    Cbor::Array(vec![map(vec![("PartitionKey", text("a")), ("Data", Cbor::Bytes(b"x".to_vec()))])]),
+                ),
+            ]),
+        ),
+    ];
+    reqs.into_iter()
+        .map(|(name, v)| {
+            let mut out = Vec::new();
+            ciborium::ser::into_writer(&v, &mut out).unwrap();
+            (name, out)
+        })
+        .collect()
+}
+
+fn segment_seeds() -> Seeds {
+    let mut out = Vec::new();
+    for (name, codec) in
+        [("segment_none", Compression::None), ("segment_lz4", Compression::Lz4), ("segment_zstd", Compression::Zstd)]
+    {
+        // Two batches back to back, as the log lays them out after the segment header (the
+        // fuzz target reads batches from offset 0).
+        let mut bytes = Vec::new();
+        encode_batch(0, 1_700_000_000_000, &[("sensor-1", br#"{"temp":21.5}"#), ("sensor-2", b"")], codec, &mut bytes);
+        encode_batch(2, 1_700_000_000_001, &[("sensor-1", &[7u8; 300][..])], codec, &mut bytes);
+        out.push((name, bytes));
+    }
+    let header =
+        SegmentHeader { version: FORMAT_VERSION, stream_id: 1, shard_index: 0, base_ordinal: 0, created_ms: 1 };
+    out.push(("segment_header", header.encode()[..64].to_vec()));
+    out
+}
+
+fn iterator_seeds() -> Seeds {
+    let seq = SeqNo { stream_id: 3, shard_index: 1, ordinal: 42 };
+    let it = ShardIterator { stream_id: 3, shard_index: 1, ordinal: 42, issued_ms: 1_700_000_000_000 };
+    vec![("sequence_number", seq.encode().into_bytes()), ("shard_iterator", it.encode().into_bytes())]
+}
+
+/// Named seed files of one target.
+type Seeds = Vec<(&'static str, Vec<u8>)>;
+
+fn all() -> Vec<(&'static str, Seeds)> {
+    vec![
+        ("api_json", json_seeds()),
+        ("api_cbor", cbor_seeds()),
+        ("segment_batch", segment_seeds()),
+        ("seqno_iterator", iterator_seeds()),
+    ]
+}
+
+#[test]
+fn fuzz_seeds_are_valid_inputs() {
+    if std::env::var_os("SLUICE_WRITE_FUZZ_SEEDS").is_some() {
+        for (target, seeds) in all() {
+            let dir = seeds_dir(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, bytes) in seeds {
+                std::fs::write(dir.join(name), bytes).unwrap();
+            }
+        }
+    }
+    for (target, seeds) in all() {
+        for (name, _) in seeds {
+            let bytes = std::fs::read(seeds_dir(target).join(name)).unwrap_or_else(|e| {
+                panic!("seed {target}/{name} is missing ({e}); run with SLUICE_WRITE_FUZZ_SEEDS=1")
+            });
+            match target {
+                "api_json" => assert!(decode_request(Protocol::Json, &bytes).is_ok(), "{name}"),
+                "api_cbor" => assert!(decode_request(Protocol::Cbor, &bytes).is_ok(), "{name}"),
+                "segment_batch" if name == "segment_header" => assert!(SegmentHeader::decode(&bytes).is_ok()),
+                "segment_batch" => {
+                    let h = decode_batch_header(&bytes, 0).unwrap().unwrap();
+                    verify_batch(&bytes, 0, &h).unwrap();
+                }
+                _ => {
+                    let text = std::str::from_utf8(&bytes).unwrap();
+                    assert!(
+                        SeqNo::parse(text).is_ok() || ShardIterator::decode(text, 1_700_000_000_000).is_ok(),
+                        "{name}"
+                    );
+                }
+            }
+        }
+    }
+}
