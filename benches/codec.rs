@@ -54,7 +54,7 @@ fn routing(c: &mut Criterion) {
     c.bench_function("md5_route_1000_keys", |b| {
         b.iter(|| keys.iter().map(|k| hash_partition_key(k) >> 120).sum::<u128>())
     });
-    let seq = SeqNo { stream_id: 42, shard_index: 3, ordinal: 123_456_789 };
+    let seq = SeqNo::record(42, 3, 123_456_789);
     c.bench_function("seqno_encode", |b| b.iter(|| black_box(seq).encode()));
     let text = seq.encode();
     c.bench_function("seqno_parse", |b| b.iter(|| SeqNo::parse(black_box(&text)).unwrap()));

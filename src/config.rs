@@ -49,7 +49,63 @@ pub struct Config {
     pub storage: StorageConfig,
     pub streams: StreamsConfig,
     pub http: HttpConfig,
+    pub fanout: FanoutConfig,
+    pub limits: LimitsConfig,
     pub debug: DebugConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FanoutConfig {
+    /// The binary push protocol's address; an empty string turns it off.
+    pub push_listen: String,
+    /// A SubscribeToShard subscription ends cleanly after this (AWS: 5 minutes).
+    #[serde(deserialize_with = "de_duration")]
+    pub subscription_duration: Duration,
+    /// A second subscription for the same consumer and shard within this of the first gets
+    /// ResourceInUseException; after it, it takes over (AWS: 5 seconds).
+    #[serde(deserialize_with = "de_duration")]
+    pub takeover_after: Duration,
+    /// An idle subscription gets an empty event (or a push ping) this often.
+    #[serde(deserialize_with = "de_duration")]
+    pub heartbeat_interval: Duration,
+    /// Registered consumers per stream (AWS: 20).
+    pub consumers_per_stream: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Enforce AWS's per-shard and per-consumer throughput limits. Off by default: for a
+    /// self-hosted daemon the disk is the limit.
+    pub enforce: bool,
+    /// Enhanced fan-out read rate per consumer per shard (AWS: 2 MiB/s).
+    #[serde(deserialize_with = "de_size")]
+    pub fanout_bytes_per_s: u64,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        FanoutConfig {
+            push_listen: "127.0.0.1:4568".into(),
+            subscription_duration: Duration::from_secs(300),
+            takeover_after: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(5),
+            consumers_per_stream: 20,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { enforce: false, fanout_bytes_per_s: 2 << 20 }
+    }
+}
+
+impl FanoutConfig {
+    pub fn push_addr(&self) -> Option<SocketAddr> {
+        self.push_listen.parse().ok()
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -96,7 +152,8 @@ pub struct HttpConfig {
     #[serde(deserialize_with = "de_size")]
     pub max_body_size: u64,
     pub max_connections: usize,
-    /// Requests queued per core worker before new ones are refused with ServiceUnavailable.
+    /// Requests queued per core worker before new ones are throttled
+    /// (ProvisionedThroughputExceededException).
     pub worker_queue_depth: usize,
     /// Request bodies being read or held at once, across all connections; beyond it requests get
     /// ServiceUnavailable without their body being read.
@@ -122,6 +179,8 @@ impl Default for Config {
             storage: StorageConfig::default(),
             streams: StreamsConfig::default(),
             http: HttpConfig::default(),
+            fanout: FanoutConfig::default(),
+            limits: LimitsConfig::default(),
             debug: DebugConfig::default(),
         }
     }
@@ -204,6 +263,11 @@ impl Config {
         if self.http.max_connections == 0 || self.http.worker_queue_depth == 0 {
             return Err(ConfigError("http.max_connections and http.worker_queue_depth must be at least 1".into()));
         }
+        if self.http.max_body_size > (1 << 30) || self.http.max_inflight_body_size > (16 << 30) {
+            return Err(ConfigError(
+                "http.max_body_size must be at most 1 GiB and http.max_inflight_body_size at most 16 GiB".into(),
+            ));
+        }
         if self.http.max_inflight_body_size < self.http.max_body_size {
             return Err(ConfigError("http.max_inflight_body_size must be at least http.max_body_size".into()));
         }
@@ -211,6 +275,21 @@ impl Config {
             return Err(ConfigError(
                 "http.header_read_timeout and http.body_read_timeout must be greater than zero".into(),
             ));
+        }
+        let f = &self.fanout;
+        if !f.push_listen.is_empty() && f.push_addr().is_none() {
+            return Err(ConfigError(format!(
+                "fanout.push_listen '{}' is not an address such as 127.0.0.1:4568",
+                f.push_listen
+            )));
+        }
+        if f.subscription_duration.is_zero() || f.heartbeat_interval.is_zero() || f.consumers_per_stream == 0 {
+            return Err(ConfigError(
+                "fanout.subscription_duration, fanout.heartbeat_interval and fanout.consumers_per_stream must be greater than zero".into(),
+            ));
+        }
+        if self.limits.fanout_bytes_per_s == 0 {
+            return Err(ConfigError("limits.fanout_bytes_per_s must be greater than zero".into()));
         }
         if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ConfigError("account_id must be 12 digits".into()));

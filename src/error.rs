@@ -63,6 +63,24 @@ impl ApiError {
         }
     }
 
+    /// The binary push protocol's numeric error code. A code, once used, is never reused.
+    pub fn push_code(&self) -> u16 {
+        match self {
+            ApiError::ResourceNotFound(_) => 3,
+            ApiError::ResourceInUse(_) => 5,
+            ApiError::InvalidArgument(_) => 4,
+            ApiError::Validation(_) => 7,
+            ApiError::LimitExceeded(_) => 8,
+            ApiError::ExpiredIterator(_) => 9,
+            ApiError::ExpiredNextToken(_) => 10,
+            ApiError::Serialization(_) => 11,
+            ApiError::UnknownOperation(_) => 12,
+            ApiError::ProvisionedThroughputExceeded(_) => 13,
+            ApiError::InternalFailure(_) => 6,
+            ApiError::ServiceUnavailable(_) => 14,
+        }
+    }
+
     pub fn message(&self) -> &str {
         match self {
             ApiError::ResourceNotFound(m)

@@ -7,10 +7,12 @@ pub mod api;
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod index;
 pub mod log;
 pub mod metrics;
 pub mod notify;
+pub mod push;
 pub mod runtime;
 pub mod service;
 pub mod stream;
@@ -25,6 +27,16 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         workers = cfg.worker_count(), "starting sluice");
     let svc = service::Service::start(cfg).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
+    let push = match svc.cfg.fanout.push_addr() {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("binding push protocol address {addr}: {e}"))?;
+            tracing::info!(push = %l.local_addr()?, "push protocol listening");
+            Some(tokio::spawn(push::server::serve(l, Arc::clone(&svc))))
+        }
+        None => None,
+    };
     tracing::info!(listen = %listener.local_addr()?, "ready");
     notify::notify("READY=1");
     let watchdog = notify::watchdog_period().map(|period| {
@@ -39,8 +51,15 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
             }
         })
     });
-    api::server::serve(listener, Arc::clone(&svc), shutdown_signal()).await;
-    notify::notify("STOPPING=1");
+    let stopping = async {
+        shutdown_signal().await;
+        notify::notify("STOPPING=1");
+    };
+    api::server::serve(listener, Arc::clone(&svc), stopping).await;
+    svc.subscriptions.cancel_all();
+    if let Some(p) = push {
+        p.abort();
+    }
     if let Some(w) = watchdog {
         w.abort();
     }

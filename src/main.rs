@@ -44,6 +44,9 @@ struct ServeArgs {
     /// Address of the Kinesis API [default: 127.0.0.1:4567].
     #[arg(long, env = "SLUICE_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Address of the binary push protocol [default: 127.0.0.1:4568]; "" turns it off.
+    #[arg(long, env = "SLUICE_PUSH_LISTEN")]
+    push_listen: Option<String>,
     /// "sync" (default) or "lossy-interval".
     #[arg(long, env = "SLUICE_DURABILITY", value_parser = parse_durability)]
     durability: Option<Durability>,
@@ -89,6 +92,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(l) = args.listen {
         cfg.listen = l;
+    }
+    if let Some(p) = args.push_listen {
+        cfg.fanout.push_listen = p;
     }
     if let Some(d) = args.durability {
         cfg.storage.durability = d;

@@ -22,6 +22,12 @@ struct ShardCounters {
     get_records: u64,
 }
 
+#[derive(Default, Clone, Copy)]
+struct FanoutCounters {
+    records: u64,
+    bytes: u64,
+}
+
 /// A counter family: name, help text, and the field it reads.
 type Series = (&'static str, &'static str, fn(&ShardCounters) -> u64);
 
@@ -37,6 +43,7 @@ struct Inner {
     shards: BTreeMap<(String, String), ShardCounters>,
     put_latency: BTreeMap<String, Histogram>,
     requests: BTreeMap<(String, String), u64>,
+    fanout: BTreeMap<String, FanoutCounters>,
 }
 
 #[derive(Default)]
@@ -90,6 +97,15 @@ impl Metrics {
         })
     }
 
+    pub fn record_fanout(&self, stream: &str, records: u64, bytes: u64) {
+        self.with(|i| {
+            let key = if i.fanout.contains_key(stream) || i.fanout.len() < LABEL_SETS_MAX { stream } else { OTHER };
+            let c = i.fanout.entry(key.to_owned()).or_default();
+            c.records += records;
+            c.bytes += bytes;
+        })
+    }
+
     pub fn record_request(&self, operation: &str, outcome: &str) {
         self.with(|i| {
             let key = (operation.to_owned(), outcome.to_owned());
@@ -103,6 +119,7 @@ impl Metrics {
         self.with(|i| {
             i.shards.retain(|(s, _), _| s != stream);
             i.put_latency.remove(stream);
+            i.fanout.remove(stream);
         })
     }
 
@@ -133,6 +150,16 @@ impl Metrics {
                 let _ = writeln!(out, "{name}_bucket{{stream=\"{s}\",le=\"+Inf\"}} {}", h.count);
                 let _ = writeln!(out, "{name}_sum{{stream=\"{s}\"}} {}", h.sum_s);
                 let _ = writeln!(out, "{name}_count{{stream=\"{s}\"}} {}", h.count);
+            }
+            for (name, help, field) in [
+                ("sluice_fanout_records_total", "Records pushed to enhanced fan-out subscribers.", 0),
+                ("sluice_fanout_bytes_total", "Data bytes pushed to enhanced fan-out subscribers.", 1),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (stream, c) in &i.fanout {
+                    let v = if field == 0 { c.records } else { c.bytes };
+                    let _ = writeln!(out, "{name}{{stream=\"{}\"}} {v}", escape(stream));
+                }
             }
             let name = "sluice_requests_total";
             let _ = writeln!(out, "# HELP {name} API requests by operation and outcome.\n# TYPE {name} counter");

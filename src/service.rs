@@ -26,6 +26,8 @@ pub struct Service {
     pub store: Store,
     pub runtime: Runtime,
     pub metrics: Metrics,
+    /// Live enhanced fan-out subscriptions, one per consumer and shard.
+    pub subscriptions: Arc<crate::fanout::Subscriptions>,
     streams: RwLock<BTreeMap<String, Arc<StreamMeta>>>,
     /// Serializes control-plane changes (create, delete, retention, tags, ...).
     pub control: tokio::sync::Mutex<()>,
@@ -49,6 +51,7 @@ impl Service {
             store,
             runtime,
             metrics: Metrics::default(),
+            subscriptions: Arc::default(),
             streams: RwLock::new(BTreeMap::new()),
             control: tokio::sync::Mutex::new(()),
             index_tx,

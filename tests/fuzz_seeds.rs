@@ -85,7 +85,7 @@ fn segment_seeds() -> Seeds {
 }
 
 fn iterator_seeds() -> Seeds {
-    let seq = SeqNo { stream_id: 3, shard_index: 1, ordinal: 42 };
+    let seq = SeqNo::record(3, 1, 42);
     let it = ShardIterator { stream_id: 3, shard_index: 1, ordinal: 42, issued_ms: 1_700_000_000_000 };
     vec![("sequence_number", seq.encode().into_bytes()), ("shard_iterator", it.encode().into_bytes())]
 }

@@ -7,6 +7,8 @@
 //! trusted network, as its listen address defaults to loopback.
 
 pub mod codec;
+pub mod consumers;
+pub mod eventstream;
 pub mod records;
 pub mod server;
 pub mod streams;
@@ -39,6 +41,10 @@ pub async fn dispatch(svc: &Arc<Service>, op: &str, req: Value) -> ApiResult<Val
         "UntagResource" => streams::untag_resource(svc, parse(req)?).await,
         "ListTagsForResource" => streams::list_tags_for_resource(svc, parse(req)?),
         "DescribeLimits" => streams::describe_limits(svc),
+        "RegisterStreamConsumer" => consumers::register_stream_consumer(svc, parse(req)?).await,
+        "DeregisterStreamConsumer" => consumers::deregister_stream_consumer(svc, parse(req)?).await,
+        "DescribeStreamConsumer" => consumers::describe_stream_consumer(svc, parse(req)?),
+        "ListStreamConsumers" => consumers::list_stream_consumers(svc, parse(req)?),
         "PutRecord" => records::put_record(svc, parse(req)?).await,
         "PutRecords" => records::put_records(svc, parse(req)?).await,
         "GetShardIterator" => records::get_shard_iterator(svc, parse(req)?).await,

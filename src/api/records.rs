@@ -136,7 +136,7 @@ pub async fn put_record(svc: &Arc<Service>, input: PutRecordInput) -> ApiResult<
     svc.metrics.record_put(&meta.name, &shard.shard_id(), 1, bytes);
     Ok(json!({
         "ShardId": shard.shard_id(),
-        "SequenceNumber": SeqNo { stream_id: meta.id, shard_index: shard.index, ordinal: appended.first_ordinal }.encode(),
+        "SequenceNumber": SeqNo::record(meta.id, shard.index, appended.first_ordinal).encode(),
         "EncryptionType": "NONE",
     }))
 }
@@ -207,7 +207,7 @@ pub async fn put_records(svc: &Arc<Service>, input: PutRecordsInput) -> ApiResul
         .iter()
         .map(|&(g, pos)| match &outcomes[g] {
             (shard, Ok(a)) => json!({
-                "SequenceNumber": SeqNo { stream_id: meta.id, shard_index: *shard, ordinal: a.first_ordinal + pos as u64 }.encode(),
+                "SequenceNumber": SeqNo::record(meta.id, *shard, a.first_ordinal + pos as u64).encode(),
                 "ShardId": shard_id(*shard),
             }),
             (shard, Err(e)) => {
@@ -248,32 +248,63 @@ pub struct GetShardIteratorInput {
 pub async fn get_shard_iterator(svc: &Arc<Service>, input: GetShardIteratorInput) -> ApiResult<Value> {
     let shard_id_text = required(input.shard_id, "shardId")?;
     let kind = required(input.shard_iterator_type, "shardIteratorType")?;
+    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
+    svc.writable(&meta)?;
+    let shard = find_shard(svc, &meta, &shard_id_text)?;
+    let position = parse_position(
+        svc,
+        &meta,
+        shard,
+        &kind,
+        "shardIteratorType",
+        input.starting_sequence_number.as_deref(),
+        input.timestamp.as_ref(),
+    )?;
+    let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
+    let ordinal = svc.runtime.position(key, position).await?;
+    let it = ShardIterator { stream_id: meta.id, shard_index: shard.index, ordinal, issued_ms: svc.now_ms() };
+    Ok(json!({"ShardIterator": it.encode()}))
+}
+
+/// The shard named `text` in `meta`, or AWS's ResourceNotFoundException.
+pub(crate) fn find_shard<'a>(svc: &Service, meta: &'a StreamMeta, text: &str) -> ApiResult<&'a ShardMeta> {
+    parse_shard_id(text).and_then(|i| meta.shard(i)).ok_or_else(|| {
+        ApiError::ResourceNotFound(format!(
+            "Shard {text} in stream {} under account {} does not exist",
+            meta.name, svc.cfg.account_id
+        ))
+    })
+}
+
+/// A starting position as GetShardIterator and SubscribeToShard take it: a type (`member` names
+/// it in validation errors) with a sequence number or a timestamp where the type needs one.
+pub(crate) fn parse_position(
+    svc: &Service,
+    meta: &StreamMeta,
+    shard: &ShardMeta,
+    kind: &str,
+    member: &str,
+    sequence_number: Option<&str>,
+    timestamp: Option<&Value>,
+) -> ApiResult<Position> {
     let kinds = ["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"];
-    if !kinds.contains(&kind.as_str()) {
+    if !kinds.contains(&kind) {
         return Err(ApiError::validation(
-            &kind,
-            "shardIteratorType",
+            kind,
+            member,
             "Member must satisfy enum value set: [AFTER_SEQUENCE_NUMBER, AT_SEQUENCE_NUMBER, AT_TIMESTAMP, TRIM_HORIZON, LATEST]",
         ));
     }
-    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
-    svc.writable(&meta)?;
-    let shard = parse_shard_id(&shard_id_text).and_then(|i| meta.shard(i)).ok_or_else(|| {
-        ApiError::ResourceNotFound(format!(
-            "Shard {shard_id_text} in stream {} under account {} does not exist",
-            meta.name, svc.cfg.account_id
-        ))
-    })?;
-    if (kind == "TRIM_HORIZON" || kind == "LATEST") && input.starting_sequence_number.is_some() {
+    if (kind == "TRIM_HORIZON" || kind == "LATEST") && sequence_number.is_some() {
         return Err(ApiError::InvalidArgument(format!(
             "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. Request specified {kind} and also a StartingSequenceNumber."
         )));
     }
-    let position = match kind.as_str() {
+    Ok(match kind {
         "TRIM_HORIZON" => Position::TrimHorizon,
         "LATEST" => Position::Latest,
         "AT_TIMESTAMP" => {
-            let ts = input.timestamp.as_ref().ok_or_else(|| {
+            let ts = timestamp.ok_or_else(|| {
                 ApiError::InvalidArgument("Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. Current request has no timestamp parameter.".into())
             })?;
             let ts = timestamp_ms(ts, "Timestamp")?;
@@ -286,7 +317,7 @@ pub async fn get_shard_iterator(svc: &Arc<Service>, input: GetShardIteratorInput
             Position::AtTimestamp(ts)
         }
         _ => {
-            let text = input.starting_sequence_number.as_deref().ok_or_else(|| {
+            let text = sequence_number.ok_or_else(|| {
                 ApiError::InvalidArgument(format!(
                     "Must specify StartingSequenceNumber for iterator of type {kind}. Current request has no starting sequence number."
                 ))
@@ -299,13 +330,19 @@ pub async fn get_shard_iterator(svc: &Arc<Service>, input: GetShardIteratorInput
                     shard.shard_id()
                 )));
             }
-            Position::AtOrdinal(if kind == "AFTER_SEQUENCE_NUMBER" { seq.ordinal + 1 } else { seq.ordinal })
+            Position::AtOrdinal(if kind == "AFTER_SEQUENCE_NUMBER" { seq.after_ordinal() } else { seq.at_ordinal() })
         }
-    };
-    let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
-    let ordinal = svc.runtime.position(key, position).await?;
-    let it = ShardIterator { stream_id: meta.id, shard_index: shard.index, ordinal, issued_ms: svc.now_ms() };
-    Ok(json!({"ShardIterator": it.encode()}))
+    })
+}
+
+/// One record as the JSON shapes carry it (GetRecords, SubscribeToShardEvent).
+pub(crate) fn record_json(meta: &StreamMeta, shard_index: u32, r: &crate::log::Record) -> Value {
+    json!({
+        "SequenceNumber": SeqNo::record(meta.id, shard_index, r.ordinal).encode(),
+        "ApproximateArrivalTimestamp": epoch_seconds(r.ts_ms),
+        "Data": base64::engine::general_purpose::STANDARD.encode(&r.data),
+        "PartitionKey": r.partition_key,
+    })
 }
 
 #[derive(Deserialize)]
@@ -342,12 +379,7 @@ pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResul
         .iter()
         .map(|r| {
             bytes += r.data.len() as u64;
-            json!({
-                "SequenceNumber": SeqNo { stream_id: meta.id, shard_index: shard.index, ordinal: r.ordinal }.encode(),
-                "ApproximateArrivalTimestamp": epoch_seconds(r.ts_ms),
-                "Data": base64::engine::general_purpose::STANDARD.encode(&r.data),
-                "PartitionKey": r.partition_key,
-            })
+            record_json(&meta, shard.index, r)
         })
         .collect();
     svc.metrics.record_get(&meta.name, &shard.shard_id(), records.len() as u64, bytes);

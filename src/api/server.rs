@@ -91,7 +91,13 @@ pub async fn serve(listener: TcpListener, svc: Arc<Service>, shutdown: impl Futu
     }
 }
 
-type Resp = Response<Full<Bytes>>;
+/// Response bodies: whole (most operations) or streamed (SubscribeToShard).
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+type Resp = Response<Body>;
+
+fn whole(b: Bytes) -> Body {
+    Full::new(b).boxed()
+}
 
 async fn handle(svc: Arc<Service>, budget: Arc<Semaphore>, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let path = req.uri().path();
@@ -108,7 +114,7 @@ async fn handle(svc: Arc<Service>, budget: Arc<Semaphore>, req: Request<Incoming
 }
 
 fn plain(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(whole(body));
     *r.status_mut() = status;
     r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
@@ -130,7 +136,7 @@ fn request_id() -> String {
 }
 
 fn respond(proto: Protocol, status: StatusCode, body: Vec<u8>, error_type: Option<&'static str>) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(whole(Bytes::from(body)));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(proto.content_type()));
@@ -161,6 +167,30 @@ async fn failpoints(req: Request<Incoming>) -> Resp {
             plain(StatusCode::OK, "text/plain", format!("{now}\n").into())
         }
         Err(e) => plain(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n").into()),
+    }
+}
+
+/// SubscribeToShard: an event stream, or an ordinary error response if it cannot start.
+async fn subscribe(svc: Arc<Service>, proto: Protocol, value: serde_json::Value) -> Resp {
+    let started = match super::parse(value) {
+        Ok(input) => super::consumers::subscribe_to_shard(&svc, input, proto).await,
+        Err(e) => Err(e),
+    };
+    match started {
+        Ok(events) => {
+            svc.metrics.record_request("SubscribeToShard", "ok");
+            let mut r = Response::new(events.boxed());
+            r.headers_mut()
+                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.amazon.eventstream"));
+            if let Ok(v) = HeaderValue::from_str(&request_id()) {
+                r.headers_mut().insert("x-amzn-RequestId", v);
+            }
+            r
+        }
+        Err(e) => {
+            svc.metrics.record_request("SubscribeToShard", e.type_name());
+            error_response(proto, &e)
+        }
     }
 }
 
@@ -213,13 +243,18 @@ async fn api(svc: Arc<Service>, budget: Arc<Semaphore>, req: Request<Incoming>) 
             return r;
         }
     };
-    let result = match decode_request(proto, &body) {
-        Ok(value) => {
-            drop(body);
-            dispatch(&svc, &op, value).await
+    let value = match decode_request(proto, &body) {
+        Ok(v) => v,
+        Err(e) => {
+            svc.metrics.record_request(&op, e.type_name());
+            return error_response(proto, &e);
         }
-        Err(e) => Err(e),
     };
+    drop(body);
+    if op == "SubscribeToShard" {
+        return subscribe(svc, proto, value).await;
+    }
+    let result = dispatch(&svc, &op, value).await;
     match result {
         Ok(v) => {
             svc.metrics.record_request(&op, "ok");

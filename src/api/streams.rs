@@ -251,8 +251,7 @@ fn shard_json(meta: &StreamMeta, s: &ShardMeta) -> Value {
         v["AdjacentParentShardId"] = json!(crate::stream::meta::shard_id(p));
     }
     if let Some(end) = s.end_ordinal {
-        let last =
-            crate::stream::seqno::SeqNo { stream_id: meta.id, shard_index: s.index, ordinal: end.saturating_sub(1) };
+        let last = crate::stream::seqno::SeqNo::record(meta.id, s.index, end.saturating_sub(1));
         v["SequenceNumberRange"]["EndingSequenceNumber"] = json!(last.encode());
     }
     v
@@ -307,7 +306,7 @@ pub fn describe_stream_summary(svc: &Service, input: StreamRef) -> ApiResult<Val
             "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
             "EncryptionType": "NONE",
             "OpenShardCount": meta.open_shard_count(),
-            "ConsumerCount": 0,
+            "ConsumerCount": meta.consumers.len(),
         }
     }))
 }
@@ -443,17 +442,17 @@ fn shard_filter(f: Option<&ShardFilter>) -> ApiResult<Filter> {
     })
 }
 
-struct Token {
-    stream: String,
-    after: String,
+pub(crate) struct Token {
+    pub stream: String,
+    pub after: String,
 }
 
-fn encode_token(svc: &Service, stream: &str, after: &str) -> String {
+pub(crate) fn encode_token(svc: &Service, stream: &str, after: &str) -> String {
     let raw = json!({"s": stream, "a": after, "t": svc.now_ms()}).to_string();
     base64::engine::general_purpose::STANDARD.encode(raw)
 }
 
-fn decode_token(svc: &Service, token: &str) -> ApiResult<Token> {
+pub(crate) fn decode_token(svc: &Service, token: &str) -> ApiResult<Token> {
     let invalid =
         || ApiError::InvalidArgument(format!("Invalid NextToken: {}", token.chars().take(64).collect::<String>()));
     let raw = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| invalid())?;

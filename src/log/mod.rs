@@ -35,8 +35,9 @@
 //! - A batch is acknowledged only after it, and everything before it in the shard, is written and
 //!   (in `sync` durability) fdatasynced.
 //! - A batch whose crc does not match is never served. Recovery scans from the last persisted index
-//!   entry to the tail, stops at the first batch that fails to verify, and truncates there (a torn
-//!   tail: its records were never acknowledged).
+//!   entry to the tail. A batch that fails to verify with nothing valid after it is a torn tail
+//!   (never acknowledged): it is cut off. One with valid batches after it is damage: the lost
+//!   ordinal range is recorded, reported and never silently skipped by readers.
 //! - A reader sees zeros, never stale bytes, past the end of the log: truncation re-zeroes the space.
 //!
 //! Limits: a batch is at most [`segment::BATCH_LEN_MAX`] bytes on disk and holds at most

@@ -334,10 +334,18 @@ impl ShardLog {
         if let Some(seg) = self.segments.last_mut() {
             seg.file.set_len(seg.len)?;
             fallocate(&seg.file, seg.len, seg.allocated.saturating_sub(seg.len))?;
+            if let Some(errno) = super::faults::sync_fault() {
+                return Err(std::io::Error::from_raw_os_error(errno).into());
+            }
             seg.file.sync_all()?;
         }
         self.needs_repair = false;
         Ok(())
+    }
+
+    /// A failed write or sync left bytes past the tail that are not yet cut off.
+    pub fn needs_repair(&self) -> bool {
+        self.needs_repair
     }
 
     /// fdatasyncs the segments written since the last call (for the interval durability mode).
@@ -396,6 +404,10 @@ impl ShardLog {
         let (mut seg_i, mut offset, mut expected) = self.locate(start)?;
         let mut decoded = Vec::new();
         loop {
+            // Known damage ahead: stop before its bytes rather than decode them again.
+            if expected >= stop {
+                return Ok(out);
+            }
             let Some(seg) = self.segments.get(seg_i) else { return Ok(out) };
             if offset >= seg.len {
                 seg_i += 1;
@@ -439,8 +451,19 @@ impl ShardLog {
                         self.sparse.sort_by_key(|e| e.ordinal);
                     }
                     let err = LogError::Damaged { from: damage.from, to: damage.to, reason: damage.reason.clone() };
-                    self.damaged.push(damage);
-                    return if out.records.is_empty() { Err(err) } else { Ok(out) };
+                    if !self.damaged.iter().any(|d| d.from == damage.from) {
+                        self.damaged.push(damage);
+                        self.damaged.sort_by_key(|d| d.from);
+                    }
+                    match resume {
+                        // The damage lies wholly before the requested position: read on past it.
+                        Some((at, h)) if to <= start => {
+                            offset = at;
+                            expected = h.first_ordinal;
+                            continue;
+                        }
+                        _ => return if out.records.is_empty() { Err(err) } else { Ok(out) },
+                    }
                 }
             };
             for r in decoded.drain(..) {

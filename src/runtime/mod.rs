@@ -3,7 +3,8 @@
 //! The front end (HTTP) never touches a shard. It sends a [`Command`] over the owning worker's
 //! bounded channel and awaits the reply. A shard belongs to the worker
 //! `(stream id * 31 + shard index) % workers`; nothing about a shard is shared between threads.
-//! A full queue is answered with ServiceUnavailable rather than buffered without bound.
+//! A full queue is answered with ProvisionedThroughputExceededException (throttling, which every
+//! SDK retries) rather than buffered without bound.
 
 mod worker;
 
@@ -92,6 +93,12 @@ pub enum Command {
     /// Answered as soon as the worker reaches it (liveness for the systemd watchdog).
     Ping {
         reply: Reply<()>,
+    },
+    /// A receiver of the shard's tip (the next ordinal), updated after every commit: how
+    /// enhanced fan-out subscribers are woken without polling.
+    Watch {
+        key: ShardKey,
+        reply: Reply<tokio::sync::watch::Receiver<u64>>,
     },
     Shutdown,
 }
@@ -215,6 +222,10 @@ impl Runtime {
         self.call(key, move |reply| Command::Position { key, at, reply })
     }
 
+    pub fn watch(&self, key: ShardKey) -> impl Future<Output = Result<tokio::sync::watch::Receiver<u64>, ApiError>> {
+        self.call(key, move |reply| Command::Watch { key, reply })
+    }
+
     pub async fn set_retention(&self, key: ShardKey, hours: u32) -> Result<(), ApiError> {
         self.send_waiting(key, Command::SetRetention { key, hours }).await
     }
@@ -225,11 +236,23 @@ impl Runtime {
 
     /// Succeeds once every worker has answered a ping: none is stuck.
     pub async fn ping_all(&self) -> Result<(), ApiError> {
+        // Waits for room in full queues: a busy worker is alive, a stuck one never answers.
         let mut replies = Vec::with_capacity(self.senders.len());
         for s in &self.senders {
             let (tx, rx) = oneshot::channel();
-            s.try_send(Command::Ping { reply: tx })
-                .map_err(|_| ApiError::ServiceUnavailable("A core worker queue is full.".into()))?;
+            let mut cmd = Command::Ping { reply: tx };
+            loop {
+                match s.try_send(cmd) {
+                    Ok(()) => break,
+                    Err(TrySendError::Full(c)) => {
+                        cmd = c;
+                        tokio::time::sleep(QUEUE_FULL_RETRY).await;
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        return Err(ApiError::InternalFailure("A core worker stopped.".into()))
+                    }
+                }
+            }
             replies.push(rx);
         }
         for rx in replies {

@@ -41,6 +41,8 @@ pub struct WorkerConfig {
 struct OwnedShard {
     log: ShardLog,
     retention_hours: u32,
+    /// The next ordinal, published after every commit to wake fan-out subscribers.
+    tip: tokio::sync::watch::Sender<u64>,
 }
 
 struct PendingAppend {
@@ -99,7 +101,7 @@ fn log_error(e: LogError) -> ApiError {
 fn read_error(key: ShardKey, e: LogError) -> ApiError {
     match e {
         LogError::Damaged { from, to, reason } => {
-            let seq = |ordinal| SeqNo { stream_id: key.stream_id, shard_index: key.shard_index, ordinal }.encode();
+            let seq = |ordinal| SeqNo::record(key.stream_id, key.shard_index, ordinal).encode();
             ApiError::InternalFailure(format!(
                 "Records from sequence number {} up to {} of this shard are lost to on-disk damage ({reason}). \
                  Records before and after are readable: use GetShardIterator with AT_SEQUENCE_NUMBER {} to continue after it.",
@@ -187,7 +189,8 @@ impl Worker {
                                 entries: report.stale_index.clone(),
                             });
                         }
-                        self.shards.insert(key, OwnedShard { log, retention_hours });
+                        let tip = tokio::sync::watch::Sender::new(log.next_ordinal());
+                        self.shards.insert(key, OwnedShard { log, retention_hours, tip });
                         report
                     });
                 let _ = reply.send(res.map_err(log_error));
@@ -238,6 +241,9 @@ impl Worker {
             }
             Command::Ping { reply } => {
                 let _ = reply.send(Ok(()));
+            }
+            Command::Watch { key, reply } => {
+                let _ = reply.send(self.shard(key).map(|s| s.tip.subscribe()));
             }
             Command::Append { .. } | Command::Shutdown => unreachable!("handled by the loop"),
         }
@@ -316,6 +322,11 @@ impl Worker {
             if let Some((errno, err)) = failure {
                 tracing::error!(stream_id = key.stream_id, shard = key.shard_index, error = %err, "append failed; nothing acknowledged");
                 shard.log.abort(p);
+                // Cut the failed bytes now (they are retried before the next append and by
+                // `periodic` while the disk keeps failing).
+                if let Err(repair) = shard.log.repair_tail() {
+                    tracing::warn!(stream_id = key.stream_id, shard = key.shard_index, error = %repair, "tail repair failed; will retry");
+                }
                 let e = storage_error(errno, &err);
                 for (_, reply) in replies {
                     let _ = reply.send(Err(e.clone()));
@@ -323,6 +334,7 @@ impl Worker {
                 continue;
             }
             let committed = shard.log.commit(p);
+            shard.tip.send_replace(shard.log.next_ordinal());
             if !committed.new_index.is_empty() {
                 self.send_index(IndexOp::Put {
                     stream_id: key.stream_id,
@@ -340,6 +352,18 @@ impl Worker {
 
     fn periodic(&mut self, force_sync: bool) {
         let now = Instant::now();
+        for (key, s) in self.shards.iter_mut().filter(|(_, s)| s.log.needs_repair()) {
+            match s.log.repair_tail() {
+                Ok(()) => tracing::info!(
+                    stream_id = key.stream_id,
+                    shard = key.shard_index,
+                    "tail repaired after a failed write"
+                ),
+                Err(e) => {
+                    tracing::debug!(stream_id = key.stream_id, shard = key.shard_index, error = %e, "tail repair still failing")
+                }
+            }
+        }
         if !self.cfg.sync_each_append && (force_sync || now >= self.next_sync) {
             self.next_sync = now + self.cfg.sync_interval;
             let fds: Vec<RawFd> = self.shards.values_mut().flat_map(|s| s.log.dirty_fds()).collect();

@@ -101,6 +101,58 @@ pub fn parse_shard_id(text: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsumerStatus {
+    #[serde(rename = "CREATING")]
+    Creating,
+    #[serde(rename = "ACTIVE")]
+    Active,
+    #[serde(rename = "DELETING")]
+    Deleting,
+}
+
+impl ConsumerStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ConsumerStatus::Creating => "CREATING",
+            ConsumerStatus::Active => "ACTIVE",
+            ConsumerStatus::Deleting => "DELETING",
+        }
+    }
+}
+
+/// A registered enhanced fan-out consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerMeta {
+    pub name: String,
+    pub created_ms: i64,
+    pub status: ConsumerStatus,
+}
+
+impl ConsumerMeta {
+    /// `<stream ARN>/consumer/<name>:<creation epoch seconds>`, as AWS forms it.
+    pub fn arn(&self, stream_arn: &str) -> String {
+        format!("{stream_arn}/consumer/{}:{}", self.name, self.created_ms / 1000)
+    }
+}
+
+/// (stream name, consumer name, creation epoch seconds) of a consumer ARN.
+pub fn parse_consumer_arn(arn: &str) -> Option<(&str, &str, i64)> {
+    let mut parts = arn.splitn(6, ':');
+    let (arn_lit, _partition, service) = (parts.next()?, parts.next()?, parts.next()?);
+    let (_region, _account, resource) = (parts.next()?, parts.next()?, parts.next()?);
+    if arn_lit != "arn" || service != "kinesis" {
+        return None;
+    }
+    let rest = resource.strip_prefix("stream/")?;
+    let (stream, consumer) = rest.split_once("/consumer/")?;
+    let (name, epoch) = consumer.rsplit_once(':')?;
+    if stream.is_empty() || name.is_empty() {
+        return None;
+    }
+    Some((stream, name, epoch.parse().ok()?))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamMeta {
     pub name: String,
@@ -113,6 +165,8 @@ pub struct StreamMeta {
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     pub shards: Vec<ShardMeta>,
+    #[serde(default)]
+    pub consumers: Vec<ConsumerMeta>,
 }
 
 impl StreamMeta {
@@ -139,6 +193,7 @@ impl StreamMeta {
             created_ms: now_ms,
             tags: BTreeMap::new(),
             shards,
+            consumers: Vec::new(),
         }
     }
 
@@ -163,7 +218,7 @@ impl StreamMeta {
     }
 
     pub fn starting_sequence_number(&self, shard: &ShardMeta) -> String {
-        SeqNo { stream_id: self.id, shard_index: shard.index, ordinal: 0 }.encode()
+        SeqNo::shard_start(self.id, shard.index).encode()
     }
 }
 
@@ -205,6 +260,15 @@ mod tests {
         assert_eq!(stream_name_from_arn(&arn), Some("s1"));
         assert_eq!(stream_name_from_arn("arn:aws:kinesis:us-east-1:1:stream/s/consumer/c:1"), None);
         assert_eq!(stream_name_from_arn("arn:aws:s3:::bucket"), None);
+    }
+
+    #[test]
+    fn consumer_arns_round_trip() {
+        let c = ConsumerMeta { name: "app".into(), created_ms: 1_700_000_000_123, status: ConsumerStatus::Active };
+        let arn = c.arn(&stream_arn("us-east-1", "000000000000", "s"));
+        assert_eq!(arn, "arn:aws:kinesis:us-east-1:000000000000:stream/s/consumer/app:1700000000");
+        assert_eq!(parse_consumer_arn(&arn), Some(("s", "app", 1_700_000_000)));
+        assert_eq!(parse_consumer_arn("arn:aws:kinesis:us-east-1:0:stream/s"), None);
     }
 
     #[test]

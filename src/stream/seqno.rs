@@ -3,12 +3,14 @@
 //! A sequence number is a 56-digit decimal string, like AWS's:
 //!
 //! ```text
-//! 49 | stream id (14 digits) | shard index (10 digits) | ordinal (30 digits)
+//! 49 | stream id (14 digits) | shard index (10 digits) | value (30 digits)
 //! ```
 //!
-//! The ordinal is the record's position in its shard (0, 1, 2, ...), so sequence numbers strictly
-//! increase per shard, compare correctly as strings and as integers, and map to a log position
-//! without a lookup. The stream id changes when a stream of the same name is recreated, so a
+//! The value of a record's sequence number is its ordinal (its position in the shard: 0, 1, 2,
+//! ...) plus one; value 0 is the shard's StartingSequenceNumber, which sorts before every record
+//! as on AWS. So sequence numbers strictly increase per shard, compare correctly as strings and as
+//! integers, map to a log position without a lookup, and `AFTER_SEQUENCE_NUMBER` of the starting
+//! sequence number (or of a ContinuationSequenceNumber) is always well defined. The stream id changes when a stream of the same name is recreated, so a
 //! sequence number of a deleted stream is refused rather than misread.
 //!
 //! A shard iterator is opaque to clients: base64 of a 33-byte token (version, stream id, shard
@@ -21,17 +23,38 @@ use crate::error::ApiError;
 pub const SEQUENCE_NUMBER_DIGITS: usize = 56;
 const PREFIX: &str = "49";
 
-/// Where a record sits: which stream incarnation, which shard, which position.
+/// A position in a shard: which stream incarnation, which shard, and the value (ordinal + 1 of a
+/// record, or 0 before the first record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeqNo {
     pub stream_id: u64,
     pub shard_index: u32,
-    pub ordinal: u64,
+    pub value: u64,
 }
 
 impl SeqNo {
+    /// The sequence number of the record at `ordinal`.
+    pub fn record(stream_id: u64, shard_index: u32, ordinal: u64) -> SeqNo {
+        SeqNo { stream_id, shard_index, value: ordinal + 1 }
+    }
+
+    /// The shard's StartingSequenceNumber: before its first record.
+    pub fn shard_start(stream_id: u64, shard_index: u32) -> SeqNo {
+        SeqNo { stream_id, shard_index, value: 0 }
+    }
+
+    /// Where `AT_SEQUENCE_NUMBER` starts: the record itself.
+    pub fn at_ordinal(&self) -> u64 {
+        self.value.saturating_sub(1)
+    }
+
+    /// Where `AFTER_SEQUENCE_NUMBER` starts: the record after it.
+    pub fn after_ordinal(&self) -> u64 {
+        self.value
+    }
+
     pub fn encode(&self) -> String {
-        format!("{PREFIX}{:014}{:010}{:030}", self.stream_id, self.shard_index, self.ordinal)
+        format!("{PREFIX}{:014}{:010}{:030}", self.stream_id, self.shard_index, self.value)
     }
 
     /// Parses a sequence number this daemon issued. Anything else is an InvalidArgument.
@@ -49,8 +72,8 @@ impl SeqNo {
         }
         let stream_id = text[2..16].parse::<u64>().map_err(|_| bad())?;
         let shard_index = text[16..26].parse::<u32>().map_err(|_| bad())?;
-        let ordinal = text[26..56].parse::<u64>().map_err(|_| bad())?;
-        Ok(SeqNo { stream_id, shard_index, ordinal })
+        let value = text[26..56].parse::<u64>().map_err(|_| bad())?;
+        Ok(SeqNo { stream_id, shard_index, value })
     }
 }
 
@@ -125,12 +148,15 @@ mod tests {
 
     #[test]
     fn sequence_numbers_round_trip_and_sort() {
-        let a = SeqNo { stream_id: 7, shard_index: 3, ordinal: 9 };
-        let b = SeqNo { ordinal: 10, ..a };
+        let a = SeqNo::record(7, 3, 9);
+        let b = SeqNo::record(7, 3, 10);
+        assert!(SeqNo::shard_start(7, 3).encode() < a.encode());
+        assert_eq!((a.at_ordinal(), a.after_ordinal()), (9, 10));
+        assert_eq!((SeqNo::shard_start(7, 3).at_ordinal(), SeqNo::shard_start(7, 3).after_ordinal()), (0, 0));
         assert_eq!(a.encode().len(), 56);
         assert!(a.encode() < b.encode());
         assert_eq!(SeqNo::parse(&a.encode()).unwrap(), a);
-        let max = SeqNo { stream_id: 99_999_999_999_999, shard_index: u32::MAX, ordinal: u64::MAX };
+        let max = SeqNo { stream_id: 99_999_999_999_999, shard_index: u32::MAX, value: u64::MAX };
         assert_eq!(SeqNo::parse(&max.encode()).unwrap(), max);
     }
 

@@ -17,6 +17,8 @@ pub const FAST_CONFIG: &str = "[streams]\ncreate_delay = \"0ms\"\ndelete_delay =
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
+    /// The push protocol's address.
+    pub push_addr: SocketAddr,
     config: String,
     env: Vec<(String, String)>,
     child: Option<Child>,
@@ -39,7 +41,8 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut d = Daemon { dir, addr, config: config.to_owned(), env, child: None };
+        let push_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut d = Daemon { dir, addr, push_addr, config: config.to_owned(), env, child: None };
         d.spawn();
         d
     }
@@ -71,6 +74,8 @@ impl Daemon {
             .arg(self.data_dir())
             .arg("--listen")
             .arg(self.addr.to_string())
+            .arg("--push-listen")
+            .arg(self.push_addr.to_string())
             .env("SLUICE_LOG", "info")
             .env("NO_COLOR", "1")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -151,6 +156,8 @@ impl Daemon {
             .args(["serve", "--data-dir"])
             .arg(self.data_dir())
             .arg("--listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--push-listen")
             .arg(format!("127.0.0.1:{}", free_port()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

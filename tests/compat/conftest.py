@@ -78,6 +78,7 @@ class Daemon:
         self.log_path = self.workdir / "sluice.log"
         self.binary = Path(binary) if binary else sluice_binary()
         self.port: int | None = None
+        self.push_port: int = free_port()
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
@@ -110,6 +111,7 @@ class Daemon:
                     "--config", str(self.config_path),
                     "--data-dir", str(self.data_dir),
                     "--listen", f"127.0.0.1:{port}",
+                    "--push-listen", f"127.0.0.1:{self.push_port}",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

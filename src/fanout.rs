@@ -1,0 +1,186 @@
+//! Enhanced fan-out delivery, shared by SubscribeToShard (AWS event streams over HTTP/1.1 and h2)
+//! and the binary push protocol.
+//!
+//! A [`ShardCursor`] holds a receiver of the shard's tip, which the owning core worker publishes
+//! after every commit. A subscriber waits on it, then reads from the log through the worker (hot
+//! tail in memory, else mmap) from its own position. Nothing is queued per subscriber: a slow
+//! subscriber only falls behind in the log, and never slows producers or other subscribers.
+//! [`Subscriptions`] enforces one live subscription per consumer and shard, with AWS's takeover
+//! rule.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::error::ApiError;
+use crate::log::Record;
+use crate::runtime::{Position, ShardKey};
+use crate::service::Service;
+
+/// Records of one delivery, at most.
+pub const DELIVERY_RECORDS_MAX: usize = 10_000;
+/// Bytes of one delivery, about (at least one record is always delivered).
+pub const DELIVERY_BYTES_MAX: usize = 4 << 20;
+
+pub struct ShardCursor {
+    svc: Arc<Service>,
+    key: ShardKey,
+    /// The next ordinal to deliver.
+    pub position: u64,
+    tip: watch::Receiver<u64>,
+}
+
+pub struct Delivery {
+    pub records: Vec<Record>,
+    pub millis_behind: u64,
+}
+
+impl ShardCursor {
+    pub async fn open(svc: Arc<Service>, key: ShardKey, start: Position) -> Result<ShardCursor, ApiError> {
+        let tip = svc.runtime.watch(key).await?;
+        let position = svc.runtime.position(key, start).await?;
+        Ok(ShardCursor { svc, key, position, tip })
+    }
+
+    /// Waits up to `wait` for records past the position, then reads what is there. An empty
+    /// delivery means nothing arrived in time. Cancel-safe: the position only moves on return.
+    pub async fn next(&mut self, max_bytes: usize, wait: Duration) -> Result<Delivery, ApiError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if *self.tip.borrow_and_update() > self.position {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, self.tip.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(ApiError::ResourceNotFound("The shard was closed on this daemon.".into())),
+                Err(_) => return Ok(Delivery { records: Vec::new(), millis_behind: 0 }),
+            }
+        }
+        let r = self.svc.runtime.read(self.key, self.position, DELIVERY_RECORDS_MAX, max_bytes).await?;
+        self.position = r.next;
+        let millis_behind = match r.records.last() {
+            Some(last) if r.next < r.tip => (r.last_ts_ms - last.ts_ms).max(0) as u64,
+            _ => 0,
+        };
+        Ok(Delivery { records: r.records, millis_behind })
+    }
+}
+
+/// One live subscription per (consumer, shard).
+#[derive(Default)]
+pub struct Subscriptions {
+    slots: Mutex<HashMap<(String, u32), Slot>>,
+    next_id: AtomicU64,
+}
+
+struct Slot {
+    id: u64,
+    started: Instant,
+    cancel: watch::Sender<bool>,
+}
+
+/// A registered subscription; dropping it frees the slot.
+pub struct Lease {
+    owner: Arc<Subscriptions>,
+    key: (String, u32),
+    id: u64,
+    /// Becomes true when another subscription takes over.
+    pub cancelled: watch::Receiver<bool>,
+}
+
+impl Subscriptions {
+    /// Registers a subscription. Within `takeover_after` of the current one's start, AWS answers
+    /// ResourceInUseException; after it, the new subscription takes over and the old one ends.
+    pub fn acquire(self: &Arc<Self>, consumer: &str, shard: u32, takeover_after: Duration) -> Result<Lease, ApiError> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (consumer.to_owned(), shard);
+        if let Some(slot) = slots.get(&key) {
+            if slot.started.elapsed() < takeover_after {
+                return Err(ApiError::ResourceInUse(format!(
+                    "Another active subscription exists for consumer {consumer} and shard {}. Retry after {} seconds.",
+                    crate::stream::meta::shard_id(shard),
+                    takeover_after.as_secs().max(1)
+                )));
+            }
+            let _ = slot.cancel.send(true);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (cancel, cancelled) = watch::channel(false);
+        slots.insert(key.clone(), Slot { id, started: Instant::now(), cancel });
+        Ok(Lease { owner: self.clone(), key, id, cancelled })
+    }
+
+    /// Ends the subscriptions of a consumer (it was deregistered).
+    pub fn cancel_consumer(&self, consumer: &str) {
+        for ((c, _), slot) in self.slots.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if c == consumer {
+                let _ = slot.cancel.send(true);
+            }
+        }
+    }
+
+    /// Ends every live subscription (shutdown).
+    pub fn cancel_all(&self) {
+        for slot in self.slots.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            let _ = slot.cancel.send(true);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut slots = self.owner.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.get(&self.key).is_some_and(|s| s.id == self.id) {
+            slots.remove(&self.key);
+        }
+    }
+}
+
+/// Paces a subscription to `bytes_per_s` when limits are enforced.
+pub struct Pacer {
+    bytes_per_s: Option<u64>,
+    started: Instant,
+    sent: u64,
+}
+
+impl Pacer {
+    pub fn new(bytes_per_s: Option<u64>) -> Pacer {
+        Pacer { bytes_per_s, started: Instant::now(), sent: 0 }
+    }
+
+    /// Accounts for `bytes` just delivered and sleeps long enough to stay under the rate.
+    pub async fn pace(&mut self, bytes: u64) {
+        let Some(rate) = self.bytes_per_s else { return };
+        self.sent += bytes;
+        let due = Duration::from_secs_f64(self.sent as f64 / rate as f64);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_subscription_is_refused_then_takes_over() {
+        let subs = Arc::new(Subscriptions::default());
+        let first = subs.acquire("c", 0, Duration::from_secs(60)).unwrap();
+        assert!(matches!(subs.acquire("c", 0, Duration::from_secs(60)), Err(ApiError::ResourceInUse(_))));
+        assert!(subs.acquire("c", 1, Duration::from_secs(60)).is_ok(), "another shard is independent");
+        let second = subs.acquire("c", 0, Duration::ZERO).unwrap();
+        assert!(*first.cancelled.borrow(), "the old subscription is told to end");
+        drop(first);
+        assert!(
+            matches!(subs.acquire("c", 0, Duration::from_secs(60)), Err(ApiError::ResourceInUse(_))),
+            "the new one holds the slot"
+        );
+        drop(second);
+        assert!(subs.acquire("c", 0, Duration::from_secs(60)).is_ok());
+    }
+}

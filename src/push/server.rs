@@ -1,0 +1,306 @@
+//! The push protocol server: one task reads a connection's frames, one writes them, and one task
+//! per subscription delivers records as they become durable, within the credit the client has
+//! granted. Records come from the log through a [`ShardCursor`], so a slow client costs a log
+//! position, not memory.
+
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify};
+
+use super::frame::{decode, encode, EndReason, Frame, PushRecord, Start, FRAME_LEN_MAX, VERSION};
+use crate::api::records::{find_shard, parse_position};
+use crate::error::ApiError;
+use crate::fanout::{Lease, ShardCursor, DELIVERY_BYTES_MAX};
+use crate::runtime::ShardKey;
+use crate::service::Service;
+use crate::stream::meta::ConsumerStatus;
+use crate::stream::seqno::SeqNo;
+
+/// Protocol-level error codes (request errors use [`ApiError::push_code`]).
+pub const CODE_BAD_FRAME: u16 = 1;
+pub const CODE_UNSUPPORTED_VERSION: u16 = 2;
+/// Frames queued for a connection's writer.
+const OUTBOUND_FRAMES_MAX: usize = 64;
+/// Subscriptions one connection may hold.
+const SUBSCRIPTIONS_PER_CONNECTION_MAX: usize = 1024;
+/// A connection that sends nothing for this many heartbeat intervals is closed.
+const MISSED_HEARTBEATS_MAX: u32 = 3;
+
+pub async fn serve(listener: TcpListener, svc: Arc<Service>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "push accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(svc, stream).await {
+                tracing::debug!(%peer, error = %e, "push connection ended");
+            }
+        });
+    }
+}
+
+struct Credit {
+    bytes: AtomicI64,
+    more: Notify,
+}
+
+async fn connection(svc: Arc<Service>, stream: TcpStream) -> std::io::Result<()> {
+    let (mut rd, wr) = stream.into_split();
+    let (out, mut out_rx) = mpsc::channel::<Frame>(OUTBOUND_FRAMES_MAX);
+    let writer = tokio::spawn(async move {
+        let mut wr = BufWriter::new(wr);
+        let mut buf = Vec::new();
+        while let Some(f) = out_rx.recv().await {
+            buf.clear();
+            encode(&f, &mut buf);
+            wr.write_all(&buf).await?;
+            if out_rx.is_empty() {
+                wr.flush().await?;
+            }
+        }
+        wr.flush().await
+    });
+    let heartbeat = svc.cfg.fanout.heartbeat_interval;
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut hello = false;
+    let mut missed = 0u32;
+    let mut subs: std::collections::HashMap<u32, (Arc<Credit>, tokio::task::AbortHandle)> = Default::default();
+    let next_id = AtomicU32::new(1);
+    let mut ticker = tokio::time::interval(heartbeat);
+    ticker.tick().await;
+    let result = loop {
+        // Drain whole frames already buffered.
+        let frame = match decode(&buf) {
+            Ok(Some((f, used))) => {
+                let _ = buf.split_to(used);
+                Some(f)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                let _ = out.send(Frame::Error { id: 0, code: CODE_BAD_FRAME, message: e.to_string() }).await;
+                break Ok(());
+            }
+        };
+        let Some(frame) = frame else {
+            if buf.capacity() - buf.len() < 8 << 10 {
+                buf.reserve((64 << 10).min(FRAME_LEN_MAX));
+            }
+            tokio::select! {
+                n = rd.read_buf(&mut buf) => match n {
+                    Ok(0) => break Ok(()),
+                    Ok(_) => missed = 0,
+                    Err(e) => break Err(e),
+                },
+                _ = ticker.tick() => {
+                    missed += 1;
+                    if missed > MISSED_HEARTBEATS_MAX {
+                        break Ok(());
+                    }
+                    let _ = out.try_send(Frame::Ping { nonce: u64::from(missed) });
+                }
+            }
+            continue;
+        };
+        match frame {
+            Frame::Hello { version, .. } if !hello => {
+                if version != VERSION {
+                    let _ = out
+                        .send(Frame::Error {
+                            id: 0,
+                            code: CODE_UNSUPPORTED_VERSION,
+                            message: format!("version {version} is not supported; this server speaks {VERSION}"),
+                        })
+                        .await;
+                    break Ok(());
+                }
+                hello = true;
+                let server = format!("sluice/{}", env!("CARGO_PKG_VERSION"));
+                let _ = out
+                    .send(Frame::HelloOk { version: VERSION, server, heartbeat_ms: heartbeat.as_millis() as u32 })
+                    .await;
+            }
+            _ if !hello => {
+                let _ = out
+                    .send(Frame::Error { id: 0, code: CODE_BAD_FRAME, message: "the first frame must be HELLO".into() })
+                    .await;
+                break Ok(());
+            }
+            Frame::Subscribe { request_id, stream, consumer, shard, start, credit_bytes } => {
+                if subs.len() >= SUBSCRIPTIONS_PER_CONNECTION_MAX {
+                    let e = ApiError::LimitExceeded("Too many subscriptions on this connection.".into());
+                    let _ = out
+                        .send(Frame::Error { id: request_id, code: e.push_code(), message: e.message().into() })
+                        .await;
+                    continue;
+                }
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                match start_subscription(&svc, &stream, &consumer, &shard, start).await {
+                    Ok((cursor, lease, seq)) => {
+                        let credit =
+                            Arc::new(Credit { bytes: AtomicI64::new(i64::from(credit_bytes)), more: Notify::new() });
+                        let continuation = SeqNo { value: cursor.position, ..seq }.encode();
+                        let _ = out.send(Frame::Subscribed { request_id, subscription_id: id, continuation }).await;
+                        let task =
+                            tokio::spawn(deliver(svc.clone(), id, cursor, lease, seq, credit.clone(), out.clone()));
+                        subs.insert(id, (credit, task.abort_handle()));
+                    }
+                    Err(e) => {
+                        let _ = out
+                            .send(Frame::Error { id: request_id, code: e.push_code(), message: e.message().into() })
+                            .await;
+                    }
+                }
+            }
+            Frame::Credit { subscription_id, bytes } => {
+                if let Some((c, _)) = subs.get(&subscription_id) {
+                    c.bytes.fetch_add(i64::from(bytes), Ordering::Relaxed);
+                    c.more.notify_one();
+                }
+            }
+            Frame::Unsubscribe { subscription_id } => {
+                if let Some((_, task)) = subs.remove(&subscription_id) {
+                    task.abort();
+                    let _ = out
+                        .send(Frame::End {
+                            subscription_id,
+                            reason: EndReason::Unsubscribed,
+                            continuation: String::new(),
+                        })
+                        .await;
+                }
+            }
+            Frame::Ping { nonce } => {
+                let _ = out.send(Frame::Pong { nonce }).await;
+            }
+            Frame::Pong { .. } => {}
+            other => {
+                let _ = out
+                    .send(Frame::Error {
+                        id: 0,
+                        code: CODE_BAD_FRAME,
+                        message: format!("unexpected frame from a client: {other:?}"),
+                    })
+                    .await;
+                break Ok(());
+            }
+        }
+    };
+    for (_, (_, task)) in subs {
+        task.abort();
+    }
+    drop(out);
+    let _ = writer.await;
+    result
+}
+
+/// Resolves a SUBSCRIBE: the stream, the shard, the consumer (if named) and the start.
+async fn start_subscription(
+    svc: &Arc<Service>,
+    stream: &str,
+    consumer: &str,
+    shard: &str,
+    start: Start,
+) -> Result<(ShardCursor, Option<Lease>, SeqNo), ApiError> {
+    let meta = svc.stream(stream)?;
+    svc.writable(&meta)?;
+    let shard = find_shard(svc, &meta, shard)?;
+    let lease = if consumer.is_empty() {
+        None
+    } else {
+        let c = meta.consumers.iter().find(|c| c.name == consumer).ok_or_else(|| {
+            ApiError::ResourceNotFound(format!("Consumer {consumer} of stream {stream} is not registered."))
+        })?;
+        if c.status != ConsumerStatus::Active {
+            return Err(ApiError::ResourceInUse(format!("Consumer {consumer} is {}, not ACTIVE.", c.status.as_str())));
+        }
+        Some(svc.subscriptions.acquire(&c.arn(&svc.arn(&meta)), shard.index, svc.cfg.fanout.takeover_after)?)
+    };
+    let (kind, seq, ts) = match &start {
+        Start::TrimHorizon => ("TRIM_HORIZON", None, None),
+        Start::Latest => ("LATEST", None, None),
+        Start::AtSequenceNumber(s) => ("AT_SEQUENCE_NUMBER", Some(s.as_str()), None),
+        Start::AfterSequenceNumber(s) => ("AFTER_SEQUENCE_NUMBER", Some(s.as_str()), None),
+        Start::AtTimestamp(ms) => ("AT_TIMESTAMP", None, Some(serde_json::json!(*ms as f64 / 1000.0))),
+    };
+    let position = parse_position(svc, &meta, shard, kind, "start", seq, ts.as_ref())?;
+    let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
+    let cursor = ShardCursor::open(svc.clone(), key, position).await?;
+    Ok((cursor, lease, SeqNo::shard_start(meta.id, shard.index)))
+}
+
+async fn deliver(
+    svc: Arc<Service>,
+    id: u32,
+    mut cursor: ShardCursor,
+    mut lease: Option<Lease>,
+    seq: SeqNo,
+    credit: Arc<Credit>,
+    out: mpsc::Sender<Frame>,
+) {
+    let heartbeat = svc.cfg.fanout.heartbeat_interval;
+    loop {
+        let available = credit.bytes.load(Ordering::Relaxed);
+        if available <= 0 {
+            credit.more.notified().await;
+            continue;
+        }
+        let max_bytes = (available as usize).min(DELIVERY_BYTES_MAX);
+        let next = async {
+            match lease.as_mut() {
+                Some(l) => tokio::select! {
+                    _ = l.cancelled.changed() => None,
+                    d = cursor.next(max_bytes, heartbeat) => Some(d),
+                },
+                None => Some(cursor.next(max_bytes, heartbeat).await),
+            }
+        };
+        let d = match next.await {
+            None => {
+                let continuation = SeqNo { value: cursor.position, ..seq }.encode();
+                let _ = out.send(Frame::End { subscription_id: id, reason: EndReason::TakenOver, continuation }).await;
+                return;
+            }
+            Some(Err(e)) => {
+                let _ = out.send(Frame::Error { id, code: e.push_code(), message: e.message().into() }).await;
+                return;
+            }
+            Some(Ok(d)) => d,
+        };
+        if d.records.is_empty() {
+            continue;
+        }
+        let bytes: u64 = d.records.iter().map(|r| r.data.len() as u64).sum();
+        credit.bytes.fetch_sub(bytes as i64, Ordering::Relaxed);
+        let records = d
+            .records
+            .into_iter()
+            .map(|r| PushRecord {
+                sequence_number: SeqNo::record(seq.stream_id, seq.shard_index, r.ordinal).encode(),
+                arrival_ms: r.ts_ms,
+                partition_key: r.partition_key,
+                data: r.data.to_vec(),
+            })
+            .collect::<Vec<_>>();
+        let count = records.len() as u64;
+        let continuation = SeqNo { value: cursor.position, ..seq }.encode();
+        let frame = Frame::Records { subscription_id: id, millis_behind: d.millis_behind, continuation, records };
+        if out.send(frame).await.is_err() {
+            return;
+        }
+        if let Some(meta) = svc.stream_by_id(seq.stream_id) {
+            svc.metrics.record_fanout(&meta.name, count, bytes);
+        }
+    }
+}
