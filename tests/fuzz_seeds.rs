@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 
 use ciborium::value::Value as Cbor;
 use sluice::api::codec::{decode_request, Protocol};
+use sluice::api::eventstream;
 use sluice::config::Compression;
 use sluice::log::segment::{decode_batch_header, encode_batch, verify_batch, SegmentHeader, FORMAT_VERSION};
+use sluice::push::frame::{self, EndReason, Frame, PushRecord, Start};
 use sluice::stream::seqno::{SeqNo, ShardIterator};
 
 fn seeds_dir(target: &str) -> PathBuf {
@@ -93,12 +95,69 @@ fn iterator_seeds() -> Seeds {
 /// Named seed files of one target.
 type Seeds = Vec<(&'static str, Vec<u8>)>;
 
+fn recovery_seeds() -> Seeds {
+    // The target puts its own segment header in front when the first byte is even.
+    segment_seeds().into_iter().filter(|(n, _)| *n != "segment_header").collect()
+}
+
+fn eventstream_seeds() -> Seeds {
+    vec![
+        ("initial_response", eventstream::event("initial-response", b"{}").to_vec()),
+        ("event", eventstream::event("SubscribeToShardEvent", br#"{"Records":[],"MillisBehindLatest":0}"#).to_vec()),
+        ("exception", eventstream::exception("ResourceInUseException", "busy").to_vec()),
+    ]
+}
+
+fn push_seeds() -> Seeds {
+    let frames = [
+        ("hello", Frame::Hello { version: 1, client: "seed".into() }),
+        (
+            "subscribe",
+            Frame::Subscribe {
+                request_id: 1,
+                stream: "s".into(),
+                consumer: "c".into(),
+                shard: "shardId-000000000000".into(),
+                start: Start::AfterSequenceNumber(SeqNo::record(1, 0, 5).encode()),
+                credit_bytes: 1 << 20,
+            },
+        ),
+        (
+            "records",
+            Frame::Records {
+                subscription_id: 1,
+                millis_behind: 3,
+                continuation: SeqNo::record(1, 0, 6).encode(),
+                records: vec![PushRecord {
+                    sequence_number: SeqNo::record(1, 0, 5).encode(),
+                    arrival_ms: 1,
+                    partition_key: "k".into(),
+                    data: b"v".to_vec(),
+                }],
+            },
+        ),
+        ("credit", Frame::Credit { subscription_id: 1, bytes: 4096 }),
+        ("end", Frame::End { subscription_id: 1, reason: EndReason::TakenOver, continuation: "x".into() }),
+    ];
+    frames
+        .into_iter()
+        .map(|(n, f)| {
+            let mut b = Vec::new();
+            frame::encode(&f, &mut b);
+            (n, b)
+        })
+        .collect()
+}
+
 fn all() -> Vec<(&'static str, Seeds)> {
     vec![
         ("api_json", json_seeds()),
         ("api_cbor", cbor_seeds()),
         ("segment_batch", segment_seeds()),
         ("seqno_iterator", iterator_seeds()),
+        ("recovery_scan", recovery_seeds()),
+        ("eventstream", eventstream_seeds()),
+        ("push_frame", push_seeds()),
     ]
 }
 
@@ -122,10 +181,12 @@ fn fuzz_seeds_are_valid_inputs() {
                 "api_json" => assert!(decode_request(Protocol::Json, &bytes).is_ok(), "{name}"),
                 "api_cbor" => assert!(decode_request(Protocol::Cbor, &bytes).is_ok(), "{name}"),
                 "segment_batch" if name == "segment_header" => assert!(SegmentHeader::decode(&bytes).is_ok()),
-                "segment_batch" => {
+                "segment_batch" | "recovery_scan" => {
                     let h = decode_batch_header(&bytes, 0).unwrap().unwrap();
                     verify_batch(&bytes, 0, &h).unwrap();
                 }
+                "eventstream" => assert!(matches!(eventstream::decode(&bytes), Ok(Some(_))), "{name}"),
+                "push_frame" => assert!(matches!(frame::decode(&bytes), Ok(Some(_))), "{name}"),
                 _ => {
                     let text = std::str::from_utf8(&bytes).unwrap();
                     assert!(
