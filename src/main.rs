@@ -25,12 +25,36 @@ enum Command {
     /// Load-test a Kinesis-compatible endpoint.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print a shard's records as they arrive, through the push protocol.
+    Subscribe(SubscribeArgs),
+}
+
+#[derive(clap::Args)]
+struct SubscribeArgs {
+    /// The push protocol address.
+    #[arg(long, default_value = "127.0.0.1:4568")]
+    push: String,
+    #[arg(long)]
+    stream: String,
+    #[arg(long, default_value = "shardId-000000000000")]
+    shard: String,
+    /// A registered consumer's name (optional; with one, AWS's one-subscription rule applies).
+    #[arg(long, default_value = "")]
+    consumer: String,
+    /// trim-horizon, latest, at:SEQUENCE_NUMBER, after:SEQUENCE_NUMBER or timestamp:EPOCH_MS.
+    #[arg(long, default_value = "latest")]
+    from: String,
+    /// Stop after this many records.
+    #[arg(long)]
+    count: Option<u64>,
 }
 
 #[derive(Subcommand)]
 enum BenchCommand {
     /// PutRecords as fast as the endpoint acknowledges them.
     Produce(sluice::bench::ProduceArgs),
+    /// Put-acknowledged to record-received latency of enhanced fan-out subscribers.
+    Fanout(sluice::bench::fanout::FanoutArgs),
 }
 
 #[derive(clap::Args)]
@@ -67,6 +91,14 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Subscribe(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(subscribe(args))
+        }
+        Command::Bench(BenchCommand::Fanout(args)) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(sluice::bench::fanout::run(args))
+        }
         Command::Bench(BenchCommand::Produce(args)) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(sluice::bench::produce(args))
@@ -107,4 +139,41 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(sluice::serve(cfg))
+}
+
+async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
+    use sluice::push::client::{Event, PushClient};
+    use sluice::push::frame::Start;
+    use std::io::Write;
+    let start = match args.from.split_once(':') {
+        None if args.from == "trim-horizon" => Start::TrimHorizon,
+        None if args.from == "latest" => Start::Latest,
+        Some(("at", s)) => Start::AtSequenceNumber(s.into()),
+        Some(("after", s)) => Start::AfterSequenceNumber(s.into()),
+        Some(("timestamp", ms)) => Start::AtTimestamp(ms.parse().context("--from timestamp:EPOCH_MS")?),
+        _ => anyhow::bail!("--from must be trim-horizon, latest, at:SEQ, after:SEQ or timestamp:EPOCH_MS"),
+    };
+    let mut client = PushClient::connect(&args.push, "sluice subscribe").await?;
+    client.subscribe(&args.stream, &args.consumer, &args.shard, start).await?;
+    let mut seen = 0u64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        match client.next_event().await? {
+            Event::Records { records, .. } => {
+                for r in records {
+                    writeln!(out, "{}\t{}\t{}", r.sequence_number, r.partition_key, String::from_utf8_lossy(&r.data))?;
+                    seen += 1;
+                    if args.count.is_some_and(|c| seen >= c) {
+                        return Ok(());
+                    }
+                }
+                out.flush()?;
+            }
+            Event::End { reason, continuation, .. } => {
+                eprintln!("subscription ended ({reason:?}); resume with --from after:{continuation}");
+                return Ok(());
+            }
+            Event::Error { code, message, .. } => anyhow::bail!("error {code}: {message}"),
+        }
+    }
 }

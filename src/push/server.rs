@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, Notify};
 use super::frame::{decode, encode, EndReason, Frame, PushRecord, Start, FRAME_LEN_MAX, VERSION};
 use crate::api::records::{find_shard, parse_position};
 use crate::error::ApiError;
-use crate::fanout::{Lease, ShardCursor, DELIVERY_BYTES_MAX};
+use crate::fanout::{Lease, Pacer, ShardCursor, DELIVERY_BYTES_MAX};
 use crate::runtime::ShardKey;
 use crate::service::Service;
 use crate::stream::meta::ConsumerStatus;
@@ -250,6 +250,7 @@ async fn deliver(
     out: mpsc::Sender<Frame>,
 ) {
     let heartbeat = svc.cfg.fanout.heartbeat_interval;
+    let mut pacer = Pacer::new(svc.cfg.limits.enforce.then_some(svc.cfg.limits.fanout_bytes_per_s));
     loop {
         let available = credit.bytes.load(Ordering::Relaxed);
         if available <= 0 {
@@ -302,5 +303,6 @@ async fn deliver(
         if let Some(meta) = svc.stream_by_id(seq.stream_id) {
             svc.metrics.record_fanout(&meta.name, count, bytes);
         }
+        pacer.pace(bytes).await;
     }
 }
