@@ -33,6 +33,10 @@ pub enum ApiError {
     InternalFailure(String),
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// Internal: an append reached a shard a reshard had just closed. The API layer routes the
+    /// records again; a client sees InternalFailure only if that keeps failing.
+    #[error("{0}")]
+    ShardClosed(String),
 }
 
 impl ApiError {
@@ -51,13 +55,14 @@ impl ApiError {
             ApiError::ProvisionedThroughputExceeded(_) => "ProvisionedThroughputExceededException",
             ApiError::InternalFailure(_) => "InternalFailure",
             ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
+            ApiError::ShardClosed(_) => "InternalFailure",
         }
     }
 
     /// The HTTP status AWS uses for this error type.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InternalFailure(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::InternalFailure(_) | ApiError::ShardClosed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -78,6 +83,7 @@ impl ApiError {
             ApiError::ProvisionedThroughputExceeded(_) => 13,
             ApiError::InternalFailure(_) => 6,
             ApiError::ServiceUnavailable(_) => 14,
+            ApiError::ShardClosed(_) => 6,
         }
     }
 
@@ -94,7 +100,8 @@ impl ApiError {
             | ApiError::UnknownOperation(m)
             | ApiError::ProvisionedThroughputExceeded(m)
             | ApiError::InternalFailure(m)
-            | ApiError::ServiceUnavailable(m) => m,
+            | ApiError::ServiceUnavailable(m)
+            | ApiError::ShardClosed(m) => m,
         }
     }
 

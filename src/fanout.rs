@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::error::ApiError;
 use crate::log::Record;
-use crate::runtime::{Position, ShardKey};
+use crate::runtime::{Position, ShardKey, Tip};
 use crate::service::Service;
 
 /// Records of one delivery, at most.
@@ -30,12 +30,14 @@ pub struct ShardCursor {
     key: ShardKey,
     /// The next ordinal to deliver.
     pub position: u64,
-    tip: watch::Receiver<u64>,
+    tip: watch::Receiver<Tip>,
 }
 
 pub struct Delivery {
     pub records: Vec<Record>,
     pub millis_behind: u64,
+    /// The shard is closed (resharded) and everything in it has been delivered.
+    pub ended: bool,
 }
 
 impl ShardCursor {
@@ -50,22 +52,28 @@ impl ShardCursor {
     pub async fn next(&mut self, max_bytes: usize, wait: Duration) -> Result<Delivery, ApiError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if *self.tip.borrow_and_update() > self.position {
+            let tip = *self.tip.borrow_and_update();
+            if tip.next > self.position {
                 break;
+            }
+            if tip.closed {
+                return Ok(Delivery { records: Vec::new(), millis_behind: 0, ended: true });
             }
             match tokio::time::timeout_at(deadline, self.tip.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => return Err(ApiError::ResourceNotFound("The shard was closed on this daemon.".into())),
-                Err(_) => return Ok(Delivery { records: Vec::new(), millis_behind: 0 }),
+                Err(_) => return Ok(Delivery { records: Vec::new(), millis_behind: 0, ended: false }),
             }
         }
         let r = self.svc.runtime.read(self.key, self.position, DELIVERY_RECORDS_MAX, max_bytes).await?;
         self.position = r.next;
+        let tip = *self.tip.borrow();
+        let ended = tip.closed && self.position >= tip.next;
         let millis_behind = match r.records.last() {
             Some(last) if r.next < r.tip => (r.last_ts_ms - last.ts_ms).max(0) as u64,
             _ => 0,
         };
-        Ok(Delivery { records: r.records, millis_behind })
+        Ok(Delivery { records: r.records, millis_behind, ended })
     }
 }
 

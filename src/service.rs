@@ -77,7 +77,7 @@ impl Service {
                 let index = self.store.load_index(meta.id, shard.index)?;
                 let report = self
                     .runtime
-                    .open(key, self.shard_dir(key), index, meta.retention_hours)
+                    .open(key, self.shard_dir(key), index, meta.retention_hours, shard.end_ordinal.is_some())
                     .await
                     .map_err(|e| anyhow::anyhow!("recovering stream {} shard {}: {e}", meta.name, shard.index))?;
                 shards += 1;

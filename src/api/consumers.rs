@@ -361,13 +361,23 @@ async fn deliver(
             }
         };
         let bytes: u64 = d.records.iter().map(|r| r.data.len() as u64).sum();
-        let event = json!({
+        let mut event = json!({
             "Records": d.records.iter().map(|r| record_json(meta, shard_index, r)).collect::<Vec<_>>(),
             "ContinuationSequenceNumber": SeqNo { stream_id: meta.id, shard_index, value: cursor.position }.encode(),
             "MillisBehindLatest": d.millis_behind,
         });
+        if d.ended {
+            // The shard is closed and fully delivered: say where the keys went, then end.
+            let current = svc.stream_by_id(meta.id);
+            let children =
+                current.as_deref().map(|m| super::streams::child_shards_json(m, shard_index)).unwrap_or_default();
+            event["ChildShards"] = json!(children);
+        }
         if tx.send(event_message(proto, "SubscribeToShardEvent", &event)).await.is_err() {
             return; // the client went away
+        }
+        if d.ended {
+            return;
         }
         svc.metrics.record_fanout(&meta.name, d.records.len() as u64, bytes);
         pacer.pace(bytes).await;

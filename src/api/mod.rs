@@ -10,6 +10,7 @@ pub mod codec;
 pub mod consumers;
 pub mod eventstream;
 pub mod records;
+pub mod reshard;
 pub mod server;
 pub mod streams;
 
@@ -45,6 +46,10 @@ pub async fn dispatch(svc: &Arc<Service>, op: &str, req: Value) -> ApiResult<Val
         "DeregisterStreamConsumer" => consumers::deregister_stream_consumer(svc, parse(req)?).await,
         "DescribeStreamConsumer" => consumers::describe_stream_consumer(svc, parse(req)?),
         "ListStreamConsumers" => consumers::list_stream_consumers(svc, parse(req)?),
+        "SplitShard" => reshard::split_shard(svc, parse(req)?).await,
+        "MergeShards" => reshard::merge_shards(svc, parse(req)?).await,
+        "UpdateShardCount" => reshard::update_shard_count(svc, parse(req)?).await,
+        "UpdateStreamMode" => reshard::update_stream_mode(svc, parse(req)?).await,
         "PutRecord" => records::put_record(svc, parse(req)?).await,
         "PutRecords" => records::put_records(svc, parse(req)?).await,
         "GetShardIterator" => records::get_shard_iterator(svc, parse(req)?).await,

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::{epoch_seconds, in_range, required, timestamp_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::log::NewRecord;
-use crate::runtime::{Appended, Position, ShardKey};
+use crate::runtime::{Position, ShardKey};
 use crate::service::Service;
 use crate::stream::hashing::{hash_partition_key, parse_explicit_hash_key};
 use crate::stream::meta::{parse_shard_id, shard_id, ShardMeta, StreamMeta};
@@ -127,18 +127,95 @@ pub async fn put_record(svc: &Arc<Service>, input: PutRecordInput) -> ApiResult<
     }
     let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
     svc.writable(&meta)?;
-    let shard = route(svc, &meta, routed.hash)?;
-    let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
-    let bytes = routed.record.data.len() as u64;
     let started = Instant::now();
-    let appended = svc.runtime.append(key, vec![routed.record]).await?;
+    let (shard, ordinal) = append_routed(svc, &meta, vec![routed]).await.remove(0)?;
     svc.metrics.record_put_latency(&meta.name, started.elapsed());
-    svc.metrics.record_put(&meta.name, &shard.shard_id(), 1, bytes);
     Ok(json!({
-        "ShardId": shard.shard_id(),
-        "SequenceNumber": SeqNo::record(meta.id, shard.index, appended.first_ordinal).encode(),
+        "ShardId": shard_id(shard),
+        "SequenceNumber": SeqNo::record(meta.id, shard, ordinal).encode(),
         "EncryptionType": "NONE",
     }))
+}
+
+/// Attempts at routing records whose shard a reshard has just closed, and the pause between.
+const RESHARD_ROUTE_ATTEMPTS_MAX: usize = 200;
+const RESHARD_ROUTE_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Appends records routed by hash key (request order is kept within each shard) and returns,
+/// per record in request order, its shard and ordinal. Records that reach a shard that a reshard
+/// has just closed are routed again on the new shard set, so none is lost or doubled.
+async fn append_routed(svc: &Arc<Service>, meta: &Arc<StreamMeta>, routed: Vec<Routed>) -> Vec<ApiResult<(u32, u64)>> {
+    let mut results: Vec<Option<ApiResult<(u32, u64)>>> = (0..routed.len()).map(|_| None).collect();
+    let mut todo: Vec<(usize, Routed)> = routed.into_iter().enumerate().collect();
+    let mut meta = meta.clone();
+    for attempt in 0..RESHARD_ROUTE_ATTEMPTS_MAX {
+        // Group by shard, keeping request order inside each shard.
+        let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+        for (i, (_, r)) in todo.iter().enumerate() {
+            let shard = match route(svc, &meta, r.hash) {
+                Ok(s) => s.index,
+                Err(e) => {
+                    results[todo[i].0] = Some(Err(e));
+                    continue;
+                }
+            };
+            match groups.iter_mut().find(|g| g.0 == shard) {
+                Some(g) => g.1.push(i),
+                None => groups.push((shard, vec![i])),
+            }
+        }
+        let pending: Vec<_> = groups
+            .iter()
+            .map(|(shard, members)| {
+                let records = members.iter().map(|&i| todo[i].1.record.clone()).collect();
+                svc.runtime.append(ShardKey { stream_id: meta.id, shard_index: *shard }, records)
+            })
+            .collect();
+        let mut retry = Vec::new();
+        for ((shard, members), fut) in groups.into_iter().zip(pending) {
+            match fut.await {
+                Ok(a) => {
+                    let bytes = members.iter().map(|&i| todo[i].1.record.data.len() as u64).sum();
+                    svc.metrics.record_put(&meta.name, &shard_id(shard), members.len() as u64, bytes);
+                    for (pos, &i) in members.iter().enumerate() {
+                        results[todo[i].0] = Some(Ok((shard, a.first_ordinal + pos as u64)));
+                    }
+                }
+                Err(ApiError::ShardClosed(_)) if attempt + 1 < RESHARD_ROUTE_ATTEMPTS_MAX => retry.extend(members),
+                Err(e) => {
+                    for &i in &members {
+                        results[todo[i].0] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        if retry.is_empty() {
+            break;
+        }
+        let mut keep = vec![false; todo.len()];
+        for i in retry {
+            keep[i] = true;
+        }
+        todo = todo.into_iter().zip(keep).filter(|(_, k)| *k).map(|(t, _)| t).collect();
+        tokio::time::sleep(RESHARD_ROUTE_RETRY).await;
+        meta = match svc.stream(&meta.name) {
+            Ok(m) if m.id == meta.id => m,
+            _ => {
+                for (i, _) in &todo {
+                    results[*i] = Some(Err(svc.not_found(&meta.name)));
+                }
+                break;
+            }
+        };
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(ApiError::InternalFailure("The record could not be routed during a reshard.".into()))
+            })
+        })
+        .collect()
 }
 
 pub async fn put_records(svc: &Arc<Service>, input: PutRecordsInput) -> ApiResult<Value> {
@@ -169,62 +246,26 @@ pub async fn put_records(svc: &Arc<Service>, input: PutRecordsInput) -> ApiResul
     }
     let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
     svc.writable(&meta)?;
-    // Group by shard, keeping request order inside each shard.
-    let mut groups: Vec<(u32, Vec<usize>, Vec<NewRecord>)> = Vec::new();
-    let mut placement = Vec::with_capacity(routed.len());
-    for r in routed {
-        let shard = route(svc, &meta, r.hash)?.index;
-        let g = match groups.iter().position(|g| g.0 == shard) {
-            Some(g) => g,
-            None => {
-                groups.push((shard, Vec::new(), Vec::new()));
-                groups.len() - 1
-            }
-        };
-        placement.push((g, groups[g].2.len()));
-        groups[g].1.push(placement.len() - 1);
-        groups[g].2.push(r.record);
-    }
     let started = Instant::now();
-    let mut pending: Vec<(u32, u64, u64, _)> = Vec::with_capacity(groups.len());
-    for (shard, _, records) in groups {
-        let bytes = records.iter().map(|r| r.data.len() as u64).sum();
-        let count = records.len() as u64;
-        let key = ShardKey { stream_id: meta.id, shard_index: shard };
-        pending.push((shard, count, bytes, svc.runtime.append(key, records)));
-    }
-    let mut outcomes: Vec<(u32, Result<Appended, ApiError>)> = Vec::with_capacity(pending.len());
-    for (shard, count, bytes, fut) in pending {
-        let res = fut.await;
-        if res.is_ok() {
-            svc.metrics.record_put(&meta.name, &shard_id(shard), count, bytes);
-        }
-        outcomes.push((shard, res));
-    }
+    let outcomes = append_routed(svc, &meta, routed).await;
     svc.metrics.record_put_latency(&meta.name, started.elapsed());
     let mut failed = 0;
-    let results: Vec<Value> = placement
+    let results: Vec<Value> = outcomes
         .iter()
-        .map(|&(g, pos)| match &outcomes[g] {
-            (shard, Ok(a)) => json!({
-                "SequenceNumber": SeqNo::record(meta.id, *shard, a.first_ordinal + pos as u64).encode(),
+        .map(|o| match o {
+            Ok((shard, ordinal)) => json!({
+                "SequenceNumber": SeqNo::record(meta.id, *shard, *ordinal).encode(),
                 "ShardId": shard_id(*shard),
             }),
-            (shard, Err(e)) => {
+            Err(e) => {
                 failed += 1;
                 // AWS reports only these two codes per record.
-                let code = match e {
-                    ApiError::ProvisionedThroughputExceeded(_) => "ProvisionedThroughputExceededException",
-                    _ => "InternalFailure",
-                };
-                let message = match e {
-                    ApiError::ProvisionedThroughputExceeded(_) => format!(
-                        "Rate exceeded for shard {} in stream {} under account {}.",
-                        shard_id(*shard),
-                        meta.name,
-                        svc.cfg.account_id
+                let (code, message) = match e {
+                    ApiError::ProvisionedThroughputExceeded(_) => (
+                        "ProvisionedThroughputExceededException",
+                        format!("Rate exceeded for stream {} under account {}.", meta.name, svc.cfg.account_id),
                     ),
-                    other => other.message().to_owned(),
+                    other => ("InternalFailure", other.message().to_owned()),
                 };
                 json!({"ErrorCode": code, "ErrorMessage": message})
             }
@@ -388,6 +429,14 @@ pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResul
         Some(last) => (reply.last_ts_ms - last.ts_ms).max(0),
         None => 0,
     };
+    if reply.closed && reply.next >= reply.tip {
+        // A closed shard read to its end: no next iterator, and where its keys went.
+        return Ok(json!({
+            "Records": records,
+            "MillisBehindLatest": 0,
+            "ChildShards": super::streams::child_shards_json(&meta, shard.index),
+        }));
+    }
     let next = ShardIterator { ordinal: reply.next, issued_ms: now, ..it };
     Ok(json!({
         "Records": records,

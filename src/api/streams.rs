@@ -117,7 +117,7 @@ pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiR
     let meta = svc.save(meta).await?;
     for shard in &meta.shards {
         let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
-        let opened = svc.runtime.open(key, svc.shard_dir(key), Vec::new(), meta.retention_hours).await;
+        let opened = svc.runtime.open(key, svc.shard_dir(key), Vec::new(), meta.retention_hours, false).await;
         if let Err(e) = opened {
             // Undo, so that the name is not left stuck in CREATING.
             tracing::error!(stream = %meta.name, error = %e, "could not open a new shard; removing the stream");
@@ -236,6 +236,23 @@ pub fn list_streams(svc: &Service, input: ListStreamsInput) -> ApiResult<Value> 
         }
     }
     Ok(out)
+}
+
+/// The ChildShards entries of a closed shard, as GetRecords and SubscribeToShard give them.
+pub(crate) fn child_shards_json(meta: &StreamMeta, parent: u32) -> Vec<Value> {
+    meta.shards
+        .iter()
+        .filter(|c| c.parent == Some(parent) || c.adjacent_parent == Some(parent))
+        .map(|c| {
+            let parents: Vec<String> =
+                c.parent.iter().chain(c.adjacent_parent.iter()).map(|p| crate::stream::meta::shard_id(*p)).collect();
+            json!({
+                "ShardId": c.shard_id(),
+                "ParentShards": parents,
+                "HashKeyRange": {"StartingHashKey": c.hash_start, "EndingHashKey": c.hash_end},
+            })
+        })
+        .collect()
 }
 
 fn shard_json(meta: &StreamMeta, s: &ShardMeta) -> Value {
@@ -379,7 +396,7 @@ pub fn list_shards(svc: &Service, input: ListShardsInput) -> ApiResult<Value> {
         .shards
         .iter()
         .filter(|s| after.as_ref().is_none_or(|a| s.shard_id() > *a))
-        .filter(|s| filter.keeps(s))
+        .filter(|s| filter.keeps(s, &meta))
         .collect();
     let page = &shards[..shards.len().min(max as usize)];
     let mut out = json!({"Shards": page.iter().map(|s| shard_json(&meta, s)).collect::<Vec<_>>()});
@@ -394,19 +411,23 @@ pub fn list_shards(svc: &Service, input: ListShardsInput) -> ApiResult<Value> {
 enum Filter {
     All,
     AfterShard(String),
+    /// The shards a reader starting at the trim horizon starts with: no retained parent.
+    TrimHorizonRoots,
     Open,
     OpenAt(i64),
     From(i64),
 }
 
 impl Filter {
-    fn keeps(&self, s: &ShardMeta) -> bool {
+    fn keeps(&self, s: &ShardMeta, meta: &StreamMeta) -> bool {
+        let open_at = |ts: i64| s.created_ms <= ts && s.closed_ms.is_none_or(|c| c > ts);
         match *self {
             Filter::All => true,
             Filter::AfterShard(ref id) => s.shard_id() > *id,
+            Filter::TrimHorizonRoots => s.parent.is_none_or(|p| meta.shard(p).is_none()),
             Filter::Open => s.is_open(),
-            Filter::OpenAt(ts) => s.created_ms <= ts && s.is_open(),
-            Filter::From(ts) => s.is_open() || s.created_ms >= ts,
+            Filter::OpenAt(ts) => open_at(ts),
+            Filter::From(ts) => open_at(ts) || s.created_ms >= ts,
         }
     }
 }
@@ -428,7 +449,8 @@ fn shard_filter(f: Option<&ShardFilter>) -> ApiResult<Filter> {
             })?;
             Filter::AfterShard(shard_id_arg(id, "shardFilter.shardId")?)
         }
-        "AT_TRIM_HORIZON" | "FROM_TRIM_HORIZON" => Filter::All,
+        "AT_TRIM_HORIZON" => Filter::TrimHorizonRoots,
+        "FROM_TRIM_HORIZON" => Filter::All,
         "AT_LATEST" => Filter::Open,
         "AT_TIMESTAMP" => Filter::OpenAt(ts()?),
         "FROM_TIMESTAMP" => Filter::From(ts()?),

@@ -279,6 +279,11 @@ async fn deliver(
             }
             Some(Ok(d)) => d,
         };
+        if d.records.is_empty() && d.ended {
+            let continuation = SeqNo { value: cursor.position, ..seq }.encode();
+            let _ = out.send(Frame::End { subscription_id: id, reason: EndReason::ShardEnded, continuation }).await;
+            return;
+        }
         if d.records.is_empty() {
             continue;
         }
@@ -304,5 +309,10 @@ async fn deliver(
             svc.metrics.record_fanout(&meta.name, count, bytes);
         }
         pacer.pace(bytes).await;
+        if d.ended {
+            let continuation = SeqNo { value: cursor.position, ..seq }.encode();
+            let _ = out.send(Frame::End { subscription_id: id, reason: EndReason::ShardEnded, continuation }).await;
+            return;
+        }
     }
 }

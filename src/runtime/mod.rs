@@ -39,6 +39,15 @@ pub enum Position {
     AtOrdinal(u64),
 }
 
+/// What a shard's owner publishes after every commit and when the shard closes: how enhanced
+/// fan-out subscribers are woken without polling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tip {
+    /// The ordinal the next record would get (the end of the shard, once closed).
+    pub next: u64,
+    pub closed: bool,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Appended {
     pub first_ordinal: u64,
@@ -52,6 +61,8 @@ pub struct ReadReply {
     /// The ordinal the next appended record gets, and when the newest one arrived.
     pub tip: u64,
     pub last_ts_ms: i64,
+    /// The shard is closed: `tip` is its end.
+    pub closed: bool,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
@@ -62,6 +73,8 @@ pub enum Command {
         dir: PathBuf,
         index: Vec<IndexEntry>,
         retention_hours: u32,
+        /// The shard was closed by a reshard: it serves reads and takes no appends.
+        closed: bool,
         reply: Reply<RecoveryReport>,
     },
     Append {
@@ -98,7 +111,13 @@ pub enum Command {
     /// enhanced fan-out subscribers are woken without polling.
     Watch {
         key: ShardKey,
-        reply: Reply<tokio::sync::watch::Receiver<u64>>,
+        reply: Reply<tokio::sync::watch::Receiver<Tip>>,
+    },
+    /// Closes the shard (resharding): appends after this fail with ShardClosed; the reply is
+    /// the shard's end ordinal.
+    Close {
+        key: ShardKey,
+        reply: Reply<u64>,
     },
     Shutdown,
 }
@@ -106,6 +125,9 @@ pub enum Command {
 pub struct Runtime {
     senders: Vec<Sender<Command>>,
     handles: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Which worker owns each shard, and whether the shard is open. New shards go to the worker
+    /// with the fewest open shards, so ownership follows the shard set as it changes.
+    placement: std::sync::RwLock<std::collections::HashMap<ShardKey, (usize, bool)>>,
 }
 
 /// How long a control command waits between tries when a worker's queue is full.
@@ -136,7 +158,7 @@ impl Runtime {
             senders.push(tx);
             handles.push(handle);
         }
-        Ok(Runtime { senders, handles: std::sync::Mutex::new(handles) })
+        Ok(Runtime { senders, handles: std::sync::Mutex::new(handles), placement: Default::default() })
     }
 
     pub fn workers(&self) -> usize {
@@ -144,8 +166,36 @@ impl Runtime {
     }
 
     fn sender(&self, key: ShardKey) -> &Sender<Command> {
-        let i = (key.stream_id.wrapping_mul(31).wrapping_add(u64::from(key.shard_index))) % self.senders.len() as u64;
-        &self.senders[i as usize]
+        let placed = self.placement.read().unwrap_or_else(|p| p.into_inner()).get(&key).map(|p| p.0);
+        let i = placed.unwrap_or_else(|| {
+            ((key.stream_id.wrapping_mul(31).wrapping_add(u64::from(key.shard_index))) % self.senders.len() as u64)
+                as usize
+        });
+        &self.senders[i]
+    }
+
+    /// Places a shard on the worker with the fewest open shards (or where it already is).
+    fn place(&self, key: ShardKey, open: bool) {
+        let mut placement = self.placement.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = placement.get_mut(&key) {
+            p.1 = open;
+            return;
+        }
+        let mut load = vec![0usize; self.senders.len()];
+        for (worker, is_open) in placement.values() {
+            load[*worker] += usize::from(*is_open);
+        }
+        let worker = (0..load.len()).min_by_key(|&w| (load[w], w)).unwrap_or(0);
+        placement.insert(key, (worker, open));
+    }
+
+    /// Open shards per worker (for metrics and tests).
+    pub fn open_shards_per_worker(&self) -> Vec<usize> {
+        let mut load = vec![0usize; self.senders.len()];
+        for (worker, open) in self.placement.read().unwrap_or_else(|p| p.into_inner()).values() {
+            load[*worker] += usize::from(*open);
+        }
+        load
     }
 
     /// Sends the command now (so that several can be in flight) and returns the reply to await.
@@ -200,8 +250,18 @@ impl Runtime {
         dir: PathBuf,
         index: Vec<IndexEntry>,
         retention_hours: u32,
+        closed: bool,
     ) -> Result<RecoveryReport, ApiError> {
-        self.control(key, move |reply| Command::Open { key, dir, index, retention_hours, reply }).await
+        self.place(key, !closed);
+        self.control(key, move |reply| Command::Open { key, dir, index, retention_hours, closed, reply }).await
+    }
+
+    /// Closes a shard for a reshard; returns its end ordinal. Appends that reach the worker after
+    /// this fail with ShardClosed and are routed again by the caller.
+    pub async fn close(&self, key: ShardKey) -> Result<u64, ApiError> {
+        let end = self.control(key, move |reply| Command::Close { key, reply }).await?;
+        self.place(key, false);
+        Ok(end)
     }
 
     pub fn append(&self, key: ShardKey, records: Vec<NewRecord>) -> impl Future<Output = Result<Appended, ApiError>> {
@@ -222,7 +282,7 @@ impl Runtime {
         self.call(key, move |reply| Command::Position { key, at, reply })
     }
 
-    pub fn watch(&self, key: ShardKey) -> impl Future<Output = Result<tokio::sync::watch::Receiver<u64>, ApiError>> {
+    pub fn watch(&self, key: ShardKey) -> impl Future<Output = Result<tokio::sync::watch::Receiver<Tip>, ApiError>> {
         self.call(key, move |reply| Command::Watch { key, reply })
     }
 
@@ -231,7 +291,9 @@ impl Runtime {
     }
 
     pub async fn drop_shard(&self, key: ShardKey) -> Result<(), ApiError> {
-        self.control(key, move |reply| Command::Drop { key, reply }).await
+        let res = self.control(key, move |reply| Command::Drop { key, reply }).await;
+        self.placement.write().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        res
     }
 
     /// Succeeds once every worker has answered a ping: none is stuck.

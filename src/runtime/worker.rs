@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::{Appended, Command, Position, ReadReply, ShardKey};
+use super::{Appended, Command, Position, ReadReply, ShardKey, Tip};
 use crate::error::ApiError;
 use crate::index::IndexOp;
 use crate::log::shard::Prepared;
@@ -41,8 +41,16 @@ pub struct WorkerConfig {
 struct OwnedShard {
     log: ShardLog,
     retention_hours: u32,
-    /// The next ordinal, published after every commit to wake fan-out subscribers.
-    tip: tokio::sync::watch::Sender<u64>,
+    /// The next ordinal (and whether the shard is closed), published after every commit to wake
+    /// fan-out subscribers.
+    tip: tokio::sync::watch::Sender<Tip>,
+    closed: bool,
+}
+
+impl OwnedShard {
+    fn publish(&self) {
+        self.tip.send_replace(Tip { next: self.log.next_ordinal(), closed: self.closed });
+    }
 }
 
 struct PendingAppend {
@@ -172,7 +180,7 @@ impl Worker {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Open { key, dir, index, retention_hours, reply } => {
+            Command::Open { key, dir, index, retention_hours, closed, reply } => {
                 let res =
                     ShardLog::open(dir, key.stream_id, key.shard_index, self.cfg.log, index).map(|(log, report)| {
                         if !report.new_index.is_empty() {
@@ -189,8 +197,8 @@ impl Worker {
                                 entries: report.stale_index.clone(),
                             });
                         }
-                        let tip = tokio::sync::watch::Sender::new(log.next_ordinal());
-                        self.shards.insert(key, OwnedShard { log, retention_hours, tip });
+                        let tip = tokio::sync::watch::Sender::new(Tip { next: log.next_ordinal(), closed });
+                        self.shards.insert(key, OwnedShard { log, retention_hours, tip, closed });
                         report
                     });
                 let _ = reply.send(res.map_err(log_error));
@@ -207,6 +215,7 @@ impl Worker {
                         next: out.next,
                         tip: s.log.next_ordinal(),
                         last_ts_ms: s.log.last_ts_ms(),
+                        closed: s.closed,
                     })
                 });
                 let _ = reply.send(res);
@@ -242,6 +251,17 @@ impl Worker {
             Command::Ping { reply } => {
                 let _ = reply.send(Ok(()));
             }
+            Command::Close { key, reply } => {
+                let res = match self.shards.get_mut(&key) {
+                    Some(s) => {
+                        s.closed = true;
+                        s.publish();
+                        Ok(s.log.next_ordinal())
+                    }
+                    None => Err(ApiError::ResourceNotFound("The shard is not open on this daemon.".into())),
+                };
+                let _ = reply.send(res);
+            }
             Command::Watch { key, reply } => {
                 let _ = reply.send(self.shard(key).map(|s| s.tip.subscribe()));
             }
@@ -267,6 +287,10 @@ impl Worker {
         let mut order: Vec<ShardKey> = Vec::new();
         let mut per_shard: HashMap<ShardKey, (Replies, Vec<NewRecord>)> = HashMap::new();
         for a in appends {
+            if self.shards.get(&a.key).is_some_and(|s| s.closed) {
+                let _ = a.reply.send(Err(ApiError::ShardClosed("The shard was closed by a reshard.".into())));
+                continue;
+            }
             if !self.shards.contains_key(&a.key) {
                 let _ = a.reply.send(Err(ApiError::ResourceNotFound("The shard is not open on this daemon.".into())));
                 continue;
@@ -334,7 +358,7 @@ impl Worker {
                 continue;
             }
             let committed = shard.log.commit(p);
-            shard.tip.send_replace(shard.log.next_ordinal());
+            shard.publish();
             if !committed.new_index.is_empty() {
                 self.send_index(IndexOp::Put {
                     stream_id: key.stream_id,

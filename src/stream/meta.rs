@@ -67,6 +67,9 @@ pub struct ShardMeta {
     /// Set when the shard is closed: the ordinal one past its last record.
     #[serde(default)]
     pub end_ordinal: Option<u64>,
+    /// When the shard was closed by a reshard.
+    #[serde(default)]
+    pub closed_ms: Option<i64>,
     #[serde(default)]
     pub created_ms: i64,
 }
@@ -181,6 +184,7 @@ impl StreamMeta {
                 parent: None,
                 adjacent_parent: None,
                 end_ordinal: None,
+                closed_ms: None,
                 created_ms: now_ms,
             })
             .collect();
@@ -215,6 +219,10 @@ impl StreamMeta {
 
     pub fn shard(&self, index: u32) -> Option<&ShardMeta> {
         self.shards.iter().find(|s| s.index == index)
+    }
+
+    pub fn next_shard_index(&self) -> u32 {
+        self.shards.iter().map(|s| s.index + 1).max().unwrap_or(0)
     }
 
     pub fn starting_sequence_number(&self, shard: &ShardMeta) -> String {

@@ -1,0 +1,407 @@
+//! Resharding: SplitShard, MergeShards, UpdateShardCount (UNIFORM_SCALING) and UpdateStreamMode.
+//!
+//! A reshard is a plan of splits and merges applied to a copy of the stream's metadata. Children
+//! are opened on their workers first, then each parent is closed on its worker (which returns its
+//! end ordinal: appends that reach it afterwards fail with ShardClosed and are routed again), then
+//! the new metadata is saved in one write, with the stream UPDATING until `streams.create_delay`
+//! has passed. UpdateShardCount is done as AWS does it: splits at the new boundaries, then merges
+//! of the pieces, so that every child has at most a parent and an adjacent parent and readers
+//! that finish parents before children keep per-key order.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::records::find_shard;
+use super::{in_range, required};
+use crate::error::{ApiError, ApiResult};
+use crate::runtime::ShardKey;
+use crate::service::Service;
+use crate::stream::hashing::{parse_explicit_hash_key, uniform_ranges};
+use crate::stream::meta::{ShardMeta, StreamMeta, StreamMode, StreamStatus};
+
+/// Shards one stream may have open (AWS's default for UpdateShardCount).
+pub const SHARDS_PER_STREAM_MAX: i64 = 10_000;
+
+enum Step {
+    Split { parent: u32, at: u128 },
+    Merge { a: u32, b: u32 },
+}
+
+fn in_use(svc: &Service, meta: &StreamMeta) -> ApiError {
+    ApiError::ResourceInUse(format!(
+        "Stream {} under account {} is {}, not ACTIVE.",
+        meta.name,
+        svc.cfg.account_id,
+        meta.status.as_str()
+    ))
+}
+
+fn open_shard<'a>(svc: &Service, meta: &'a StreamMeta, id: &str) -> ApiResult<&'a ShardMeta> {
+    let s = find_shard(svc, meta, id)?;
+    if !s.is_open() {
+        return Err(ApiError::ResourceInUse(format!(
+            "Shard {id} in stream {} under account {} has already been merged or split, and thus is not eligible for merging or splitting.",
+            meta.name, svc.cfg.account_id
+        )));
+    }
+    Ok(s)
+}
+
+/// Applies `steps` to `meta`: returns the new metadata, the pre-existing shards it closes and
+/// the shards it creates (with whether each stays open).
+fn plan(meta: &StreamMeta, steps: &[Step], now_ms: i64) -> (StreamMeta, Vec<u32>, Vec<(u32, bool)>) {
+    let mut m = meta.clone();
+    let existing: Vec<u32> = meta.shards.iter().map(|s| s.index).collect();
+    let mut created: Vec<u32> = Vec::new();
+    let mut closed: Vec<u32> = Vec::new();
+    let child = |m: &StreamMeta, start: u128, end: u128, parent: u32, adjacent: Option<u32>| ShardMeta {
+        index: m.next_shard_index(),
+        hash_start: start.to_string(),
+        hash_end: end.to_string(),
+        parent: Some(parent),
+        adjacent_parent: adjacent,
+        end_ordinal: None,
+        closed_ms: None,
+        created_ms: now_ms,
+    };
+    for step in steps {
+        match *step {
+            Step::Split { parent, at } => {
+                let (start, end) = m.shard(parent).expect("planned from open shards").range();
+                let left = child(&m, start, at - 1, parent, None);
+                m.shards.push(left.clone());
+                let right = child(&m, at, end, parent, None);
+                m.shards.push(right.clone());
+                created.extend([left.index, right.index]);
+                closed.push(parent);
+            }
+            Step::Merge { a, b } => {
+                let (a_start, a_end) = m.shard(a).expect("planned from open shards").range();
+                let (b_start, b_end) = m.shard(b).expect("planned from open shards").range();
+                let merged = child(&m, a_start.min(b_start), a_end.max(b_end), a, Some(b));
+                m.shards.push(merged.clone());
+                created.push(merged.index);
+                closed.extend([a, b]);
+            }
+        }
+        for s in m.shards.iter_mut().filter(|s| closed.contains(&s.index) && s.end_ordinal.is_none()) {
+            s.end_ordinal = Some(0);
+            s.closed_ms = Some(now_ms);
+        }
+    }
+    let closed_existing: Vec<u32> = closed.iter().copied().filter(|c| existing.contains(c)).collect();
+    let created_state: Vec<(u32, bool)> = created.iter().map(|c| (*c, !closed.contains(c))).collect();
+    (m, closed_existing, created_state)
+}
+
+/// Carries out a plan: children opened, parents closed on their workers, metadata saved UPDATING.
+async fn apply(svc: &Arc<Service>, meta: &StreamMeta, steps: Vec<Step>) -> ApiResult<Arc<StreamMeta>> {
+    let now = svc.now_ms();
+    let (mut m, closing, created) = plan(meta, &steps, now);
+    let open_after: u32 =
+        svc.all_streams().iter().filter(|s| s.id != meta.id).map(|s| s.open_shard_count()).sum::<u32>()
+            + m.open_shard_count();
+    if open_after > svc.cfg.streams.shard_limit {
+        return Err(ApiError::LimitExceeded(format!(
+            "This request would exceed the shard limit for the account {} in {}. Limit: {}.",
+            svc.cfg.account_id, svc.cfg.region, svc.cfg.streams.shard_limit
+        )));
+    }
+    for (index, open) in &created {
+        let key = ShardKey { stream_id: m.id, shard_index: *index };
+        svc.runtime.open(key, svc.shard_dir(key), Vec::new(), m.retention_hours, !open).await?;
+    }
+    for index in closing {
+        let key = ShardKey { stream_id: m.id, shard_index: index };
+        let end = svc.runtime.close(key).await?;
+        if let Some(s) = m.shards.iter_mut().find(|s| s.index == index) {
+            s.end_ordinal = Some(end);
+        }
+    }
+    m.status = StreamStatus::Updating;
+    let saved = svc.save(m).await?;
+    tracing::info!(stream = %saved.name, open_shards = saved.open_shard_count(), "resharded");
+    schedule_active(svc, saved.id, &saved.name);
+    Ok(saved)
+}
+
+fn schedule_active(svc: &Arc<Service>, id: u64, name: &str) {
+    let svc = svc.clone();
+    let name = name.to_owned();
+    let delay = svc.cfg.streams.create_delay;
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _guard = svc.control.lock().await;
+        if let Ok(current) = svc.stream(&name) {
+            if current.id == id && current.status == StreamStatus::Updating {
+                let mut m = (*current).clone();
+                m.status = StreamStatus::Active;
+                if let Err(e) = svc.save(m).await {
+                    tracing::error!(stream = %name, error = %e, "could not return the stream to ACTIVE");
+                }
+            }
+        }
+    });
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SplitInput {
+    stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    stream_arn: Option<String>,
+    shard_to_split: Option<String>,
+    new_starting_hash_key: Option<String>,
+}
+
+pub async fn split_shard(svc: &Arc<Service>, input: SplitInput) -> ApiResult<Value> {
+    let shard_id = required(input.shard_to_split, "shardToSplit")?;
+    let key_text = required(input.new_starting_hash_key, "newStartingHashKey")?;
+    let at = parse_explicit_hash_key(&key_text)?;
+    let _guard = svc.control.lock().await;
+    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
+    if meta.status != StreamStatus::Active {
+        return Err(in_use(svc, &meta));
+    }
+    let parent = open_shard(svc, &meta, &shard_id)?;
+    let (start, end) = parent.range();
+    if at <= start || at > end {
+        return Err(ApiError::InvalidArgument(format!(
+            "NewStartingHashKey {key_text} used in SplitShard() on shard {shard_id} in stream {} under account {} is not both greater than one plus the shard's StartingHashKey {start} and less than the shard's EndingHashKey {end}.",
+            meta.name, svc.cfg.account_id
+        )));
+    }
+    let step = Step::Split { parent: parent.index, at };
+    apply(svc, &meta, vec![step]).await?;
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MergeInput {
+    stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    stream_arn: Option<String>,
+    shard_to_merge: Option<String>,
+    adjacent_shard_to_merge: Option<String>,
+}
+
+pub async fn merge_shards(svc: &Arc<Service>, input: MergeInput) -> ApiResult<Value> {
+    let a_id = required(input.shard_to_merge, "shardToMerge")?;
+    let b_id = required(input.adjacent_shard_to_merge, "adjacentShardToMerge")?;
+    let _guard = svc.control.lock().await;
+    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
+    if meta.status != StreamStatus::Active {
+        return Err(in_use(svc, &meta));
+    }
+    let a = open_shard(svc, &meta, &a_id)?;
+    let b = open_shard(svc, &meta, &b_id)?;
+    let ((a_start, a_end), (b_start, b_end)) = (a.range(), b.range());
+    let adjacent =
+        a.index != b.index && (a_end.checked_add(1) == Some(b_start) || b_end.checked_add(1) == Some(a_start));
+    if !adjacent {
+        return Err(ApiError::InvalidArgument(format!(
+            "Shards {a_id} and {b_id} in stream {} under account {} are not an adjacent pair of shards eligible for merging",
+            meta.name, svc.cfg.account_id
+        )));
+    }
+    let step = Step::Merge { a: a.index, b: b.index };
+    apply(svc, &meta, vec![step]).await?;
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateShardCountInput {
+    stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    stream_arn: Option<String>,
+    target_shard_count: Option<i64>,
+    scaling_type: Option<String>,
+}
+
+/// The splits and merges that turn the open shards of `meta` into `target` uniform ranges.
+fn uniform_plan(meta: &StreamMeta, target: u32) -> Vec<Step> {
+    let mut open: Vec<(u32, u128, u128)> =
+        meta.shards.iter().filter(|s| s.is_open()).map(|s| (s.index, s.range().0, s.range().1)).collect();
+    open.sort_by_key(|s| s.1);
+    let ranges = uniform_ranges(target);
+    let boundaries: Vec<u128> = ranges.iter().skip(1).map(|r| r.0).collect();
+    let mut steps = Vec::new();
+    let mut next_index = meta.next_shard_index();
+    // Phase 1: split every shard at the new boundaries inside it. Pieces: (index, start, end).
+    let mut pieces: Vec<(u32, u128, u128)> = Vec::new();
+    for (index, start, end) in open {
+        let mut current = (index, start, end);
+        for &b in boundaries.iter().filter(|&&b| b > start && b <= end) {
+            steps.push(Step::Split { parent: current.0, at: b });
+            let left = (next_index, current.1, b - 1);
+            let right = (next_index + 1, b, current.2);
+            next_index += 2;
+            pieces.push(left);
+            current = right;
+        }
+        pieces.push(current);
+    }
+    // Phase 2: merge the pieces of each new range, left to right.
+    for (start, end) in ranges {
+        let mut members = pieces.iter().filter(|p| p.1 >= start && p.2 <= end);
+        let Some(first) = members.next() else { continue };
+        let mut acc = first.0;
+        for p in members {
+            steps.push(Step::Merge { a: acc, b: p.0 });
+            acc = next_index;
+            next_index += 1;
+        }
+    }
+    steps
+}
+
+pub async fn update_shard_count(svc: &Arc<Service>, input: UpdateShardCountInput) -> ApiResult<Value> {
+    let target = required(input.target_shard_count, "targetShardCount")?;
+    in_range(target, 1, SHARDS_PER_STREAM_MAX * 10, "targetShardCount")?;
+    let scaling = required(input.scaling_type, "scalingType")?;
+    if scaling != "UNIFORM_SCALING" {
+        return Err(ApiError::validation(
+            &scaling,
+            "scalingType",
+            "Member must satisfy enum value set: [UNIFORM_SCALING]",
+        ));
+    }
+    let _guard = svc.control.lock().await;
+    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
+    if meta.status != StreamStatus::Active {
+        return Err(in_use(svc, &meta));
+    }
+    let current = i64::from(meta.open_shard_count());
+    if target > current * 2 || target * 2 < current || target > SHARDS_PER_STREAM_MAX {
+        return Err(ApiError::LimitExceeded(format!(
+            "UpdateShardCount of stream {} under account {}: the target shard count {target} must be at least half and at most double the current {current}, and at most {SHARDS_PER_STREAM_MAX}.",
+            meta.name, svc.cfg.account_id
+        )));
+    }
+    let steps = uniform_plan(&meta, target as u32);
+    let arn = svc.arn(&meta);
+    if !steps.is_empty() {
+        apply(svc, &meta, steps).await?;
+    }
+    Ok(json!({
+        "StreamName": meta.name,
+        "StreamARN": arn,
+        "CurrentShardCount": current,
+        "TargetShardCount": target,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ModeDetailsInput {
+    stream_mode: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateStreamModeInput {
+    #[serde(rename = "StreamARN")]
+    stream_arn: Option<String>,
+    stream_mode_details: Option<ModeDetailsInput>,
+}
+
+pub async fn update_stream_mode(svc: &Arc<Service>, input: UpdateStreamModeInput) -> ApiResult<Value> {
+    let arn = required(input.stream_arn, "streamARN")?;
+    let details = required(input.stream_mode_details, "streamModeDetails")?;
+    let mode = match required(details.stream_mode, "streamModeDetails.streamMode")?.as_str() {
+        "PROVISIONED" => StreamMode::Provisioned,
+        "ON_DEMAND" => StreamMode::OnDemand,
+        other => {
+            return Err(ApiError::validation(
+                other,
+                "streamModeDetails.streamMode",
+                "Member must satisfy enum value set: [PROVISIONED, ON_DEMAND]",
+            ))
+        }
+    };
+    let _guard = svc.control.lock().await;
+    let meta = svc.resolve(None, Some(&arn))?;
+    if meta.status != StreamStatus::Active {
+        return Err(in_use(svc, &meta));
+    }
+    if mode == StreamMode::OnDemand && meta.mode != StreamMode::OnDemand {
+        let on_demand = svc.all_streams().iter().filter(|s| s.mode == StreamMode::OnDemand).count() as u32;
+        if on_demand >= svc.cfg.streams.on_demand_stream_limit {
+            return Err(ApiError::LimitExceeded(format!(
+                "This request would exceed the limit of {} ON_DEMAND streams for the account {}.",
+                svc.cfg.streams.on_demand_stream_limit, svc.cfg.account_id
+            )));
+        }
+    }
+    let mut m = (*meta).clone();
+    m.mode = mode;
+    m.status = StreamStatus::Updating;
+    let saved = svc.save(m).await?;
+    schedule_active(svc, saved.id, &saved.name);
+    Ok(json!({}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(n: u32) -> StreamMeta {
+        StreamMeta::new("s".into(), 1, StreamMode::Provisioned, n, 0)
+    }
+
+    fn apply_plan(m: &StreamMeta, target: u32) -> StreamMeta {
+        plan(m, &uniform_plan(m, target), 5).0
+    }
+
+    #[test]
+    fn uniform_scaling_ends_uniform_with_at_most_two_parents() {
+        for (from, to) in [(1, 2), (2, 1), (3, 5), (5, 3), (4, 8), (8, 4), (7, 7), (6, 11), (10, 5)] {
+            let m = apply_plan(&meta(from), to);
+            let mut open: Vec<(u128, u128)> = m.shards.iter().filter(|s| s.is_open()).map(|s| s.range()).collect();
+            open.sort();
+            assert_eq!(open, uniform_ranges(to), "{from} -> {to}");
+            for s in &m.shards {
+                if let Some(p) = s.parent {
+                    let (ps, pe) = m.shard(p).unwrap().range();
+                    let (cs, ce) = s.range();
+                    assert!(ps <= ce && cs <= pe, "{from} -> {to}: child {} does not overlap its parent", s.index);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_child_overlaps_only_its_parents() {
+        // A reader that finishes parents before children keeps per-key order only if no child
+        // overlaps a closed shard other than its parents.
+        let m = apply_plan(&meta(5), 3);
+        for c in m.shards.iter().filter(|s| s.parent.is_some()) {
+            let (cs, ce) = c.range();
+            let overlapping: Vec<u32> = m
+                .shards
+                .iter()
+                .filter(|o| o.index < c.index && !o.is_open())
+                .filter(|o| {
+                    let (os, oe) = o.range();
+                    os <= ce && cs <= oe
+                })
+                .map(|o| o.index)
+                .collect();
+            for o in overlapping {
+                // Either a direct parent, or an ancestor of one.
+                let mut ancestors = vec![];
+                let mut stack: Vec<u32> = c.parent.iter().chain(c.adjacent_parent.iter()).copied().collect();
+                while let Some(x) = stack.pop() {
+                    ancestors.push(x);
+                    let s = m.shard(x).unwrap();
+                    stack.extend(s.parent.iter().chain(s.adjacent_parent.iter()));
+                }
+                assert!(ancestors.contains(&o), "child {} overlaps {o}, which is not an ancestor", c.index);
+            }
+        }
+    }
+}
