@@ -51,6 +51,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub fanout: FanoutConfig,
     pub limits: LimitsConfig,
+    pub ondemand: OnDemandConfig,
     pub debug: DebugConfig,
 }
 
@@ -82,6 +83,46 @@ pub struct LimitsConfig {
     /// Enhanced fan-out read rate per consumer per shard (AWS: 2 MiB/s).
     #[serde(deserialize_with = "de_size")]
     pub fanout_bytes_per_s: u64,
+    /// Per shard writes (AWS: 1 MiB/s and 1,000 records/s).
+    #[serde(deserialize_with = "de_size")]
+    pub shard_write_bytes_per_s: u64,
+    pub shard_write_records_per_s: u64,
+    /// Per shard reads (AWS: 2 MiB/s and 5 GetRecords calls/s).
+    #[serde(deserialize_with = "de_size")]
+    pub shard_read_bytes_per_s: u64,
+    pub shard_read_calls_per_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OnDemandConfig {
+    /// How often ON_DEMAND streams' shards are measured.
+    #[serde(deserialize_with = "de_duration")]
+    pub check_interval: Duration,
+    /// A shard that writes more than this for `split_after_checks` checks in a row is split
+    /// (AWS splits hot shards above about 500 KB/s).
+    #[serde(deserialize_with = "de_size")]
+    pub split_bytes_per_s: u64,
+    pub split_after_checks: u32,
+    /// Two adjacent shards that both write less than this for `merge_after_checks` checks in a
+    /// row are merged, down to `min_shards`.
+    #[serde(deserialize_with = "de_size")]
+    pub merge_bytes_per_s: u64,
+    pub merge_after_checks: u32,
+    pub min_shards: u32,
+}
+
+impl Default for OnDemandConfig {
+    fn default() -> Self {
+        OnDemandConfig {
+            check_interval: Duration::from_secs(10),
+            split_bytes_per_s: 500_000,
+            split_after_checks: 3,
+            merge_bytes_per_s: 50_000,
+            merge_after_checks: 30,
+            min_shards: 4,
+        }
+    }
 }
 
 impl Default for FanoutConfig {
@@ -98,7 +139,14 @@ impl Default for FanoutConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { enforce: false, fanout_bytes_per_s: 2 << 20 }
+        LimitsConfig {
+            enforce: false,
+            fanout_bytes_per_s: 2 << 20,
+            shard_write_bytes_per_s: 1 << 20,
+            shard_write_records_per_s: 1000,
+            shard_read_bytes_per_s: 2 << 20,
+            shard_read_calls_per_s: 5,
+        }
     }
 }
 
@@ -181,6 +229,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             fanout: FanoutConfig::default(),
             limits: LimitsConfig::default(),
+            ondemand: OnDemandConfig::default(),
             debug: DebugConfig::default(),
         }
     }
@@ -288,8 +337,26 @@ impl Config {
                 "fanout.subscription_duration, fanout.heartbeat_interval and fanout.consumers_per_stream must be greater than zero".into(),
             ));
         }
-        if self.limits.fanout_bytes_per_s == 0 {
-            return Err(ConfigError("limits.fanout_bytes_per_s must be greater than zero".into()));
+        let l = &self.limits;
+        if [
+            l.fanout_bytes_per_s,
+            l.shard_write_bytes_per_s,
+            l.shard_write_records_per_s,
+            l.shard_read_bytes_per_s,
+            l.shard_read_calls_per_s,
+        ]
+        .contains(&0)
+        {
+            return Err(ConfigError("every limits.* rate must be greater than zero".into()));
+        }
+        let o = &self.ondemand;
+        if o.check_interval.is_zero() || o.split_after_checks == 0 || o.merge_after_checks == 0 || o.min_shards == 0 {
+            return Err(ConfigError(
+                "ondemand.check_interval, split_after_checks, merge_after_checks and min_shards must be greater than zero".into(),
+            ));
+        }
+        if o.merge_bytes_per_s >= o.split_bytes_per_s {
+            return Err(ConfigError("ondemand.merge_bytes_per_s must be below ondemand.split_bytes_per_s".into()));
         }
         if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ConfigError("account_id must be 12 digits".into()));

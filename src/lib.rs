@@ -9,9 +9,11 @@ pub mod config;
 pub mod error;
 pub mod fanout;
 pub mod index;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod notify;
+pub mod ondemand;
 pub mod push;
 pub mod runtime;
 pub mod service;
@@ -37,6 +39,7 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let autoscaler = tokio::spawn(ondemand::run(Arc::clone(&svc)));
     tracing::info!(listen = %listener.local_addr()?, "ready");
     notify::notify("READY=1");
     let watchdog = notify::watchdog_period().map(|period| {
@@ -57,6 +60,7 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     };
     api::server::serve(listener, Arc::clone(&svc), stopping).await;
     svc.subscriptions.cancel_all();
+    autoscaler.abort();
     if let Some(p) = push {
         p.abort();
     }

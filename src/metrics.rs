@@ -44,6 +44,7 @@ struct Inner {
     put_latency: BTreeMap<String, Histogram>,
     requests: BTreeMap<(String, String), u64>,
     fanout: BTreeMap<String, FanoutCounters>,
+    scaling: BTreeMap<(String, String), u64>,
 }
 
 #[derive(Default)]
@@ -78,6 +79,20 @@ impl Metrics {
             let c = Self::shard_entry(i, stream, shard);
             c.get_records += records;
             c.get_bytes += bytes;
+        })
+    }
+
+    /// Data bytes accepted so far by one shard (what on-demand scaling measures).
+    pub fn incoming_bytes(&self, stream: &str, shard: &str) -> u64 {
+        self.with(|i| i.shards.get(&(stream.to_owned(), shard.to_owned())).map_or(0, |c| c.incoming_bytes))
+    }
+
+    pub fn record_scaling(&self, stream: &str, action: &str) {
+        self.with(|i| {
+            let key = (stream.to_owned(), action.to_owned());
+            if i.scaling.contains_key(&key) || i.scaling.len() < LABEL_SETS_MAX {
+                *i.scaling.entry(key).or_default() += 1;
+            }
         })
     }
 
@@ -160,6 +175,12 @@ impl Metrics {
                     let v = if field == 0 { c.records } else { c.bytes };
                     let _ = writeln!(out, "{name}{{stream=\"{}\"}} {v}", escape(stream));
                 }
+            }
+            let name = "sluice_ondemand_scaling_total";
+            let _ =
+                writeln!(out, "# HELP {name} Automatic splits and merges of ON_DEMAND streams.\n# TYPE {name} counter");
+            for ((stream, action), n) in &i.scaling {
+                let _ = writeln!(out, "{name}{{stream=\"{}\",action=\"{action}\"}} {n}", escape(stream));
             }
             let name = "sluice_requests_total";
             let _ = writeln!(out, "# HELP {name} API requests by operation and outcome.\n# TYPE {name} counter");

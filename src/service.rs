@@ -28,6 +28,8 @@ pub struct Service {
     pub metrics: Metrics,
     /// Live enhanced fan-out subscriptions, one per consumer and shard.
     pub subscriptions: Arc<crate::fanout::Subscriptions>,
+    /// AWS's per-shard throughput limits, when `[limits] enforce = true`.
+    pub limits: Option<crate::limits::ShardLimits>,
     streams: RwLock<BTreeMap<String, Arc<StreamMeta>>>,
     /// Serializes control-plane changes (create, delete, retention, tags, ...).
     pub control: tokio::sync::Mutex<()>,
@@ -45,6 +47,7 @@ impl Service {
         check_format_version(&store)?;
         let (index_tx, index_thread) = store.spawn_index_writer();
         let runtime = Runtime::start(&cfg, index_tx.clone()).context("starting core workers")?;
+        let limits = cfg.limits.enforce.then(|| crate::limits::ShardLimits::new(cfg.limits.clone()));
         let svc = Arc::new(Service {
             cfg,
             _lock: lock,
@@ -52,6 +55,7 @@ impl Service {
             runtime,
             metrics: Metrics::default(),
             subscriptions: Arc::default(),
+            limits,
             streams: RwLock::new(BTreeMap::new()),
             control: tokio::sync::Mutex::new(()),
             index_tx,

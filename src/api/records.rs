@@ -159,6 +159,18 @@ async fn append_routed(svc: &Arc<Service>, meta: &Arc<StreamMeta>, routed: Vec<R
                     continue;
                 }
             };
+            if let Some(limits) = &svc.limits {
+                let size = (r.record.data.len() + r.record.partition_key.len()) as u64;
+                if attempt == 0 && !limits.allow_put(ShardKey { stream_id: meta.id, shard_index: shard }, size) {
+                    results[todo[i].0] = Some(Err(ApiError::ProvisionedThroughputExceeded(format!(
+                        "Rate exceeded for shard {} in stream {} under account {}.",
+                        shard_id(shard),
+                        meta.name,
+                        svc.cfg.account_id
+                    ))));
+                    continue;
+                }
+            }
             match groups.iter_mut().find(|g| g.0 == shard) {
                 Some(g) => g.1.push(i),
                 None => groups.push((shard, vec![i])),
@@ -413,7 +425,20 @@ pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResul
         ApiError::ResourceNotFound(format!("Shard {} in stream {} does not exist", shard_id(it.shard_index), meta.name))
     })?;
     let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
+    if let Some(limits) = &svc.limits {
+        if !limits.allow_get(key) {
+            return Err(ApiError::ProvisionedThroughputExceeded(format!(
+                "Rate exceeded for shard {} in stream {} under account {}.",
+                shard.shard_id(),
+                meta.name,
+                svc.cfg.account_id
+            )));
+        }
+    }
     let reply = svc.runtime.read(key, it.ordinal, limit as usize, GET_RECORDS_MAX_BYTES).await?;
+    if let Some(limits) = &svc.limits {
+        limits.charge_read(key, reply.records.iter().map(|r| r.data.len() as u64).sum());
+    }
     let mut bytes = 0u64;
     let records: Vec<Value> = reply
         .records

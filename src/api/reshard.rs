@@ -96,6 +96,20 @@ fn plan(meta: &StreamMeta, steps: &[Step], now_ms: i64) -> (StreamMeta, Vec<u32>
     (m, closed_existing, created_state)
 }
 
+/// Splits an open shard in two equal halves (on-demand scaling). The caller holds the control lock.
+pub(crate) async fn split_in_half(svc: &Arc<Service>, meta: &StreamMeta, shard: u32) -> ApiResult<()> {
+    let (start, end) = meta.shard(shard).map(|s| s.range()).ok_or_else(|| svc.not_found(&meta.name))?;
+    if end <= start {
+        return Err(ApiError::InvalidArgument("The shard covers a single hash key and cannot be split.".into()));
+    }
+    apply(svc, meta, vec![Step::Split { parent: shard, at: start + (end - start) / 2 + 1 }]).await.map(|_| ())
+}
+
+/// Merges two adjacent open shards (on-demand scaling). The caller holds the control lock.
+pub(crate) async fn merge_pair(svc: &Arc<Service>, meta: &StreamMeta, a: u32, b: u32) -> ApiResult<()> {
+    apply(svc, meta, vec![Step::Merge { a, b }]).await.map(|_| ())
+}
+
 /// Carries out a plan: children opened, parents closed on their workers, metadata saved UPDATING.
 async fn apply(svc: &Arc<Service>, meta: &StreamMeta, steps: Vec<Step>) -> ApiResult<Arc<StreamMeta>> {
     let now = svc.now_ms();
