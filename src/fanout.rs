@@ -24,6 +24,25 @@ use crate::service::Service;
 pub const DELIVERY_RECORDS_MAX: usize = 10_000;
 /// Bytes of one delivery, about (at least one record is always delivered).
 pub const DELIVERY_BYTES_MAX: usize = 4 << 20;
+/// A read refused by a full worker queue is retried this often, this long apart.
+const READ_RETRIES_MAX: u32 = 1000;
+const READ_RETRY: Duration = Duration::from_millis(2);
+
+/// The ChildShards of a shard that has just closed. The shard's worker closes it before the
+/// reshard saves the new metadata, so wait (briefly) until the metadata shows it.
+pub async fn child_shards_when_known(svc: &Service, stream_id: u64, shard_index: u32) -> Vec<serde_json::Value> {
+    for _ in 0..CHILDREN_WAIT_STEPS {
+        if let Some(meta) = svc.stream_by_id(stream_id) {
+            if meta.shard(shard_index).is_some_and(|s| !s.is_open()) {
+                return crate::api::streams::child_shards_json(&meta, shard_index);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Vec::new()
+}
+
+const CHILDREN_WAIT_STEPS: u32 = 400;
 
 pub struct ShardCursor {
     svc: Arc<Service>,
@@ -65,7 +84,17 @@ impl ShardCursor {
                 Err(_) => return Ok(Delivery { records: Vec::new(), millis_behind: 0, ended: false }),
             }
         }
-        let r = self.svc.runtime.read(self.key, self.position, DELIVERY_RECORDS_MAX, max_bytes).await?;
+        // A busy shard's queue may refuse the read for a moment: wait, do not end the subscription.
+        let mut attempt = 0;
+        let r = loop {
+            match self.svc.runtime.read(self.key, self.position, DELIVERY_RECORDS_MAX, max_bytes).await {
+                Err(ApiError::ProvisionedThroughputExceeded(_)) if attempt < READ_RETRIES_MAX => {
+                    attempt += 1;
+                    tokio::time::sleep(READ_RETRY).await;
+                }
+                other => break other?,
+            }
+        };
         self.position = r.next;
         let tip = *self.tip.borrow();
         let ended = tip.closed && self.position >= tip.next;
@@ -84,10 +113,18 @@ pub struct Subscriptions {
     next_id: AtomicU64,
 }
 
+/// Why a subscription was told to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    TakenOver,
+    Deregistered,
+    Shutdown,
+}
+
 struct Slot {
     id: u64,
     started: Instant,
-    cancel: watch::Sender<bool>,
+    cancel: watch::Sender<Option<Cancel>>,
 }
 
 /// A registered subscription; dropping it frees the slot.
@@ -95,8 +132,8 @@ pub struct Lease {
     owner: Arc<Subscriptions>,
     key: (String, u32),
     id: u64,
-    /// Becomes true when another subscription takes over.
-    pub cancelled: watch::Receiver<bool>,
+    /// Becomes `Some` when the subscription must end (takeover, deregistration, shutdown).
+    pub cancelled: watch::Receiver<Option<Cancel>>,
 }
 
 impl Subscriptions {
@@ -113,10 +150,10 @@ impl Subscriptions {
                     takeover_after.as_secs().max(1)
                 )));
             }
-            let _ = slot.cancel.send(true);
+            let _ = slot.cancel.send(Some(Cancel::TakenOver));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (cancel, cancelled) = watch::channel(false);
+        let (cancel, cancelled) = watch::channel(None);
         slots.insert(key.clone(), Slot { id, started: Instant::now(), cancel });
         Ok(Lease { owner: self.clone(), key, id, cancelled })
     }
@@ -125,7 +162,7 @@ impl Subscriptions {
     pub fn cancel_consumer(&self, consumer: &str) {
         for ((c, _), slot) in self.slots.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             if c == consumer {
-                let _ = slot.cancel.send(true);
+                let _ = slot.cancel.send(Some(Cancel::Deregistered));
             }
         }
     }
@@ -133,7 +170,7 @@ impl Subscriptions {
     /// Ends every live subscription (shutdown).
     pub fn cancel_all(&self) {
         for slot in self.slots.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            let _ = slot.cancel.send(true);
+            let _ = slot.cancel.send(Some(Cancel::Shutdown));
         }
     }
 }
@@ -182,7 +219,7 @@ mod tests {
         assert!(matches!(subs.acquire("c", 0, Duration::from_secs(60)), Err(ApiError::ResourceInUse(_))));
         assert!(subs.acquire("c", 1, Duration::from_secs(60)).is_ok(), "another shard is independent");
         let second = subs.acquire("c", 0, Duration::ZERO).unwrap();
-        assert!(*first.cancelled.borrow(), "the old subscription is told to end");
+        assert_eq!(*first.cancelled.borrow(), Some(Cancel::TakenOver), "the old subscription is told to end");
         drop(first);
         assert!(
             matches!(subs.acquire("c", 0, Duration::from_secs(60)), Err(ApiError::ResourceInUse(_))),

@@ -54,9 +54,12 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
             }
         })
     });
-    let stopping = async {
+    let subscriptions = Arc::clone(&svc.subscriptions);
+    let stopping = async move {
         shutdown_signal().await;
         notify::notify("STOPPING=1");
+        // Long-lived subscriptions would otherwise hold the drain for its whole timeout.
+        subscriptions.cancel_all();
     };
     api::server::serve(listener, Arc::clone(&svc), stopping).await;
     svc.subscriptions.cancel_all();

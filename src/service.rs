@@ -95,8 +95,16 @@ impl Service {
                     tracing::error!(stream = %meta.name, shard = %shard.shard_id(), damage = %d, "log damage found");
                 }
             }
-            if meta.status == StreamStatus::Creating || meta.status == StreamStatus::Updating {
+            // Status changes that were waiting on a timer when the daemon stopped happen now.
+            let pending = meta.status == StreamStatus::Creating
+                || meta.status == StreamStatus::Updating
+                || meta.consumers.iter().any(|c| c.status != crate::stream::meta::ConsumerStatus::Active);
+            if pending {
                 meta.status = StreamStatus::Active;
+                meta.consumers.retain(|c| c.status != crate::stream::meta::ConsumerStatus::Deleting);
+                for c in &mut meta.consumers {
+                    c.status = crate::stream::meta::ConsumerStatus::Active;
+                }
                 self.store.put_stream(&meta)?;
             }
             self.streams_mut().insert(meta.name.clone(), Arc::new(meta));

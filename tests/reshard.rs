@@ -375,6 +375,7 @@ fn random_reshards_under_load_lose_nothing_and_keep_key_order() {
                 .to_vec();
             let mut sorted = open.clone();
             sorted.sort_by_key(|s| s.hash_key_range().unwrap().starting_hash_key().parse::<u128>().unwrap());
+            let began = std::time::Instant::now();
             let r = match rng.next() % 3 {
                 0 if sorted.len() > 1 => {
                     let i = (rng.next() as usize) % (sorted.len() - 1);
@@ -415,6 +416,7 @@ fn random_reshards_under_load_lose_nothing_and_keep_key_order() {
                 }
             };
             r.unwrap_or_else(|e| panic!("seed {seed}: reshard failed: {e:?}"));
+            eprintln!("reshard under load took {} ms", began.elapsed().as_millis());
             wait_active(&c, "p").await;
         }
     });

@@ -303,8 +303,11 @@ pub async fn subscribe_to_shard(svc: &Arc<Service>, input: SubscribeInput, proto
         start.timestamp.as_ref(),
     )?;
     let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
-    let lease = svc.subscriptions.acquire(&consumer_arn, shard.index, svc.cfg.fanout.takeover_after)?;
     let cursor = ShardCursor::open(svc.clone(), key, position).await?;
+    // Only a subscription that can start takes the slot (and so ends an older one). The slot is
+    // keyed by the consumer's canonical ARN, however the client spelled it.
+    let canonical = consumer.arn(&svc.arn(&meta));
+    let lease = svc.subscriptions.acquire(&canonical, shard.index, svc.cfg.fanout.takeover_after)?;
     let (tx, rx) = mpsc::channel(EVENTS_BUFFERED_MAX);
     let svc = svc.clone();
     let shard_index = shard.index;
@@ -333,15 +336,24 @@ async fn deliver(
     meta: &StreamMeta,
     shard_index: u32,
     mut cursor: ShardCursor,
-    cancelled: &mut tokio::sync::watch::Receiver<bool>,
+    cancelled: &mut tokio::sync::watch::Receiver<Option<crate::fanout::Cancel>>,
     tx: &mpsc::Sender<Bytes>,
     proto: Protocol,
 ) {
-    if tx.send(event_message(proto, "initial-response", &json!({}))).await.is_err() {
-        return;
-    }
     let fan = &svc.cfg.fanout;
     let ends = tokio::time::Instant::now() + fan.subscription_duration;
+    // Every wait, including a send to a client that stops reading, also watches the clock and
+    // the cancellation, so that a subscription always ends on time.
+    macro_rules! send_or_end {
+        ($msg:expr) => {
+            tokio::select! {
+                r = tx.send($msg) => if r.is_err() { return },
+                _ = tokio::time::sleep_until(ends) => return,
+                _ = cancelled.changed() => return,
+            }
+        };
+    }
+    send_or_end!(event_message(proto, "initial-response", &json!({})));
     let mut pacer = Pacer::new(svc.cfg.limits.enforce.then_some(svc.cfg.limits.fanout_bytes_per_s));
     // The first event goes out at once, so that clients see the subscription is live.
     let mut first = true;
@@ -356,7 +368,11 @@ async fn deliver(
         let d = match delivery {
             Ok(d) => d,
             Err(e) => {
-                let _ = tx.send(eventstream::exception(e.type_name(), e.message())).await;
+                let kind = match e.type_name() {
+                    "InternalFailure" => "InternalFailureException",
+                    other => other,
+                };
+                send_or_end!(eventstream::exception(kind, e.message()));
                 return;
             }
         };
@@ -367,19 +383,16 @@ async fn deliver(
             "MillisBehindLatest": d.millis_behind,
         });
         if d.ended {
-            // The shard is closed and fully delivered: say where the keys went, then end.
-            let current = svc.stream_by_id(meta.id);
-            let children =
-                current.as_deref().map(|m| super::streams::child_shards_json(m, shard_index)).unwrap_or_default();
-            event["ChildShards"] = json!(children);
+            // The shard is closed and fully delivered: no continuation (how the KCL sees a shard
+            // end), and where its keys went.
+            event.as_object_mut().expect("an object").remove("ContinuationSequenceNumber");
+            event["ChildShards"] = json!(crate::fanout::child_shards_when_known(svc, meta.id, shard_index).await);
         }
-        if tx.send(event_message(proto, "SubscribeToShardEvent", &event)).await.is_err() {
-            return; // the client went away
-        }
+        send_or_end!(event_message(proto, "SubscribeToShardEvent", &event));
+        svc.metrics.record_fanout(&meta.name, d.records.len() as u64, bytes);
         if d.ended {
             return;
         }
-        svc.metrics.record_fanout(&meta.name, d.records.len() as u64, bytes);
         pacer.pace(bytes).await;
     }
 }

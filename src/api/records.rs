@@ -459,7 +459,7 @@ pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResul
         return Ok(json!({
             "Records": records,
             "MillisBehindLatest": 0,
-            "ChildShards": super::streams::child_shards_json(&meta, shard.index),
+            "ChildShards": crate::fanout::child_shards_when_known(svc, meta.id, shard.index).await,
         }));
     }
     let next = ShardIterator { ordinal: reply.next, issued_ms: now, ..it };

@@ -46,6 +46,8 @@ pub enum EndReason {
     ServerShutdown = 2,
     /// The client unsubscribed.
     Unsubscribed = 3,
+    /// The consumer was deregistered.
+    Deregistered = 4,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +272,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
                 1 => EndReason::TakenOver,
                 2 => EndReason::ServerShutdown,
                 3 => EndReason::Unsubscribed,
+                4 => EndReason::Deregistered,
                 _ => return Err(FrameError::Malformed("unknown end reason")),
             };
             Frame::End { subscription_id, reason, continuation: r.str()? }

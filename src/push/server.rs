@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, Notify};
 use super::frame::{decode, encode, EndReason, Frame, PushRecord, Start, FRAME_LEN_MAX, VERSION};
 use crate::api::records::{find_shard, parse_position};
 use crate::error::ApiError;
-use crate::fanout::{Lease, Pacer, ShardCursor, DELIVERY_BYTES_MAX};
+use crate::fanout::{Cancel, Lease, Pacer, ShardCursor, DELIVERY_BYTES_MAX};
 use crate::runtime::ShardKey;
 use crate::service::Service;
 use crate::stream::meta::ConsumerStatus;
@@ -138,6 +138,7 @@ async fn connection(svc: Arc<Service>, stream: TcpStream) -> std::io::Result<()>
                 break Ok(());
             }
             Frame::Subscribe { request_id, stream, consumer, shard, start, credit_bytes } => {
+                subs.retain(|_, (_, task)| !task.is_finished());
                 if subs.len() >= SUBSCRIPTIONS_PER_CONNECTION_MAX {
                     let e = ApiError::LimitExceeded("Too many subscriptions on this connection.".into());
                     let _ = out
@@ -216,7 +217,7 @@ async fn start_subscription(
     let meta = svc.stream(stream)?;
     svc.writable(&meta)?;
     let shard = find_shard(svc, &meta, shard)?;
-    let lease = if consumer.is_empty() {
+    let consumer_arn = if consumer.is_empty() {
         None
     } else {
         let c = meta.consumers.iter().find(|c| c.name == consumer).ok_or_else(|| {
@@ -225,7 +226,7 @@ async fn start_subscription(
         if c.status != ConsumerStatus::Active {
             return Err(ApiError::ResourceInUse(format!("Consumer {consumer} is {}, not ACTIVE.", c.status.as_str())));
         }
-        Some(svc.subscriptions.acquire(&c.arn(&svc.arn(&meta)), shard.index, svc.cfg.fanout.takeover_after)?)
+        Some(c.arn(&svc.arn(&meta)))
     };
     let (kind, seq, ts) = match &start {
         Start::TrimHorizon => ("TRIM_HORIZON", None, None),
@@ -237,6 +238,11 @@ async fn start_subscription(
     let position = parse_position(svc, &meta, shard, kind, "start", seq, ts.as_ref())?;
     let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
     let cursor = ShardCursor::open(svc.clone(), key, position).await?;
+    // Only a subscription that can start takes the consumer's slot (and ends an older one).
+    let lease = match consumer_arn {
+        Some(arn) => Some(svc.subscriptions.acquire(&arn, shard.index, svc.cfg.fanout.takeover_after)?),
+        None => None,
+    };
     Ok((cursor, lease, SeqNo::shard_start(meta.id, shard.index)))
 }
 
@@ -253,26 +259,38 @@ async fn deliver(
     let mut pacer = Pacer::new(svc.cfg.limits.enforce.then_some(svc.cfg.limits.fanout_bytes_per_s));
     loop {
         let available = credit.bytes.load(Ordering::Relaxed);
-        if available <= 0 {
-            credit.more.notified().await;
-            continue;
-        }
-        let max_bytes = (available as usize).min(DELIVERY_BYTES_MAX);
-        let next = async {
+        let cancelled = async {
             match lease.as_mut() {
-                Some(l) => tokio::select! {
-                    _ = l.cancelled.changed() => None,
-                    d = cursor.next(max_bytes, heartbeat) => Some(d),
+                Some(l) => match l.cancelled.changed().await {
+                    Ok(()) => *l.cancelled.borrow(),
+                    Err(_) => Some(Cancel::Shutdown),
                 },
-                None => Some(cursor.next(max_bytes, heartbeat).await),
+                None => std::future::pending().await,
             }
         };
-        let d = match next.await {
-            None => {
+        let next = async {
+            if available <= 0 {
+                // Out of credit: wait for more (a takeover or shutdown still ends the wait).
+                credit.more.notified().await;
+                return None;
+            }
+            Some(cursor.next((available as usize).min(DELIVERY_BYTES_MAX), heartbeat).await)
+        };
+        let d = tokio::select! {
+            why = cancelled => {
+                let reason = match why {
+                    Some(Cancel::Shutdown) => EndReason::ServerShutdown,
+                    Some(Cancel::Deregistered) => EndReason::Deregistered,
+                    _ => EndReason::TakenOver,
+                };
                 let continuation = SeqNo { value: cursor.position, ..seq }.encode();
-                let _ = out.send(Frame::End { subscription_id: id, reason: EndReason::TakenOver, continuation }).await;
+                let _ = out.send(Frame::End { subscription_id: id, reason, continuation }).await;
                 return;
             }
+            d = next => d,
+        };
+        let d = match d {
+            None => continue,
             Some(Err(e)) => {
                 let _ = out.send(Frame::Error { id, code: e.push_code(), message: e.message().into() }).await;
                 return;

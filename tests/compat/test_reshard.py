@@ -110,6 +110,8 @@ def test_subscribe_to_a_closed_shard_ends_with_child_shards(kinesis, make_stream
         records.extend(r["Data"] for r in ev["Records"])
         if ev.get("ChildShards"):
             children = ev["ChildShards"]
+            # How the KCL sees a shard end: the last event has no continuation.
+            assert ev.get("ContinuationSequenceNumber") is None, ev
     assert records == [b"before"]
     assert sorted(c["ShardId"] for c in children) == ["shardId-000000000001", "shardId-000000000002"]
     assert all(c["ParentShards"] == ["shardId-000000000000"] for c in children)
