@@ -55,6 +55,10 @@ enum BenchCommand {
     Produce(sluice::bench::ProduceArgs),
     /// Put-acknowledged to record-received latency of enhanced fan-out subscribers.
     Fanout(sluice::bench::fanout::FanoutArgs),
+    /// Read a stream with GetRecords and verify every record.
+    Consume(sluice::bench::consume::ConsumeArgs),
+    /// Produce and consume a fresh stream at once: put -> get latency and loss check.
+    E2e(sluice::bench::consume::E2eArgs),
 }
 
 #[derive(clap::Args)]
@@ -98,6 +102,14 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Fanout(args)) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(sluice::bench::fanout::run(args))
+        }
+        Command::Bench(BenchCommand::Consume(args)) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(sluice::bench::consume::consume(args))
+        }
+        Command::Bench(BenchCommand::E2e(args)) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(sluice::bench::consume::e2e(args))
         }
         Command::Bench(BenchCommand::Produce(args)) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -182,6 +182,9 @@ impl Metrics {
             for ((stream, action), n) in &i.scaling {
                 let _ = writeln!(out, "{name}{{stream=\"{}\",action=\"{action}\"}} {n}", escape(stream));
             }
+            let (cpu_s, rss_max) = process_usage();
+            let _ = writeln!(out, "# HELP sluice_process_cpu_seconds_total User and system CPU time of the daemon.\n# TYPE sluice_process_cpu_seconds_total counter\nsluice_process_cpu_seconds_total {cpu_s}");
+            let _ = writeln!(out, "# HELP sluice_process_max_resident_memory_bytes Peak resident memory of the daemon.\n# TYPE sluice_process_max_resident_memory_bytes gauge\nsluice_process_max_resident_memory_bytes {rss_max}");
             let name = "sluice_requests_total";
             let _ = writeln!(out, "# HELP {name} API requests by operation and outcome.\n# TYPE {name} counter");
             for ((op, outcome), n) in &i.requests {
@@ -190,6 +193,17 @@ impl Metrics {
             out
         })
     }
+}
+
+/// CPU seconds (user + system) and peak resident bytes of this process.
+fn process_usage() -> (f64, u64) {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return (0.0, 0);
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(u.ru_utime) + secs(u.ru_stime), u.ru_maxrss as u64 * 1024)
 }
 
 fn escape(v: &str) -> String {

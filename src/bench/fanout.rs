@@ -18,7 +18,8 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
-use super::produce::{parse_endpoint, percentile, Conn, Endpoint};
+use super::conn::{parse_endpoint, Conn, Endpoint};
+use super::percentile;
 use crate::api::eventstream;
 use crate::push::client::{Event, PushClient};
 use crate::push::frame::Start;

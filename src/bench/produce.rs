@@ -1,22 +1,27 @@
-//! `sluice bench produce`: PutRecords load against any Kinesis-compatible endpoint.
+//! `sluice bench produce`: PutRecords (or PutRecord) load against any Kinesis-compatible endpoint.
 //!
-//! `produce` drives PutRecords from concurrent producers (one keep-alive HTTP/1.1 connection each)
-//! and counts only acknowledged records. With `--disk-baseline DIR` it first measures, in the same
-//! run, what the disk itself sustains for durable sequential appends of the same batch size
-//! (write + fdatasync), so the figure can be reported as a ratio on a noisy machine.
+//! Producers each hold one keep-alive HTTP/1.1 connection. Closed loop (the default) sends the
+//! next call as soon as the last is answered; `--rate` is open loop: calls leave on a fixed
+//! schedule and latency is measured from when a call was due, not when it left, so a slow server
+//! cannot hide its queueing (no coordinated omission). Only acknowledged records count. Every
+//! record carries a checkable payload ([`super::payload`]) so `sluice bench consume` can verify
+//! what was stored. With `--disk-baseline DIR` the disk's own durable append rate is measured
+//! first, in the same run.
 
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+
+use super::conn::{daemon_cpu_seconds, ensure_stream, parse_endpoint, Conn, Endpoint};
+use super::payload;
+use super::report::Latencies;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProduceArgs {
@@ -31,10 +36,10 @@ pub struct ProduceArgs {
     /// Concurrent producers, each with its own connection.
     #[arg(long, default_value_t = 4)]
     pub producers: usize,
-    /// Records per PutRecords call.
+    /// Records per PutRecords call; 1 uses PutRecord.
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
-    /// Bytes of data per record.
+    /// Bytes of data per record (at least 24: the checkable header).
     #[arg(long, default_value_t = 1024)]
     pub record_size: usize,
     /// Distinct partition keys.
@@ -43,123 +48,86 @@ pub struct ProduceArgs {
     /// How long to produce, in seconds.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Open loop: records per second across all producers (0: closed loop, as fast as it goes).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     /// Also measure the disk's durable sequential append rate in this directory first.
     #[arg(long)]
     pub disk_baseline: Option<PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-pub(crate) struct Endpoint {
-    pub(crate) host: String,
-    pub(crate) port: u16,
-}
-
-pub(crate) fn parse_endpoint(url: &str) -> anyhow::Result<Endpoint> {
-    let rest = url.strip_prefix("http://").context("only http:// endpoints are supported")?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h.to_owned(), p.parse().context("endpoint port")?),
-        None => (authority.to_owned(), 80),
-    };
-    Ok(Endpoint { host, port })
-}
-
-/// One HTTP/1.1 connection speaking the Kinesis JSON protocol.
-pub(crate) struct Conn {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    host: String,
-}
-
-impl Conn {
-    pub(crate) async fn open(ep: &Endpoint) -> anyhow::Result<Conn> {
-        let tcp = tokio::net::TcpStream::connect((ep.host.as_str(), ep.port)).await?;
-        tcp.set_nodelay(true)?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-        tokio::spawn(conn);
-        Ok(Conn { sender, host: format!("{}:{}", ep.host, ep.port) })
-    }
-
-    pub(crate) async fn call(&mut self, op: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
-        let req = Request::post("/")
-            .header("host", &self.host)
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-target", format!("Kinesis_20131202.{op}"))
-            .header("authorization", "AWS4-HMAC-SHA256 Credential=bench/20240101/us-east-1/kinesis/aws4_request")
-            .body(Full::new(body))?;
-        self.sender.ready().await?;
-        let resp = self.sender.send_request(req).await?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok((status, body))
-    }
-
-    pub(crate) async fn json(&mut self, op: &str, body: Value) -> anyhow::Result<(u16, Value)> {
-        let (status, b) = self.call(op, Bytes::from(body.to_string())).await?;
-        Ok((status, serde_json::from_slice(&b).unwrap_or(Value::Null)))
-    }
-}
-
-async fn ensure_stream(ep: &Endpoint, args: &ProduceArgs) -> anyhow::Result<()> {
-    let mut c = Conn::open(ep).await.context("connecting to the endpoint")?;
-    let (status, v) = c.json("DescribeStreamSummary", json!({"StreamName": args.stream})).await?;
-    if status != 200 {
-        let (status, v) = c.json("CreateStream", json!({"StreamName": args.stream, "ShardCount": args.shards})).await?;
-        if status != 200 && v["__type"] != "ResourceInUseException" {
-            bail!("CreateStream failed: {status} {v}");
-        }
-    } else if v["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
-        return Ok(());
-    }
-    for _ in 0..600 {
-        let (_, v) = c.json("DescribeStreamSummary", json!({"StreamName": args.stream})).await?;
-        if v["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("stream {} did not become ACTIVE", args.stream)
-}
-
-fn put_records_body(args: &ProduceArgs, producer: usize) -> Bytes {
-    let data: Vec<u8> = (0..args.record_size).map(|i| (i * 31 + producer * 7) as u8).collect();
-    let data = base64::engine::general_purpose::STANDARD.encode(data);
-    let records: Vec<Value> = (0..args.batch)
-        .map(|i| json!({"Data": data, "PartitionKey": format!("key-{}", (producer * args.batch + i) % args.keys.max(1))}))
-        .collect();
-    Bytes::from(json!({"StreamName": args.stream, "Records": records}).to_string())
+    /// Write latency over time and the latency distribution as SVG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 #[derive(Default)]
-struct ProducerResult {
-    acked: u64,
-    failed: u64,
-    errors: u64,
-    latencies_us: Vec<u64>,
+pub(crate) struct ProducerResult {
+    pub(crate) acked: u64,
+    pub(crate) failed: u64,
+    pub(crate) errors: BTreeMap<String, u64>,
+    pub(crate) latencies: Latencies,
+    pub(crate) calls: u64,
+    /// (producer, first sequence, count) of every call acknowledged in full: what a consumer
+    /// must find.
+    pub(crate) acked_ranges: Vec<(u32, u64, u64)>,
 }
 
-async fn producer(ep: &Endpoint, args: &ProduceArgs, id: usize, until: Instant) -> anyhow::Result<ProducerResult> {
-    let body = put_records_body(args, id);
-    let mut conn = Conn::open(ep).await?;
-    let mut r = ProducerResult::default();
-    while Instant::now() < until {
-        let started = Instant::now();
-        let (status, resp) = conn.call("PutRecords", body.clone()).await?;
-        r.latencies_us.push(started.elapsed().as_micros() as u64);
-        if status != 200 {
-            r.errors += 1;
-            continue;
+/// Shared progress counters for the live line.
+#[derive(Default)]
+pub(crate) struct Progress {
+    acked: std::sync::atomic::AtomicU64,
+    p99_us: std::sync::atomic::AtomicU64,
+}
+
+/// A producer's record filler, raw (for checksums) and in base64 (to append after each header's).
+struct Filler {
+    raw: Vec<u8>,
+    b64: String,
+}
+
+/// Builds one PutRecords body: each record a checkable payload.
+fn body(stream: &str, producer: u32, first_seq: u64, count: usize, keys: usize, filler: &Filler, t0: Instant) -> Bytes {
+    let (filler_b64, filler) = (filler.b64.as_str(), filler.raw.as_slice());
+    let sent = t0.elapsed().as_nanos() as u64;
+    let mut s = String::with_capacity(count * (filler_b64.len() + 80) + 64);
+    s.push_str(r#"{"StreamName":""#);
+    s.push_str(stream);
+    s.push_str(r#"","Records":["#);
+    for i in 0..count {
+        let seq = first_seq + i as u64;
+        let h = payload::header(producer, seq, sent, filler);
+        if i > 0 {
+            s.push(',');
         }
-        let failed = memchr_failed_count(&resp);
-        r.failed += failed;
-        r.acked += args.batch as u64 - failed;
+        s.push_str(r#"{"Data":""#);
+        base64::engine::general_purpose::STANDARD.encode_string(h, &mut s);
+        s.push_str(filler_b64);
+        s.push_str(r#"","PartitionKey":"key-"#);
+        s.push_str(&((seq as usize * 7919 + producer as usize) % keys.max(1)).to_string());
+        s.push_str(r#""}"#);
     }
-    Ok(r)
+    s.push_str("]}");
+    Bytes::from(s)
+}
+
+fn single_body(stream: &str, producer: u32, seq: u64, keys: usize, filler: &Filler, t0: Instant) -> Bytes {
+    let (filler_b64, filler) = (filler.b64.as_str(), filler.raw.as_slice());
+    let h = payload::header(producer, seq, t0.elapsed().as_nanos() as u64, filler);
+    let mut data = base64::engine::general_purpose::STANDARD.encode(h);
+    data.push_str(filler_b64);
+    let key = (seq as usize * 7919 + producer as usize) % keys.max(1);
+    Bytes::from(format!(r#"{{"StreamName":"{stream}","Data":"{data}","PartitionKey":"key-{key}"}}"#))
+}
+
+fn error_type(status: u16, body: &[u8]) -> String {
+    let t = serde_json::from_slice::<Value>(body).ok().and_then(|v| v["__type"].as_str().map(str::to_owned));
+    format!("{status} {}", t.unwrap_or_default())
 }
 
 /// Reads `"FailedRecordCount":N` without parsing the whole response.
-fn memchr_failed_count(resp: &[u8]) -> u64 {
+fn failed_count(resp: &[u8]) -> u64 {
     let key = b"\"FailedRecordCount\":";
     resp.windows(key.len())
         .position(|w| w == key)
@@ -172,40 +140,101 @@ fn memchr_failed_count(resp: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
-pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
+pub(crate) async fn producer(
+    ep: Arc<Endpoint>,
+    args: Arc<ProduceArgs>,
+    id: usize,
+    t0: Instant,
+    until: Instant,
+    progress: Arc<Progress>,
+) -> anyhow::Result<ProducerResult> {
+    let mut conn = Conn::open(&ep).await?;
+    let raw = payload::filler(id as u32, args.record_size);
+    let filler = Filler { b64: base64::engine::general_purpose::STANDARD.encode(&raw), raw };
+    let mut r = ProducerResult::default();
+    let mut seq = 0u64;
+    // Open loop: this producer's share of the rate, one call per interval.
+    let interval = (args.rate > 0).then(|| {
+        let calls_per_s = args.rate as f64 / args.batch as f64 / args.producers as f64;
+        Duration::from_secs_f64(1.0 / calls_per_s.max(1e-6))
+    });
+    let mut due = Instant::now();
+    while Instant::now() < until {
+        let started = match interval {
+            Some(iv) => {
+                tokio::time::sleep_until(due.into()).await;
+                let d = due;
+                due += iv;
+                d
+            }
+            None => Instant::now(),
+        };
+        let (op, payload) = if args.batch <= 1 {
+            ("PutRecord", single_body(&args.stream, id as u32, seq, args.keys, &filler, t0))
+        } else {
+            ("PutRecords", body(&args.stream, id as u32, seq, args.batch, args.keys, &filler, t0))
+        };
+        let count = args.batch.max(1) as u64;
+        seq += count;
+        let (status, resp) = conn.call(op, payload).await?;
+        let latency_us = started.elapsed().as_micros() as u64;
+        r.latencies.record(latency_us, t0.elapsed().as_secs() as usize);
+        r.calls += 1;
+        if status != 200 {
+            *r.errors.entry(error_type(status, &resp)).or_default() += count;
+            continue;
+        }
+        let failed = if args.batch <= 1 { 0 } else { failed_count(&resp) };
+        if failed > 0 {
+            *r.errors.entry("per-record failures".into()).or_default() += failed;
+        }
+        r.failed += failed;
+        r.acked += count - failed;
+        if failed == 0 {
+            r.acked_ranges.push((id as u32, seq - count, count));
+        }
+        progress.acked.fetch_add(count - failed, std::sync::atomic::Ordering::Relaxed);
+        progress.p99_us.store(r.latencies.all.value_at_quantile(0.99), std::sync::atomic::Ordering::Relaxed);
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+    Ok(r)
 }
 
-/// Durable sequential appends of `chunk_bytes` (write + fdatasync) for `duration`: MB/s.
-fn disk_baseline(dir: &std::path::Path, chunk_bytes: usize, duration: Duration) -> anyhow::Result<(f64, u64)> {
+/// Durable sequential appends of `chunk_bytes` (write + fdatasync) for `duration`: MB/s and the
+/// fdatasync p99 in µs; then 4 KiB appends + fdatasync for the same time: their p99 in µs.
+pub(crate) fn disk_baseline(
+    dir: &std::path::Path,
+    chunk_bytes: usize,
+    duration: Duration,
+) -> anyhow::Result<(f64, u64, u64)> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join("sluice-bench-disk-baseline.tmp");
-    let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
-    let chunk = vec![0x5a_u8; chunk_bytes];
-    let started = Instant::now();
-    let mut offset = 0u64;
-    let mut syncs_us = Vec::new();
-    while started.elapsed() < duration {
-        let t = Instant::now();
-        file.write_all_at(&chunk, offset)?;
-        file.sync_data()?;
-        syncs_us.push(t.elapsed().as_micros() as u64);
-        offset += chunk_bytes as u64;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    drop(file);
+    let run = |chunk: usize, d: Duration| -> anyhow::Result<(f64, Latencies)> {
+        let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
+        let buf = vec![0x5a_u8; chunk];
+        let started = Instant::now();
+        let mut offset = 0u64;
+        let mut lat = Latencies::default();
+        while started.elapsed() < d {
+            let t = Instant::now();
+            file.write_all_at(&buf, offset)?;
+            file.sync_data()?;
+            lat.record(t.elapsed().as_micros() as u64, 0);
+            offset += chunk as u64;
+        }
+        Ok((offset as f64 / started.elapsed().as_secs_f64() / 1e6, lat))
+    };
+    let (mb_s, big) = run(chunk_bytes, duration)?;
+    let (_, small) = run(4096, duration.min(Duration::from_secs(3)))?;
     std::fs::remove_file(&path)?;
-    syncs_us.sort_unstable();
-    Ok((offset as f64 / secs / 1e6, percentile(&syncs_us, 0.99)))
+    Ok((mb_s, big.all.value_at_quantile(0.99), small.all.value_at_quantile(0.99)))
 }
 
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
-    let ep = parse_endpoint(&args.endpoint)?;
-    let payload_per_call = args.batch * args.record_size;
+    if args.record_size < payload::HEADER_LEN {
+        anyhow::bail!("--record-size must be at least {} bytes", payload::HEADER_LEN);
+    }
+    let ep = Arc::new(parse_endpoint(&args.endpoint)?);
+    let payload_per_call = args.batch.max(1) * args.record_size;
     let baseline = match &args.disk_baseline {
         Some(dir) => {
             let dir = dir.clone();
@@ -217,69 +246,110 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    ensure_stream(&ep, &args).await?;
-    let started = Instant::now();
-    let until = started + Duration::from_secs(args.seconds);
+    ensure_stream(&ep, &args.stream, args.shards).await?;
+    let cpu_before = daemon_cpu_seconds(&ep).await;
+    let args = Arc::new(args);
+    let progress = Arc::new(Progress::default());
+    let t0 = Instant::now();
+    let until = t0 + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
     for id in 0..args.producers {
-        let args = args.clone();
-        let ep = Endpoint { host: ep.host.clone(), port: ep.port };
-        tasks.push(tokio::spawn(async move { producer(&ep, &args, id, until).await }));
+        tasks.push(tokio::spawn(producer(ep.clone(), args.clone(), id, t0, until, progress.clone())));
     }
+    let live = std::io::stderr().is_terminal().then(|| {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let acked = progress.acked.load(std::sync::atomic::Ordering::Relaxed);
+                let p99 = progress.p99_us.load(std::sync::atomic::Ordering::Relaxed);
+                eprint!(
+                    "\r  {:>5.0} s  {:>9} records/s  p99 {:>7.2} ms   ",
+                    t0.elapsed().as_secs_f64(),
+                    acked - last,
+                    p99 as f64 / 1e3
+                );
+                last = acked;
+            }
+        })
+    });
     let mut total = ProducerResult::default();
     for t in tasks {
         let r = t.await??;
         total.acked += r.acked;
         total.failed += r.failed;
-        total.errors += r.errors;
-        total.latencies_us.extend(r.latencies_us);
+        total.calls += r.calls;
+        for (k, v) in r.errors {
+            *total.errors.entry(k).or_default() += v;
+        }
+        total.latencies.merge(&r.latencies);
     }
-    let secs = started.elapsed().as_secs_f64();
-    total.latencies_us.sort_unstable();
+    if let Some(l) = live {
+        l.abort();
+        eprintln!();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = match (cpu_before, daemon_cpu_seconds(&ep).await) {
+        (Some(a), Some(b)) if total.acked > 0 => Some((b - a) / (total.acked as f64 / 1e6)),
+        _ => None,
+    };
     let rps = total.acked as f64 / secs;
     let mbps = rps * args.record_size as f64 / 1e6;
-    let l = &total.latencies_us;
+    let [p50, p90, p99, p999, max] = total.latencies.summary_ms();
     let summary = json!({
         "endpoint": args.endpoint,
+        "mode": if args.rate > 0 { "open-loop" } else { "closed-loop" },
+        "rate": args.rate,
         "producers": args.producers,
+        "shards": args.shards,
         "batch": args.batch,
         "record_size": args.record_size,
         "seconds": secs,
         "records_acked": total.acked,
         "records_failed": total.failed,
-        "call_errors": total.errors,
+        "errors": total.errors,
         "records_per_s": rps,
         "mb_per_s": mbps,
-        "call_latency_us": {"p50": percentile(l, 0.5), "p90": percentile(l, 0.9), "p99": percentile(l, 0.99), "max": l.last().copied().unwrap_or(0)},
-        "disk_baseline": baseline.map(|(mb, p99)| json!({"mb_per_s": mb, "fdatasync_p99_us": p99, "ratio": mbps / mb})),
+        "call_latency": total.latencies.json(),
+        "daemon_cpu_seconds_per_million_records": cpu,
+        "disk_baseline": baseline.map(|(mb, p99, small_p99)| json!({
+            "mb_per_s": mb, "fdatasync_p99_us": p99, "fdatasync_4k_p99_us": small_p99, "ratio": mbps / mb,
+        })),
     });
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "PutRecords {} x {} B, {} producers, {:.0} records/s",
+            args.batch, args.record_size, args.producers, rps
+        );
+        std::fs::write(path, total.latencies.svg(&title))?;
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{summary:#}")?;
-    } else {
-        writeln!(
-            out,
-            "produce: {} producers, PutRecords of {} x {} B, {:.1} s",
-            args.producers, args.batch, args.record_size, secs
-        )?;
-        writeln!(
-            out,
-            "  acknowledged {} records ({} failed, {} call errors)",
-            total.acked, total.failed, total.errors
-        )?;
-        writeln!(out, "  throughput   {rps:.0} records/s, {mbps:.1} MB/s of record data")?;
-        writeln!(
-            out,
-            "  call latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            percentile(l, 0.5) as f64 / 1e3,
-            percentile(l, 0.9) as f64 / 1e3,
-            percentile(l, 0.99) as f64 / 1e3,
-            l.last().copied().unwrap_or(0) as f64 / 1e3
-        )?;
-        if let Some((mb, p99)) = baseline {
-            writeln!(out, "  disk baseline {mb:.1} MB/s durable sequential appends of {payload_per_call} B (fdatasync p99 {:.2} ms)", p99 as f64 / 1e3)?;
-            writeln!(out, "  ratio        {:.2} of the disk's durable append bandwidth", mbps / mb)?;
-        }
+        return Ok(());
+    }
+    let mode = if args.rate > 0 { format!("open loop at {} records/s", args.rate) } else { "closed loop".into() };
+    writeln!(
+        out,
+        "produce: {} producers, {} x {} B per call, {mode}, {secs:.1} s",
+        args.producers, args.batch, args.record_size
+    )?;
+    writeln!(out, "  acknowledged {} records ({} failed)", total.acked, total.failed)?;
+    for (k, v) in &total.errors {
+        writeln!(out, "  errors: {v} records: {k}")?;
+    }
+    writeln!(out, "  throughput   {rps:.0} records/s, {mbps:.1} MB/s of record data")?;
+    writeln!(
+        out,
+        "  call latency p50 {p50:.2} ms, p90 {p90:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms, max {max:.2} ms"
+    )?;
+    if let Some(c) = cpu {
+        writeln!(out, "  daemon cost  {c:.2} CPU-seconds per million records")?;
+    }
+    if let Some((mb, p99_big, p99_small)) = baseline {
+        writeln!(out, "  disk baseline {mb:.1} MB/s durable sequential appends of {payload_per_call} B (fdatasync p99 {:.2} ms; 4 KiB fdatasync p99 {:.2} ms)", p99_big as f64 / 1e3, p99_small as f64 / 1e3)?;
+        writeln!(out, "  ratio        {:.2} of the disk's durable append bandwidth", mbps / mb)?;
     }
     Ok(())
 }
