@@ -16,7 +16,8 @@ start)
     nohup node kinesalite.js 4571 > kinesalite.log 2>&1 &
     echo $! > kinesalite.pid
     (cd node_modules/kinesis-local && KINESIS_MOCK_PLAIN_PORT=4572 KINESIS_MOCK_TLS_PORT=4573 SHOULD_PERSIST_DATA=false \
-        nohup node main-loopback.js > ../../kinesis-local.log 2>&1 & echo $! > ../../kinesis-local.pid)
+        exec nohup node main-loopback.js > ../../kinesis-local.log 2>&1) &
+    echo $! > kinesis-local.pid
     for port in 4571 4572; do
         for _ in $(seq 1 100); do
             if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
