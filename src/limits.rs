@@ -38,7 +38,8 @@ struct ShardBuckets {
     read_calls: Bucket,
 }
 
-/// Shards tracked at most; beyond it the oldest-untouched state is dropped (a fresh, full bucket).
+/// Shards tracked at most; beyond it every shard's state is dropped and starts again from full
+/// buckets (a bound on memory, at the price of a moment's extra allowance).
 const SHARDS_TRACKED_MAX: usize = 100_000;
 
 pub struct ShardLimits {

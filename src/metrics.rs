@@ -135,6 +135,7 @@ impl Metrics {
             i.shards.retain(|(s, _), _| s != stream);
             i.put_latency.remove(stream);
             i.fanout.remove(stream);
+            i.scaling.retain(|(s, _), _| s != stream);
         })
     }
 

@@ -15,9 +15,10 @@ use crate::api::reshard::{merge_pair, split_in_half};
 use crate::service::Service;
 use crate::stream::meta::{StreamMode, StreamStatus};
 
-#[derive(Default, Clone, Copy)]
+#[derive(Clone, Copy)]
 struct ShardState {
     last_bytes: u64,
+    last_at: std::time::Instant,
     hot: u32,
     cold: u32,
 }
@@ -30,7 +31,6 @@ pub async fn run(svc: Arc<Service>) {
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        let secs = cfg.check_interval.as_secs_f64();
         for meta in svc.all_streams() {
             if meta.mode != StreamMode::OnDemand || meta.status != StreamStatus::Active {
                 continue;
@@ -39,10 +39,18 @@ pub async fn run(svc: Arc<Service>) {
             open.sort_by_key(|s| s.range().0);
             for s in &open {
                 let bytes = svc.metrics.incoming_bytes(&meta.name, &s.shard_id());
-                let st =
-                    state.entry((meta.id, s.index)).or_insert(ShardState { last_bytes: bytes, ..Default::default() });
+                let now = std::time::Instant::now();
+                let st = state.entry((meta.id, s.index)).or_insert(ShardState {
+                    last_bytes: bytes,
+                    last_at: now,
+                    hot: 0,
+                    cold: 0,
+                });
+                // Over the time actually elapsed: a skipped check must not look like a burst.
+                let secs = now.duration_since(st.last_at).as_secs_f64().max(1e-3);
                 let rate = (bytes.saturating_sub(st.last_bytes)) as f64 / secs;
                 st.last_bytes = bytes;
+                st.last_at = now;
                 st.hot = if rate > cfg.split_bytes_per_s as f64 { st.hot + 1 } else { 0 };
                 st.cold = if rate < cfg.merge_bytes_per_s as f64 { st.cold + 1 } else { 0 };
             }

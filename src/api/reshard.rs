@@ -98,7 +98,8 @@ fn plan(meta: &StreamMeta, steps: &[Step], now_ms: i64) -> (StreamMeta, Vec<u32>
 
 /// Splits an open shard in two equal halves (on-demand scaling). The caller holds the control lock.
 pub(crate) async fn split_in_half(svc: &Arc<Service>, meta: &StreamMeta, shard: u32) -> ApiResult<()> {
-    let (start, end) = meta.shard(shard).map(|s| s.range()).ok_or_else(|| svc.not_found(&meta.name))?;
+    let s = meta.shard(shard).filter(|s| s.is_open()).ok_or_else(|| svc.not_found(&meta.name))?;
+    let (start, end) = s.range();
     if end <= start {
         return Err(ApiError::InvalidArgument("The shard covers a single hash key and cannot be split.".into()));
     }
@@ -107,6 +108,10 @@ pub(crate) async fn split_in_half(svc: &Arc<Service>, meta: &StreamMeta, shard: 
 
 /// Merges two adjacent open shards (on-demand scaling). The caller holds the control lock.
 pub(crate) async fn merge_pair(svc: &Arc<Service>, meta: &StreamMeta, a: u32, b: u32) -> ApiResult<()> {
+    let open = |i: u32| meta.shard(i).is_some_and(|s| s.is_open());
+    if !open(a) || !open(b) {
+        return Err(ApiError::ResourceInUse("A shard to merge is no longer open.".into()));
+    }
     apply(svc, meta, vec![Step::Merge { a, b }]).await.map(|_| ())
 }
 
@@ -127,15 +132,43 @@ async fn apply(svc: &Arc<Service>, meta: &StreamMeta, steps: Vec<Step>) -> ApiRe
         let key = ShardKey { stream_id: m.id, shard_index: *index };
         svc.runtime.open(key, svc.shard_dir(key), Vec::new(), m.retention_hours, !open).await?;
     }
+    let mut closed = Vec::new();
+    let mut outcome = Ok(());
     for index in closing {
         let key = ShardKey { stream_id: m.id, shard_index: index };
-        let end = svc.runtime.close(key).await?;
-        if let Some(s) = m.shards.iter_mut().find(|s| s.index == index) {
-            s.end_ordinal = Some(end);
+        match svc.runtime.close(key).await {
+            Ok(end) => {
+                closed.push(key);
+                if let Some(s) = m.shards.iter_mut().find(|s| s.index == index) {
+                    s.end_ordinal = Some(end);
+                }
+            }
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
         }
     }
     m.status = StreamStatus::Updating;
-    let saved = svc.save(m).await?;
+    let saved = match outcome {
+        Ok(()) => svc.save(m).await,
+        Err(e) => Err(e),
+    };
+    let saved = match saved {
+        Ok(saved) => saved,
+        Err(e) => {
+            // Undo: the parents take appends again and the unused children go away, so that the
+            // shard set stays the one the metadata names.
+            tracing::error!(stream = %meta.name, error = %e, "reshard failed; reopening its parents");
+            for key in closed {
+                let _ = svc.runtime.reopen(key).await;
+            }
+            for (index, _) in &created {
+                let _ = svc.runtime.drop_shard(ShardKey { stream_id: meta.id, shard_index: *index }).await;
+            }
+            return Err(e);
+        }
+    };
     tracing::info!(stream = %saved.name, open_shards = saved.open_shard_count(), "resharded");
     schedule_active(svc, saved.id, &saved.name);
     Ok(saved)

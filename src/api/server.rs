@@ -103,7 +103,14 @@ async fn handle(svc: Arc<Service>, budget: Arc<Semaphore>, req: Request<Incoming
     let path = req.uri().path();
     Ok(match (req.method(), path) {
         (&Method::GET, "/healthz") => plain(StatusCode::OK, "text/plain", "ok\n".into()),
-        (&Method::GET, "/metrics") => plain(StatusCode::OK, "text/plain; version=0.0.4", svc.metrics.render().into()),
+        (&Method::GET, "/metrics") => {
+            let mut text = svc.metrics.render();
+            text.push_str("# HELP sluice_worker_open_shards Open shards owned by each core worker.\n# TYPE sluice_worker_open_shards gauge\n");
+            for (w, n) in svc.runtime.open_shards_per_worker().iter().enumerate() {
+                text.push_str(&format!("sluice_worker_open_shards{{worker=\"{w}\"}} {n}\n"));
+            }
+            plain(StatusCode::OK, "text/plain; version=0.0.4", text.into())
+        }
         (&Method::POST, "/debug/failpoints") if svc.cfg.debug.failpoints => failpoints(req).await,
         (&Method::POST, _) => api(svc, budget, req).await,
         _ => {

@@ -268,7 +268,11 @@ fn shard_json(meta: &StreamMeta, s: &ShardMeta) -> Value {
         v["AdjacentParentShardId"] = json!(crate::stream::meta::shard_id(p));
     }
     if let Some(end) = s.end_ordinal {
-        let last = crate::stream::seqno::SeqNo::record(meta.id, s.index, end.saturating_sub(1));
+        // The last record's sequence number; an empty closed shard ends where it started.
+        let last = match end {
+            0 => crate::stream::seqno::SeqNo::shard_start(meta.id, s.index),
+            _ => crate::stream::seqno::SeqNo::record(meta.id, s.index, end - 1),
+        };
         v["SequenceNumberRange"]["EndingSequenceNumber"] = json!(last.encode());
     }
     v

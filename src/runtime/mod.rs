@@ -114,9 +114,10 @@ pub enum Command {
         reply: Reply<tokio::sync::watch::Receiver<Tip>>,
     },
     /// Closes the shard (resharding): appends after this fail with ShardClosed; the reply is
-    /// the shard's end ordinal.
+    /// the shard's end ordinal. With `closed: false`, undoes a close whose reshard failed.
     Close {
         key: ShardKey,
+        closed: bool,
         reply: Reply<u64>,
     },
     Shutdown,
@@ -259,9 +260,16 @@ impl Runtime {
     /// Closes a shard for a reshard; returns its end ordinal. Appends that reach the worker after
     /// this fail with ShardClosed and are routed again by the caller.
     pub async fn close(&self, key: ShardKey) -> Result<u64, ApiError> {
-        let end = self.control(key, move |reply| Command::Close { key, reply }).await?;
+        let end = self.control(key, move |reply| Command::Close { key, closed: true, reply }).await?;
         self.place(key, false);
         Ok(end)
+    }
+
+    /// Reopens a shard closed by a reshard that then failed to save.
+    pub async fn reopen(&self, key: ShardKey) -> Result<(), ApiError> {
+        self.control(key, move |reply| Command::Close { key, closed: false, reply }).await?;
+        self.place(key, true);
+        Ok(())
     }
 
     pub fn append(&self, key: ShardKey, records: Vec<NewRecord>) -> impl Future<Output = Result<Appended, ApiError>> {

@@ -251,10 +251,10 @@ impl Worker {
             Command::Ping { reply } => {
                 let _ = reply.send(Ok(()));
             }
-            Command::Close { key, reply } => {
+            Command::Close { key, closed, reply } => {
                 let res = match self.shards.get_mut(&key) {
                     Some(s) => {
-                        s.closed = true;
+                        s.closed = closed;
                         s.publish();
                         Ok(s.log.next_ordinal())
                     }
