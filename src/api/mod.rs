@@ -58,6 +58,17 @@ pub async fn dispatch(svc: &Arc<Service>, op: &str, req: Value) -> ApiResult<Val
     }
 }
 
+/// The data-plane puts, decoded from JSON bytes straight into their typed shapes.
+pub async fn dispatch_json_bytes(svc: &Arc<Service>, op: &str, body: &[u8]) -> ApiResult<Value> {
+    let ser =
+        |e: serde_json::Error| ApiError::Serialization(format!("Request does not match the operation's shape: {e}"));
+    match op {
+        "PutRecords" => records::put_records(svc, serde_json::from_slice(body).map_err(ser)?).await,
+        "PutRecord" => records::put_record(svc, serde_json::from_slice(body).map_err(ser)?).await,
+        _ => Err(ApiError::UnknownOperation(format!("Operation {op} is not supported by this daemon."))),
+    }
+}
+
 /// Decodes a request shape; a member of the wrong type is a SerializationException.
 pub(crate) fn parse<T: DeserializeOwned>(v: Value) -> ApiResult<T> {
     serde_json::from_value(v)

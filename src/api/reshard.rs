@@ -58,8 +58,8 @@ fn plan(meta: &StreamMeta, steps: &[Step], now_ms: i64) -> (StreamMeta, Vec<u32>
     let mut closed: Vec<u32> = Vec::new();
     let child = |m: &StreamMeta, start: u128, end: u128, parent: u32, adjacent: Option<u32>| ShardMeta {
         index: m.next_shard_index(),
-        hash_start: start.to_string(),
-        hash_end: end.to_string(),
+        hash_start: start,
+        hash_end: end,
         parent: Some(parent),
         adjacent_parent: adjacent,
         end_ordinal: None,

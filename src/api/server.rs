@@ -250,6 +250,15 @@ async fn api(svc: Arc<Service>, budget: Arc<Semaphore>, req: Request<Incoming>) 
             return r;
         }
     };
+    // Hot path: JSON puts are decoded straight into their typed shape, without a Value tree.
+    if proto == Protocol::Json
+        && (op == "PutRecords" || op == "PutRecord")
+        && !body.iter().all(|b| b.is_ascii_whitespace())
+    {
+        let result = super::dispatch_json_bytes(&svc, &op, &body).await;
+        drop(body);
+        return finish(&svc, proto, &op, result);
+    }
     let value = match decode_request(proto, &body) {
         Ok(v) => v,
         Err(e) => {
@@ -262,9 +271,14 @@ async fn api(svc: Arc<Service>, budget: Arc<Semaphore>, req: Request<Incoming>) 
         return subscribe(svc, proto, value).await;
     }
     let result = dispatch(&svc, &op, value).await;
+    finish(&svc, proto, &op, result)
+}
+
+/// Encodes an operation's result (or error) in the request's protocol, and counts it.
+fn finish(svc: &Service, proto: Protocol, op: &str, result: crate::error::ApiResult<serde_json::Value>) -> Resp {
     match result {
         Ok(v) => {
-            svc.metrics.record_request(&op, "ok");
+            svc.metrics.record_request(op, "ok");
             respond(proto, StatusCode::OK, encode_response(proto, &v), None)
         }
         Err(e) => {
@@ -272,7 +286,7 @@ async fn api(svc: Arc<Service>, budget: Arc<Semaphore>, req: Request<Incoming>) 
                 tracing::error!(operation = %op, error = %e, "internal failure");
             }
             let known = matches!(e, ApiError::UnknownOperation(_));
-            svc.metrics.record_request(if known { "unknown" } else { &op }, e.type_name());
+            svc.metrics.record_request(if known { "unknown" } else { op }, e.type_name());
             error_response(proto, &e)
         }
     }

@@ -249,7 +249,7 @@ pub(crate) fn child_shards_json(meta: &StreamMeta, parent: u32) -> Vec<Value> {
             json!({
                 "ShardId": c.shard_id(),
                 "ParentShards": parents,
-                "HashKeyRange": {"StartingHashKey": c.hash_start, "EndingHashKey": c.hash_end},
+                "HashKeyRange": {"StartingHashKey": c.hash_start.to_string(), "EndingHashKey": c.hash_end.to_string()},
             })
         })
         .collect()
@@ -258,7 +258,7 @@ pub(crate) fn child_shards_json(meta: &StreamMeta, parent: u32) -> Vec<Value> {
 fn shard_json(meta: &StreamMeta, s: &ShardMeta) -> Value {
     let mut v = json!({
         "ShardId": s.shard_id(),
-        "HashKeyRange": {"StartingHashKey": s.hash_start, "EndingHashKey": s.hash_end},
+        "HashKeyRange": {"StartingHashKey": s.hash_start.to_string(), "EndingHashKey": s.hash_end.to_string()},
         "SequenceNumberRange": {"StartingSequenceNumber": meta.starting_sequence_number(s)},
     });
     if let Some(p) = s.parent {

@@ -54,12 +54,27 @@ impl StreamMode {
     }
 }
 
+/// u128 values stored as decimal strings (JSON has no u128).
+mod u128_text {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardMeta {
     pub index: u32,
-    /// Hash range as decimal strings (JSON has no u128).
-    pub hash_start: String,
-    pub hash_end: String,
+    /// The hash key range, inclusive.
+    #[serde(with = "u128_text")]
+    pub hash_start: u128,
+    #[serde(with = "u128_text")]
+    pub hash_end: u128,
     #[serde(default)]
     pub parent: Option<u32>,
     #[serde(default)]
@@ -80,10 +95,7 @@ impl ShardMeta {
     }
 
     pub fn range(&self) -> (u128, u128) {
-        // Written by this daemon from u128 values; a damaged value degrades to an empty range.
-        let start = self.hash_start.parse().unwrap_or(u128::MAX);
-        let end = self.hash_end.parse().unwrap_or(0);
-        (start, end)
+        (self.hash_start, self.hash_end)
     }
 
     pub fn is_open(&self) -> bool {
@@ -179,8 +191,8 @@ impl StreamMeta {
             .enumerate()
             .map(|(i, (s, e))| ShardMeta {
                 index: i as u32,
-                hash_start: s.to_string(),
-                hash_end: e.to_string(),
+                hash_start: s,
+                hash_end: e,
                 parent: None,
                 adjacent_parent: None,
                 end_ordinal: None,
