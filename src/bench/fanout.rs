@@ -2,8 +2,10 @@
 //! has the record, over the AWS event-stream path (SubscribeToShard, HTTP/1.1) and the binary push
 //! path, for a number of consumers and shards, at a light and a heavy open-loop rate.
 //!
-//! Every record carries its id; the producer notes when each put was sent and acknowledged, each
-//! subscriber when it received each id. Latency "from ack" is receive − acknowledgement (clamped at
+//! Every record carries its id and a checksum ([`super::payload`]); the producer notes when each
+//! put was sent and acknowledged, each subscriber when it received each id. Every delivered
+//! record is verified (checksum, once per subscriber, in order per shard); any failure fails the
+//! run. Latency "from ack" is receive − acknowledgement (clamped at
 //! zero: a subscriber can be woken by the commit before the producer reads its reply), "from send"
 //! is receive − send. All clocks are one monotonic clock in one process.
 
@@ -55,8 +57,11 @@ pub const LIGHT_RATE: u64 = 200;
 pub const HEAVY_RATE: u64 = 10_000;
 
 struct Sample {
-    id: u64,
+    /// The record's id, or `None` if its checksum failed.
+    id: Option<u64>,
     received_ns: u64,
+    /// Which of the subscriber's subscriptions (shard) delivered it: order is checked per lane.
+    lane: u32,
 }
 
 type Samples = Arc<Mutex<Vec<Sample>>>;
@@ -175,13 +180,11 @@ async fn case(
                 }
                 let _ = ready_tx.send(()).await;
                 tasks.push(tokio::spawn(async move {
-                    while let Ok(Event::Records { records, .. }) = client.next_event().await {
+                    while let Ok(Event::Records { records, subscription_id, .. }) = client.next_event().await {
                         let now = start.elapsed().as_nanos() as u64;
                         let mut s = samples.lock().expect("samples");
                         for r in records {
-                            if let Some(id) = record_id(&r.data) {
-                                s.push(Sample { id, received_ns: now });
-                            }
+                            s.push(Sample { id: record_id(&r.data), received_ns: now, lane: subscription_id });
                         }
                     }
                 }));
@@ -208,7 +211,7 @@ async fn case(
     let total = rate * args.seconds;
     let mut sent_ns = vec![0u64; total as usize];
     let mut ack_ns = vec![0u64; total as usize];
-    let payload_pad = vec![b'x'; args.record_size.saturating_sub(8)];
+    let filler = super::payload::filler(0, args.record_size);
     let mut next_id = 0u64;
     let began = Instant::now();
     let mut producer = Conn::open(ep).await?;
@@ -219,8 +222,9 @@ async fn case(
             let records: Vec<Value> = ids
                 .iter()
                 .map(|id| {
-                    let mut d = id.to_be_bytes().to_vec();
-                    d.extend_from_slice(&payload_pad);
+                    let sent = start.elapsed().as_nanos() as u64;
+                    let mut d = super::payload::header(0, *id, sent, &filler).to_vec();
+                    d.extend_from_slice(&filler);
                     json!({"Data": base64::engine::general_purpose::STANDARD.encode(d), "PartitionKey": format!("k{id}")})
                 })
                 .collect();
@@ -255,14 +259,30 @@ async fn case(
     }
     let mut from_ack = Vec::new();
     let mut from_send = Vec::new();
+    let (mut corrupt, mut duplicated, mut reordered) = (0usize, 0usize, 0usize);
     for s in &all_samples {
+        let mut seen = std::collections::HashSet::new();
+        let mut last: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
         for sample in s.lock().expect("samples").iter() {
-            let i = sample.id as usize;
+            let Some(id) = sample.id else {
+                corrupt += 1;
+                continue;
+            };
+            if !seen.insert(id) {
+                duplicated += 1;
+            }
+            if last.insert(sample.lane, id).is_some_and(|prev| prev >= id) {
+                reordered += 1;
+            }
+            let i = id as usize;
             if i < ack_ns.len() && ack_ns[i] > 0 {
                 from_ack.push(sample.received_ns.saturating_sub(ack_ns[i]));
                 from_send.push(sample.received_ns.saturating_sub(sent_ns[i]));
             }
         }
+    }
+    if corrupt + duplicated + reordered > 0 {
+        bail!("VERIFICATION FAILED: {corrupt} corrupt, {duplicated} duplicated, {reordered} out of order");
     }
     from_ack.sort_unstable();
     from_send.sort_unstable();
@@ -279,8 +299,9 @@ async fn case(
     })
 }
 
+/// The id of a delivered record, if its checksum holds.
 fn record_id(data: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(data.get(..8)?.try_into().ok()?))
+    super::payload::check(data).map(|p| p.seq)
 }
 
 /// One SubscribeToShard over HTTP/1.1, decoding events as they stream in.
@@ -333,9 +354,7 @@ async fn event_stream_subscriber(
             let mut s = samples.lock().expect("samples");
             for r in v["Records"].as_array().into_iter().flatten() {
                 let data = base64::engine::general_purpose::STANDARD.decode(r["Data"].as_str().unwrap_or(""))?;
-                if let Some(id) = record_id(&data) {
-                    s.push(Sample { id, received_ns: now });
-                }
+                s.push(Sample { id: record_id(&data), received_ns: now, lane: shard });
             }
         }
     }
