@@ -17,7 +17,8 @@ fn cfg() -> LogConfig {
     LogConfig { segment_size: 64 << 20, compression: Compression::None, hot_tail_bytes: 4 << 20, track_unsynced: false }
 }
 
-/// Appends `batch` to each log in one group: one submission, every write linked to its fdatasync.
+/// Appends `batch` to each log in one group: one submission, every write linked to its fdatasync
+/// (`ShardLog::append_durably` does the same for one log; a group shares the submission).
 fn group_commit(logs: &mut [ShardLog], ring: &mut Uring, batch: &[NewRecord], sync: bool) {
     let prepared: Vec<_> = logs.iter_mut().map(|l| l.prepare(batch.to_vec(), 1).expect("prepare")).collect();
     let ops: Vec<WriteOp> = prepared

@@ -19,27 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use common::{kinesis_json, Daemon};
+use common::{kinesis_json, Daemon, Rng};
 
 const SHARDS: usize = 4;
 const PRODUCERS: u64 = 3;
-
-/// splitmix64: small, seedable, good enough to pick sizes and moments.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// The payload of record `n` of `producer`: an id prefix, then bytes derived from the id.
 fn payload(producer: u64, n: u64) -> Vec<u8> {

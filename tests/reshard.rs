@@ -13,7 +13,7 @@ use aws_sdk_kinesis::types::{
     ShardFilter, ShardFilterType, ShardIteratorType, StreamMode, StreamModeDetails, StreamStatus,
 };
 use aws_sdk_kinesis::Client;
-use common::{code, runtime, Daemon};
+use common::{code, runtime, Daemon, Rng};
 
 async fn wait_active(c: &Client, name: &str) {
     for _ in 0..500 {
@@ -307,18 +307,6 @@ fn update_shard_count_and_mode() {
             &StreamMode::OnDemand
         );
     });
-}
-
-/// splitmix64
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
 }
 
 #[test]

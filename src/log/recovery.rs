@@ -348,7 +348,7 @@ mod tests {
 
     use super::*;
     use crate::config::Compression;
-    use crate::log::uring::{Uring, WriteOp};
+    use crate::log::uring::Uring;
     use crate::log::NewRecord;
 
     const SEGMENT: u64 = 64 << 10;
@@ -375,18 +375,8 @@ mod tests {
         let mut ring = Uring::new().unwrap();
         let mut log = ShardLog::empty(dir.to_path_buf(), 1, 0, cfg);
         for i in 0..batches {
-            let p =
-                log.prepare(vec![NewRecord { partition_key: "k".into(), data: data(i) }], 1_000 + i as i64).unwrap();
-            for phase in [false, true] {
-                let ops: Vec<WriteOp> = p
-                    .writes
-                    .iter()
-                    .filter(|w| w.new_segment == phase)
-                    .map(|w| WriteOp { fd: w.fd, offset: w.offset, buf: &w.buf })
-                    .collect();
-                assert!(ring.write_all(&ops, true).iter().all(|r| r.is_ok()));
-            }
-            log.commit(p);
+            let records = vec![NewRecord { partition_key: "k".into(), data: data(i) }];
+            log.append_durably(&mut ring, records, 1_000 + i as i64).unwrap();
         }
         log.segments
             .iter()

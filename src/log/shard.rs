@@ -314,6 +314,31 @@ impl ShardLog {
         Committed { first_ordinal: prepared.first_ordinal, ts_ms: prepared.ts_ms, new_index }
     }
 
+    /// Appends and makes durable in one step, as a core worker does for a group of one: writes to
+    /// existing segments, then to new ones, each linked to its fdatasync. For tools, benches and
+    /// tests that hold a shard log without a worker.
+    pub fn append_durably(
+        &mut self,
+        ring: &mut super::uring::Uring,
+        records: Vec<NewRecord>,
+        now_ms: i64,
+    ) -> Result<Committed, LogError> {
+        let p = self.prepare(records, now_ms)?;
+        for new_segments in [false, true] {
+            let ops: Vec<super::uring::WriteOp> = p
+                .writes
+                .iter()
+                .filter(|w| w.new_segment == new_segments)
+                .map(|w| super::uring::WriteOp { fd: w.fd, offset: w.offset, buf: &w.buf })
+                .collect();
+            if let Some(Err(e)) = ring.write_all(&ops, true).into_iter().find(|r| r.is_err()) {
+                self.abort(p);
+                return Err(e.into());
+            }
+        }
+        Ok(self.commit(p))
+    }
+
     /// Forgets a prepared append whose writes failed. Segments it created are removed; the bytes it
     /// may have written past the tail are overwritten by the next append, and recovery would
     /// treat them as an unacknowledged tail.
@@ -651,7 +676,7 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::config::Compression;
-    use crate::log::uring::{Uring, WriteOp};
+    use crate::log::uring::Uring;
     use bytes::Bytes;
 
     fn cfg(segment_size: u64, hot: u64) -> LogConfig {
@@ -672,17 +697,7 @@ mod tests {
 
     /// Appends like a core worker does; returns the index entries the commit produced.
     fn append(log: &mut ShardLog, ring: &mut Uring, records: Vec<NewRecord>, now: i64) -> Vec<IndexEntry> {
-        let p = log.prepare(records, now).unwrap();
-        for phase in [false, true] {
-            let ops: Vec<WriteOp> = p
-                .writes
-                .iter()
-                .filter(|w| w.new_segment == phase)
-                .map(|w| WriteOp { fd: w.fd, offset: w.offset, buf: &w.buf })
-                .collect();
-            assert!(ring.write_all(&ops, true).iter().all(|r| r.is_ok()));
-        }
-        log.commit(p).new_index
+        log.append_durably(ring, records, now).unwrap().new_index
     }
 
     fn check_reads(log: &mut ShardLog, n: u64) {

@@ -248,3 +248,20 @@ pub fn code<E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::fmt::Debug, R
         None => format!("not a service error: {e:?}"),
     }
 }
+
+/// splitmix64: small, seedable, good enough to pick sizes and moments.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
