@@ -386,13 +386,22 @@ async fn deliver(
             // The shard is closed and fully delivered: no continuation (how the KCL sees a shard
             // end), and where its keys went.
             event.as_object_mut().expect("an object").remove("ContinuationSequenceNumber");
-            event["ChildShards"] = json!(crate::fanout::child_shards_when_known(svc, meta.id, shard_index).await);
+            let children = tokio::select! {
+                c = crate::fanout::child_shards_when_known(svc, meta.id, shard_index) => c,
+                _ = tokio::time::sleep_until(ends) => return,
+                _ = cancelled.changed() => return,
+            };
+            event["ChildShards"] = json!(children);
         }
         send_or_end!(event_message(proto, "SubscribeToShardEvent", &event));
         svc.metrics.record_fanout(&meta.name, d.records.len() as u64, bytes);
         if d.ended {
             return;
         }
-        pacer.pace(bytes).await;
+        tokio::select! {
+            _ = pacer.pace(bytes) => {}
+            _ = tokio::time::sleep_until(ends) => return,
+            _ = cancelled.changed() => return,
+        }
     }
 }
