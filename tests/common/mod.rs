@@ -28,6 +28,13 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Two distinct free ports (both held open while they are chosen, so they differ).
+fn two_free_ports() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
+}
+
 impl Daemon {
     pub fn start() -> Daemon {
         Daemon::start_with(FAST_CONFIG)
@@ -39,10 +46,20 @@ impl Daemon {
 
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let push_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let (api, push) = two_free_ports();
+        let addr: SocketAddr = format!("127.0.0.1:{api}").parse().unwrap();
+        let push_addr: SocketAddr = format!("127.0.0.1:{push}").parse().unwrap();
         let mut d = Daemon { dir, addr, push_addr, config: config.to_owned(), env, child: None };
+        // Another test may take a chosen port before the daemon binds it: choose again.
+        for _ in 0..5 {
+            if d.try_spawn() {
+                return d;
+            }
+            let (api, push) = two_free_ports();
+            d.addr = format!("127.0.0.1:{api}").parse().unwrap();
+            d.push_addr = format!("127.0.0.1:{push}").parse().unwrap();
+        }
         d.spawn();
         d
     }
@@ -62,7 +79,24 @@ impl Daemon {
         self.dir.path().join("data")
     }
 
+    /// Starts the daemon; false if it exited at start because a port was taken.
+    fn try_spawn(&mut self) -> bool {
+        self.start_child();
+        match self.wait_ready() {
+            Ok(()) => true,
+            Err(log) if log.contains("Address already in use") => false,
+            Err(log) => panic!("sluice exited at start; log:\n{log}"),
+        }
+    }
+
     fn spawn(&mut self) {
+        self.start_child();
+        if let Err(log) = self.wait_ready() {
+            panic!("sluice did not start; log:\n{log}");
+        }
+    }
+
+    fn start_child(&mut self) {
         let cfg_path = self.dir.path().join("sluice.toml");
         std::fs::write(&cfg_path, &self.config).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
@@ -84,17 +118,22 @@ impl Daemon {
             .spawn()
             .expect("starting sluice");
         self.child = Some(child);
+    }
+
+    /// Waits for /healthz; on failure, the log (and the process is gone).
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("sluice exited at start with {status}; log:\n{}", self.log());
+                self.child = None;
+                return Err(format!("exited with {status}\n{}", self.log()));
             }
             if http_get(self.addr, "/healthz").is_some_and(|(s, _)| s == 200) {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("sluice did not become ready; log:\n{}", self.log());
+        Err(format!("not ready after 30 s\n{}", self.log()))
     }
 
     pub fn log_path(&self) -> PathBuf {

@@ -135,6 +135,9 @@ class Daemon:
         for attempt in range(5):
             if not keep_port:
                 self.port = free_port()
+                self.push_port = free_port()
+                while self.push_port == self.port:
+                    self.push_port = free_port()
             self.proc = self._spawn(self.port)
             self.starts += 1
             deadline = time.monotonic() + timeout
