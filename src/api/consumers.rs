@@ -132,7 +132,6 @@ pub async fn register_stream_consumer(svc: &Arc<Service>, input: ConsumerInput) 
     let svc2 = svc.clone();
     let delay = svc.cfg.streams.create_delay;
     let activate = async move {
-        tokio::time::sleep(delay).await;
         let _guard = svc2.control.lock().await;
         let Ok(current) = svc2.stream(&meta.name) else { return };
         if current.id != meta.id {
@@ -147,11 +146,7 @@ pub async fn register_stream_consumer(svc: &Arc<Service>, input: ConsumerInput) 
             tracing::error!(consumer = %name, error = %e, "could not activate consumer");
         }
     };
-    if delay.is_zero() {
-        activate.await;
-    } else {
-        tokio::spawn(activate);
-    }
+    super::after(delay, activate).await;
     Ok(out)
 }
 
@@ -174,7 +169,6 @@ pub async fn deregister_stream_consumer(svc: &Arc<Service>, input: ConsumerInput
     let svc2 = svc.clone();
     let delay = svc.cfg.streams.delete_delay;
     let remove = async move {
-        tokio::time::sleep(delay).await;
         let _guard = svc2.control.lock().await;
         let Ok(current) = svc2.stream(&meta.name) else { return };
         let mut m = (*current).clone();
@@ -183,11 +177,7 @@ pub async fn deregister_stream_consumer(svc: &Arc<Service>, input: ConsumerInput
             tracing::error!(consumer = %consumer.name, error = %e, "could not remove consumer");
         }
     };
-    if delay.is_zero() {
-        remove.await;
-    } else {
-        tokio::spawn(remove);
-    }
+    super::after(delay, remove).await;
     Ok(json!({}))
 }
 

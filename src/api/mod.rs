@@ -69,6 +69,20 @@ pub async fn dispatch_json_bytes(svc: &Arc<Service>, op: &str, body: &[u8]) -> A
     }
 }
 
+/// Runs a delayed status change (CREATING → ACTIVE, DELETING → gone): in the request when the
+/// delay is zero, so the caller sees the final state at once; otherwise in the background after
+/// `delay`. The caller must not hold the control lock (the job takes it).
+pub(crate) async fn after(delay: std::time::Duration, job: impl std::future::Future<Output = ()> + Send + 'static) {
+    if delay.is_zero() {
+        job.await;
+    } else {
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            job.await;
+        });
+    }
+}
+
 /// Decodes a request shape; a member of the wrong type is a SerializationException.
 pub(crate) fn parse<T: DeserializeOwned>(v: Value) -> ApiResult<T> {
     serde_json::from_value(v)

@@ -131,7 +131,6 @@ pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiR
     let delay = svc.cfg.streams.create_delay;
     let svc2 = svc.clone();
     let activate = async move {
-        tokio::time::sleep(delay).await;
         let _guard = svc2.control.lock().await;
         if let Ok(current) = svc2.stream(&name) {
             if current.id == id && current.status == StreamStatus::Creating {
@@ -143,11 +142,7 @@ pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiR
             }
         }
     };
-    if delay.is_zero() {
-        activate.await;
-    } else {
-        tokio::spawn(activate);
-    }
+    super::after(delay, activate).await;
     Ok(json!({}))
 }
 
@@ -181,17 +176,12 @@ pub async fn delete_stream(svc: &Arc<Service>, input: DeleteStreamInput) -> ApiR
     let delay = svc.cfg.streams.delete_delay;
     let svc2 = svc.clone();
     let finish = async move {
-        tokio::time::sleep(delay).await;
         let _guard = svc2.control.lock().await;
         if let Err(e) = svc2.finish_delete(&meta).await {
             tracing::error!(stream = %meta.name, error = %e, "could not finish deleting stream; will retry at next start");
         }
     };
-    if delay.is_zero() {
-        finish.await;
-    } else {
-        tokio::spawn(finish);
-    }
+    super::after(delay, finish).await;
     Ok(json!({}))
 }
 

@@ -131,6 +131,21 @@ pub struct Runtime {
     placement: std::sync::RwLock<std::collections::HashMap<ShardKey, (usize, bool)>>,
 }
 
+/// Sends `cmd`, waiting (without blocking the async thread) while the queue is full. Fails only
+/// if the worker is gone.
+async fn send_when_room(sender: &Sender<Command>, mut cmd: Command) -> Result<(), ()> {
+    loop {
+        match sender.try_send(cmd) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(c)) => {
+                cmd = c;
+                tokio::time::sleep(QUEUE_FULL_RETRY).await;
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(()),
+        }
+    }
+}
+
 /// How long a control command waits between tries when a worker's queue is full.
 const QUEUE_FULL_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
 
@@ -223,19 +238,10 @@ impl Runtime {
     }
 
     /// Sends a control command, waiting (without blocking the async thread) while the queue is full.
-    async fn send_waiting(&self, key: ShardKey, mut cmd: Command) -> Result<(), ApiError> {
-        loop {
-            match self.sender(key).try_send(cmd) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Full(c)) => {
-                    cmd = c;
-                    tokio::time::sleep(QUEUE_FULL_RETRY).await;
-                }
-                Err(TrySendError::Disconnected(_)) => {
-                    return Err(ApiError::ServiceUnavailable("The daemon is shutting down.".into()))
-                }
-            }
-        }
+    async fn send_waiting(&self, key: ShardKey, cmd: Command) -> Result<(), ApiError> {
+        send_when_room(self.sender(key), cmd)
+            .await
+            .map_err(|_| ApiError::ServiceUnavailable("The daemon is shutting down.".into()))
     }
 
     async fn control<T>(&self, key: ShardKey, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
@@ -310,19 +316,9 @@ impl Runtime {
         let mut replies = Vec::with_capacity(self.senders.len());
         for s in &self.senders {
             let (tx, rx) = oneshot::channel();
-            let mut cmd = Command::Ping { reply: tx };
-            loop {
-                match s.try_send(cmd) {
-                    Ok(()) => break,
-                    Err(TrySendError::Full(c)) => {
-                        cmd = c;
-                        tokio::time::sleep(QUEUE_FULL_RETRY).await;
-                    }
-                    Err(TrySendError::Disconnected(_)) => {
-                        return Err(ApiError::InternalFailure("A core worker stopped.".into()))
-                    }
-                }
-            }
+            send_when_room(s, Command::Ping { reply: tx })
+                .await
+                .map_err(|_| ApiError::InternalFailure("A core worker stopped.".into()))?;
             replies.push(rx);
         }
         for rx in replies {
