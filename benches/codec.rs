@@ -70,7 +70,12 @@ fn put_records_decode(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(body.len() as u64));
     g.bench_function("decode_500x1KiB_with_base64", |b| {
         b.iter(|| {
-            let v = sluice::api::codec::decode_request(sluice::api::codec::Protocol::Json, black_box(&body)).unwrap();
+            let v = sluice::protocol::codec::decode_request(
+                sluice::protocol::codec::Protocol::Json,
+                black_box(&body),
+                &sluice::kinesis::MEMBER_KINDS,
+            )
+            .unwrap();
             let recs = v["Records"].as_array().unwrap();
             recs.iter()
                 .map(|r| base64::engine::general_purpose::STANDARD.decode(r["Data"].as_str().unwrap()).unwrap().len())

@@ -3,18 +3,18 @@
 //! Start at [`service::Service::start`] (start-up and recovery), [`api`] (the wire protocols),
 //! [`runtime`] (thread-per-core shard ownership and group commit) and [`log`] (the on-disk format).
 
-pub mod api;
 pub mod bench;
 pub mod config;
-pub mod error;
-pub mod fanout;
+pub mod http;
 pub mod index;
+pub mod kinesis;
 pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod notify;
-pub mod ondemand;
+pub mod protocol;
 pub mod push;
+pub mod reader;
 pub mod runtime;
 pub mod service;
 pub mod stream;
@@ -39,7 +39,7 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let autoscaler = tokio::spawn(ondemand::run(Arc::clone(&svc)));
+    let autoscaler = tokio::spawn(kinesis::ondemand::run(Arc::clone(&svc)));
     tracing::info!(listen = %listener.local_addr()?, "ready");
     notify::notify("READY=1");
     let watchdog = notify::watchdog_period().map(|period| {
@@ -61,7 +61,8 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         // Long-lived subscriptions would otherwise hold the drain for its whole timeout.
         subscriptions.cancel_all();
     };
-    api::server::serve(listener, Arc::clone(&svc), stopping).await;
+    let routes = http::Routes::default().with(Arc::new(kinesis::Kinesis { svc: Arc::clone(&svc) }));
+    http::serve(listener, Arc::clone(&svc), routes, stopping).await;
     svc.subscriptions.cancel_all();
     autoscaler.abort();
     if let Some(p) = push {

@@ -9,10 +9,10 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::error::{ApiError, ApiResult};
 use crate::index::{IndexOp, Store};
 use crate::log::segment::FORMAT_VERSION;
 use crate::metrics::Metrics;
+use crate::protocol::error::{ApiError, ApiResult};
 use crate::runtime::{Runtime, ShardKey};
 use crate::stream::meta::{stream_name_from_arn, StreamMeta, StreamStatus};
 use crate::time::now_ms;
@@ -24,10 +24,10 @@ pub struct Service {
     /// Held for the life of the daemon: one process per data directory.
     _lock: DataDirLock,
     pub store: Store,
-    pub runtime: Runtime,
+    pub runtime: Arc<Runtime>,
     pub metrics: Metrics,
     /// Live enhanced fan-out subscriptions, one per consumer and shard.
-    pub subscriptions: Arc<crate::fanout::Subscriptions>,
+    pub subscriptions: Arc<crate::reader::leases::Subscriptions>,
     /// AWS's per-shard throughput limits, when `[limits] enforce = true`.
     pub limits: Option<crate::limits::ShardLimits>,
     streams: RwLock<BTreeMap<String, Arc<StreamMeta>>>,
@@ -52,7 +52,7 @@ impl Service {
             cfg,
             _lock: lock,
             store,
-            runtime,
+            runtime: Arc::new(runtime),
             metrics: Metrics::default(),
             subscriptions: Arc::default(),
             limits,

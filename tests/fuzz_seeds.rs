@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use ciborium::value::Value as Cbor;
-use sluice::api::codec::{decode_request, Protocol};
-use sluice::api::eventstream;
 use sluice::config::Compression;
 use sluice::log::segment::{decode_batch_header, encode_batch, verify_batch, SegmentHeader, FORMAT_VERSION};
+use sluice::protocol::codec::{decode_request, Protocol};
+use sluice::protocol::eventstream;
 use sluice::push::frame::{self, EndReason, Frame, PushRecord, Start};
 use sluice::stream::seqno::{SeqNo, ShardIterator};
 
@@ -178,8 +178,12 @@ fn fuzz_seeds_are_valid_inputs() {
                 panic!("seed {target}/{name} is missing ({e}); run with SLUICE_WRITE_FUZZ_SEEDS=1")
             });
             match target {
-                "api_json" => assert!(decode_request(Protocol::Json, &bytes).is_ok(), "{name}"),
-                "api_cbor" => assert!(decode_request(Protocol::Cbor, &bytes).is_ok(), "{name}"),
+                "api_json" => {
+                    assert!(decode_request(Protocol::Json, &bytes, &sluice::kinesis::MEMBER_KINDS).is_ok(), "{name}")
+                }
+                "api_cbor" => {
+                    assert!(decode_request(Protocol::Cbor, &bytes, &sluice::kinesis::MEMBER_KINDS).is_ok(), "{name}")
+                }
                 "segment_batch" if name == "segment_header" => assert!(SegmentHeader::decode(&bytes).is_ok()),
                 "segment_batch" | "recovery_scan" => {
                     let h = decode_batch_header(&bytes, 0).unwrap().unwrap();

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::{kinesis_json, Daemon};
-use sluice::api::eventstream;
+use sluice::protocol::eventstream;
 
 #[test]
 fn the_event_stream_is_framed_as_aws_frames_it_and_ends_on_time() {

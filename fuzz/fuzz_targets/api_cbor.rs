@@ -1,10 +1,10 @@
 #![no_main]
 //! The CBOR 1.1 request decoder never panics, whatever the body.
 use libfuzzer_sys::fuzz_target;
-use sluice::api::codec::{decode_request, encode_response, Protocol};
+use sluice::protocol::codec::{decode_request, encode_response, Protocol};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(v) = decode_request(Protocol::Cbor, data) {
-        let _ = encode_response(Protocol::Json, &v);
+    if let Ok(v) = decode_request(Protocol::Cbor, data, &sluice::kinesis::MEMBER_KINDS) {
+        let _ = encode_response(Protocol::Json, &v, &sluice::kinesis::MEMBER_KINDS);
     }
 });

@@ -1,7 +1,7 @@
 #![no_main]
 //! The AWS event-stream decoder never panics, and what it accepts re-encodes to the same bytes.
 use libfuzzer_sys::fuzz_target;
-use sluice::api::eventstream::{decode, message};
+use sluice::protocol::eventstream::{decode, message};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some((m, used))) = decode(data) {

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::conn::{parse_endpoint, Conn, Endpoint};
 use super::percentile;
-use crate::api::eventstream;
+use crate::protocol::eventstream;
 use crate::push::client::{Event, PushClient};
 use crate::push::frame::Start;
 

@@ -10,7 +10,7 @@ use std::fs::OpenOptions;
 use std::path::PathBuf;
 
 use super::segment::{
-    decode_batch_header, verify_batch, BatchHeader, SegmentHeader, BATCH_MAGIC, FORMAT_VERSION, SEGMENT_HEADER_LEN,
+    decode_batch_header, find_next_batch, verify_batch, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN,
 };
 use super::shard::{fallocate, map_segment, sync_dir, Damage, IndexEntry, Segment, ShardLog};
 use super::{LogConfig, LogError, INDEX_INTERVAL_BYTES};
@@ -47,24 +47,6 @@ pub fn readable_ranges(trim: u64, next: u64, damaged: &[Damage]) -> String {
         out.push(format!("[{from}, {next})"));
     }
     out.join(" ")
-}
-
-/// The next batch at or after offset `from` that verifies and starts at ordinal `expected` or
-/// later: where reading can resume after damage. Scans byte by byte; used only on damage.
-pub(super) fn find_next_batch(bytes: &[u8], from: u64, expected: u64) -> Option<(u64, BatchHeader)> {
-    let magic = BATCH_MAGIC.to_le_bytes();
-    let mut at = from as usize;
-    while at < bytes.len() {
-        let pos = bytes[at..].windows(magic.len()).position(|w| w == magic)?;
-        let offset = (at + pos) as u64;
-        if let Ok(Some(h)) = decode_batch_header(bytes, offset) {
-            if h.first_ordinal >= expected && verify_batch(bytes, offset, &h).is_ok() {
-                return Some((offset, h));
-            }
-        }
-        at += pos + 1;
-    }
-    None
 }
 
 #[derive(Debug, Clone)]

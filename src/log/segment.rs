@@ -249,6 +249,24 @@ pub fn decode_records(
     Ok(())
 }
 
+/// The next batch at or after offset `from` that verifies and starts at ordinal `expected` or
+/// later: where reading can resume after damage. Scans byte by byte; used only on damage.
+pub fn find_next_batch(bytes: &[u8], from: u64, expected: u64) -> Option<(u64, BatchHeader)> {
+    let magic = BATCH_MAGIC.to_le_bytes();
+    let mut at = from as usize;
+    while at < bytes.len() {
+        let pos = bytes[at..].windows(magic.len()).position(|w| w == magic)?;
+        let offset = (at + pos) as u64;
+        if let Ok(Some(h)) = decode_batch_header(bytes, offset) {
+            if h.first_ordinal >= expected && verify_batch(bytes, offset, &h).is_ok() {
+                return Some((offset, h));
+            }
+        }
+        at += pos + 1;
+    }
+    None
+}
+
 fn le_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("caller checked length"))
 }

@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{Mmap, MmapOptions};
 
-use super::recovery::find_next_batch;
 use super::segment::{
-    decode_batch_header, decode_records, encode_batch, verify_batch, SegmentHeader, BATCH_PAYLOAD_SOFT_MAX,
-    BATCH_RECORDS_MAX, FORMAT_VERSION, SEGMENT_HEADER_LEN,
+    decode_batch_header, decode_records, encode_batch, find_next_batch, verify_batch, SegmentHeader,
+    BATCH_PAYLOAD_SOFT_MAX, BATCH_RECORDS_MAX, FORMAT_VERSION, SEGMENT_HEADER_LEN,
 };
 use super::{LogConfig, LogError, NewRecord, Record, INDEX_INTERVAL_BYTES};
 

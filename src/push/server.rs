@@ -13,9 +13,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
 use super::frame::{decode, encode, EndReason, Frame, PushRecord, Start, FRAME_LEN_MAX, VERSION};
-use crate::api::records::{find_shard, parse_position};
-use crate::error::ApiError;
-use crate::fanout::{Cancel, Lease, Pacer, ShardCursor, DELIVERY_BYTES_MAX};
+use crate::kinesis::fanout::Pacer;
+use crate::kinesis::positions::parse_position;
+use crate::kinesis::shards::find_shard;
+use crate::protocol::error::ApiError;
+use crate::reader::leases::{Cancel, Lease};
+use crate::reader::{ShardCursor, DELIVERY_BYTES_MAX};
 use crate::runtime::ShardKey;
 use crate::service::Service;
 use crate::stream::meta::ConsumerStatus;
@@ -237,7 +240,7 @@ async fn start_subscription(
     };
     let position = parse_position(svc, &meta, shard, kind, "start", seq, ts.as_ref())?;
     let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
-    let cursor = ShardCursor::open(svc.clone(), key, position).await?;
+    let cursor = ShardCursor::open(svc.runtime.clone(), key, position).await?;
     // Only a subscription that can start takes the consumer's slot (and ends an older one).
     let lease = match consumer_arn {
         Some(arn) => Some(svc.subscriptions.acquire(&arn, shard.index, svc.cfg.fanout.takeover_after)?),

@@ -16,10 +16,10 @@ use crossbeam_channel::{Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use crate::config::{Config, Durability};
-use crate::error::ApiError;
 use crate::index::IndexOp;
 use crate::log::recovery::RecoveryReport;
 use crate::log::{IndexEntry, LogConfig, NewRecord, Record};
+use crate::protocol::error::ApiError;
 
 pub use worker::WorkerConfig;
 

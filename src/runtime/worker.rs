@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::{Appended, Command, Position, ReadReply, ShardKey, Tip};
-use crate::error::ApiError;
 use crate::index::IndexOp;
 use crate::log::shard::Prepared;
 use crate::log::uring::{Uring, WriteOp};
 use crate::log::{LogConfig, LogError, NewRecord, ShardLog};
+use crate::protocol::error::ApiError;
 use crate::stream::seqno::SeqNo;
 use crate::time::now_ms;
 

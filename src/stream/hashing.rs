@@ -3,7 +3,7 @@
 
 use md5::{Digest, Md5};
 
-use crate::error::ApiError;
+use crate::protocol::error::ApiError;
 
 /// The hash key Kinesis derives from a partition key.
 pub fn hash_partition_key(partition_key: &str) -> u128 {

@@ -18,7 +18,7 @@
 
 use base64::Engine;
 
-use crate::error::ApiError;
+use crate::protocol::error::ApiError;
 
 pub const SEQUENCE_NUMBER_DIGITS: usize = 56;
 const PREFIX: &str = "49";

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::api::reshard::{merge_pair, split_in_half};
+use super::reshard::{merge_pair, split_in_half};
 use crate::service::Service;
 use crate::stream::meta::{StreamMode, StreamStatus};
 

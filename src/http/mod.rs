@@ -1,5 +1,10 @@
 //! The HTTP front end: HTTP/1.1 and prior-knowledge h2c on one port (hyper), `GET /healthz`,
-//! `GET /metrics`, and `POST /` for the Kinesis API.
+//! `GET /metrics`, and `POST /` for the AWS APIs.
+//!
+//! `POST /` is routed by the `X-Amz-Target` prefix (`<Service_version>.<Operation>`) to the one
+//! [`AwsService`] that answers it; the front end reads the body within its bounds, picks the
+//! protocol from the content type (AWS JSON 1.0, 1.1 or CBOR, answered in kind) and encodes the
+//! service's answer or error. It knows no service: each owns its operations, shapes and errors.
 //!
 //! Bounds: connections beyond `http.max_connections` are closed at accept; a body larger than
 //! `http.max_body_size` is refused without being read past the limit; the bodies being read or held
@@ -21,14 +26,50 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::codec::{decode_request, encode_response, Protocol};
-use super::{dispatch, KINESIS_TARGET_PREFIX};
-use crate::error::ApiError;
+use crate::protocol::codec::{encode_response, MemberKinds, Protocol, PLAIN};
+use crate::protocol::error::{ApiError, ApiResult};
 use crate::service::Service;
+
+/// A future a service returns for one call.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A service's answer to one call.
+pub enum Reply {
+    /// A whole answer; `Value::Null` is sent as an empty body (operations without output).
+    Whole(ApiResult<serde_json::Value>),
+    /// An `application/vnd.amazon.eventstream` answer, streamed.
+    Events(Body),
+}
+
+/// One AWS service behind the front end.
+pub trait AwsService: Send + Sync + 'static {
+    /// The `X-Amz-Target` prefix before the dot, e.g. `Kinesis_20131202`.
+    fn target_prefix(&self) -> &'static str;
+    /// Which members of its shapes are blobs and timestamps (for CBOR).
+    fn member_kinds(&self) -> &'static MemberKinds;
+    /// Runs `op` on a body read whole, in `proto`.
+    fn call(&self, op: String, proto: Protocol, body: Bytes) -> BoxFuture<Reply>;
+}
+
+/// The services the front end routes to, by target prefix.
+#[derive(Clone, Default)]
+pub struct Routes {
+    services: Vec<Arc<dyn AwsService>>,
+}
+
+impl Routes {
+    pub fn with(mut self, service: Arc<dyn AwsService>) -> Routes {
+        self.services.push(service);
+        self
+    }
+
+    fn find(&self, prefix: &str) -> Option<&Arc<dyn AwsService>> {
+        self.services.iter().find(|s| s.target_prefix() == prefix)
+    }
+}
 
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -37,7 +78,7 @@ const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests.
-pub async fn serve(listener: TcpListener, svc: Arc<Service>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, svc: Arc<Service>, routes: Routes, shutdown: impl Future<Output = ()>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(svc.cfg.http.header_read_timeout).keep_alive(true);
     builder
@@ -69,10 +110,11 @@ pub async fn serve(listener: TcpListener, svc: Arc<Service>, shutdown: impl Futu
                 let _ = stream.set_nodelay(true);
                 let svc = svc.clone();
                 let budget = body_budget.clone();
+                let routes = routes.clone();
                 let conn = builder
                     .serve_connection(
                         TokioIo::new(stream),
-                        service_fn(move |req| handle(svc.clone(), budget.clone(), req)),
+                        service_fn(move |req| handle(svc.clone(), routes.clone(), budget.clone(), req)),
                     )
                     .into_owned();
                 let conn = graceful.watch(conn);
@@ -91,15 +133,20 @@ pub async fn serve(listener: TcpListener, svc: Arc<Service>, shutdown: impl Futu
     }
 }
 
-/// Response bodies: whole (most operations) or streamed (SubscribeToShard).
-type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+/// Response bodies: whole (most operations) or streamed (event streams).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 type Resp = Response<Body>;
 
 fn whole(b: Bytes) -> Body {
     Full::new(b).boxed()
 }
 
-async fn handle(svc: Arc<Service>, budget: Arc<Semaphore>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+async fn handle(
+    svc: Arc<Service>,
+    routes: Routes,
+    budget: Arc<Semaphore>,
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
     let path = req.uri().path();
     Ok(match (req.method(), path) {
         (&Method::GET, "/healthz") => plain(StatusCode::OK, "text/plain", "ok\n".into()),
@@ -112,7 +159,7 @@ async fn handle(svc: Arc<Service>, budget: Arc<Semaphore>, req: Request<Incoming
             plain(StatusCode::OK, "text/plain; version=0.0.4", text.into())
         }
         (&Method::POST, "/debug/failpoints") if svc.cfg.debug.failpoints => failpoints(req).await,
-        (&Method::POST, _) => api(svc, budget, req).await,
+        (&Method::POST, _) => api(svc, routes, budget, req).await,
         _ => {
             let err = ApiError::UnknownOperation(format!("No operation at {} {path}.", req.method()));
             error_response(Protocol::Json, &err)
@@ -157,7 +204,7 @@ fn respond(proto: Protocol, status: StatusCode, body: Vec<u8>, error_type: Optio
 }
 
 fn error_response(proto: Protocol, err: &ApiError) -> Resp {
-    let body = encode_response(proto, &json!({"__type": err.type_name(), "message": err.message()}));
+    let body = encode_response(proto, &err.body(), &PLAIN);
     respond(proto, err.status(), body, Some(err.type_name()))
 }
 
@@ -177,35 +224,12 @@ async fn failpoints(req: Request<Incoming>) -> Resp {
     }
 }
 
-/// SubscribeToShard: an event stream, or an ordinary error response if it cannot start.
-async fn subscribe(svc: Arc<Service>, proto: Protocol, value: serde_json::Value) -> Resp {
-    let started = match super::parse(value) {
-        Ok(input) => super::consumers::subscribe_to_shard(&svc, input, proto).await,
-        Err(e) => Err(e),
-    };
-    match started {
-        Ok(events) => {
-            svc.metrics.record_request("SubscribeToShard", "ok");
-            let mut r = Response::new(events.boxed());
-            r.headers_mut()
-                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.amazon.eventstream"));
-            if let Ok(v) = HeaderValue::from_str(&request_id()) {
-                r.headers_mut().insert("x-amzn-RequestId", v);
-            }
-            r
-        }
-        Err(e) => {
-            svc.metrics.record_request("SubscribeToShard", e.type_name());
-            error_response(proto, &e)
-        }
-    }
-}
-
-async fn api(svc: Arc<Service>, budget: Arc<Semaphore>, req: Request<Incoming>) -> Resp {
+async fn api(svc: Arc<Service>, routes: Routes, budget: Arc<Semaphore>, req: Request<Incoming>) -> Resp {
     let proto =
         Protocol::from_content_type(req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
     let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let Some(op) = target.strip_prefix(KINESIS_TARGET_PREFIX).map(str::to_owned) else {
+    let routed = target.split_once('.').and_then(|(prefix, op)| Some((routes.find(prefix)?.clone(), op.to_owned())));
+    let Some((service, op)) = routed else {
         let err = ApiError::UnknownOperation(format!("Unknown operation target '{target}'."));
         svc.metrics.record_request("unknown", err.type_name());
         return error_response(proto, &err);
@@ -250,36 +274,28 @@ async fn api(svc: Arc<Service>, budget: Arc<Semaphore>, req: Request<Incoming>) 
             return r;
         }
     };
-    // Hot path: JSON puts are decoded straight into their typed shape, without a Value tree.
-    if proto == Protocol::Json
-        && (op == "PutRecords" || op == "PutRecord")
-        && !body.iter().all(|b| b.is_ascii_whitespace())
-    {
-        let result = super::dispatch_json_bytes(&svc, &op, &body).await;
-        drop(body);
-        return finish(&svc, proto, &op, result);
-    }
-    let value = match decode_request(proto, &body) {
-        Ok(v) => v,
-        Err(e) => {
-            svc.metrics.record_request(&op, e.type_name());
-            return error_response(proto, &e);
+    match service.call(op.clone(), proto, body).await {
+        Reply::Whole(result) => finish(&svc, proto, service.member_kinds(), &op, result),
+        Reply::Events(events) => {
+            svc.metrics.record_request(&op, "ok");
+            let mut r = Response::new(events);
+            r.headers_mut()
+                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.amazon.eventstream"));
+            if let Ok(v) = HeaderValue::from_str(&request_id()) {
+                r.headers_mut().insert("x-amzn-RequestId", v);
+            }
+            r
         }
-    };
-    drop(body);
-    if op == "SubscribeToShard" {
-        return subscribe(svc, proto, value).await;
     }
-    let result = dispatch(&svc, &op, value).await;
-    finish(&svc, proto, &op, result)
 }
 
 /// Encodes an operation's result (or error) in the request's protocol, and counts it.
-fn finish(svc: &Service, proto: Protocol, op: &str, result: crate::error::ApiResult<serde_json::Value>) -> Resp {
+fn finish(svc: &Service, proto: Protocol, kinds: &MemberKinds, op: &str, result: ApiResult<serde_json::Value>) -> Resp {
     match result {
         Ok(v) => {
             svc.metrics.record_request(op, "ok");
-            respond(proto, StatusCode::OK, encode_response(proto, &v), None)
+            let body = if v.is_null() { Vec::new() } else { encode_response(proto, &v, kinds) };
+            respond(proto, StatusCode::OK, body, None)
         }
         Err(e) => {
             if matches!(e, ApiError::InternalFailure(_)) {

@@ -12,12 +12,16 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::codec::{encode_response, Protocol};
-use super::records::{find_shard, parse_position, record_json};
+use super::records::record_json;
 use super::streams::{decode_token, encode_token};
-use super::{epoch_seconds, eventstream, in_range, required, timestamp_ms};
-use crate::error::{ApiError, ApiResult};
-use crate::fanout::{Pacer, ShardCursor, DELIVERY_BYTES_MAX};
+use crate::kinesis::fanout::Pacer;
+use crate::kinesis::positions::parse_position;
+use crate::kinesis::shards::find_shard;
+use crate::kinesis::{epoch_seconds, in_range, required, timestamp_ms};
+use crate::protocol::codec::{encode_response, Protocol};
+use crate::protocol::error::{ApiError, ApiResult};
+use crate::protocol::eventstream;
+use crate::reader::{ShardCursor, DELIVERY_BYTES_MAX};
 use crate::runtime::ShardKey;
 use crate::service::Service;
 use crate::stream::meta::{parse_consumer_arn, ConsumerMeta, ConsumerStatus, StreamMeta, StreamStatus};
@@ -146,7 +150,7 @@ pub async fn register_stream_consumer(svc: &Arc<Service>, input: ConsumerInput) 
             tracing::error!(consumer = %name, error = %e, "could not activate consumer");
         }
     };
-    super::after(delay, activate).await;
+    crate::kinesis::after(delay, activate).await;
     Ok(out)
 }
 
@@ -177,7 +181,7 @@ pub async fn deregister_stream_consumer(svc: &Arc<Service>, input: ConsumerInput
             tracing::error!(consumer = %consumer.name, error = %e, "could not remove consumer");
         }
     };
-    super::after(delay, remove).await;
+    crate::kinesis::after(delay, remove).await;
     Ok(json!({}))
 }
 
@@ -293,7 +297,7 @@ pub async fn subscribe_to_shard(svc: &Arc<Service>, input: SubscribeInput, proto
         start.timestamp.as_ref(),
     )?;
     let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
-    let cursor = ShardCursor::open(svc.clone(), key, position).await?;
+    let cursor = ShardCursor::open(svc.runtime.clone(), key, position).await?;
     // Only a subscription that can start takes the slot (and so ends an older one). The slot is
     // keyed by the consumer's canonical ARN, however the client spelled it.
     let canonical = consumer.arn(&svc.arn(&meta));
@@ -310,9 +314,9 @@ pub async fn subscribe_to_shard(svc: &Arc<Service>, input: SubscribeInput, proto
 }
 
 fn event_message(proto: Protocol, event_type: &str, v: &Value) -> Bytes {
-    let payload = encode_response(proto, v);
+    let payload = encode_response(proto, v, &crate::kinesis::MEMBER_KINDS);
     let content_type = match proto {
-        Protocol::Json => "application/json",
+        Protocol::Json | Protocol::Json10 => "application/json",
         Protocol::Cbor => "application/cbor",
     };
     eventstream::message(
@@ -326,7 +330,7 @@ async fn deliver(
     meta: &StreamMeta,
     shard_index: u32,
     mut cursor: ShardCursor,
-    cancelled: &mut tokio::sync::watch::Receiver<Option<crate::fanout::Cancel>>,
+    cancelled: &mut tokio::sync::watch::Receiver<Option<crate::reader::leases::Cancel>>,
     tx: &mpsc::Sender<Bytes>,
     proto: Protocol,
 ) {
@@ -377,7 +381,7 @@ async fn deliver(
             // end), and where its keys went.
             event.as_object_mut().expect("an object").remove("ContinuationSequenceNumber");
             let children = tokio::select! {
-                c = crate::fanout::child_shards_when_known(svc, meta.id, shard_index) => c,
+                c = crate::kinesis::fanout::child_shards_when_known(svc, meta.id, shard_index) => c,
                 _ = tokio::time::sleep_until(ends) => return,
                 _ = cancelled.changed() => return,
             };

@@ -105,6 +105,13 @@ impl ApiError {
         }
     }
 
+    /// The JSON error body: `__type` and the message. AWS's Java-based services name the message
+    /// `Message` in a SerializationException and `message` everywhere else.
+    pub fn body(&self) -> serde_json::Value {
+        let member = if matches!(self, ApiError::Serialization(_)) { "Message" } else { "message" };
+        serde_json::json!({"__type": self.type_name(), member: self.message()})
+    }
+
     /// AWS's wording for a single failed member constraint.
     pub fn validation(value: impl std::fmt::Display, member: &str, constraint: &str) -> ApiError {
         ApiError::Validation(format!(

@@ -1,4 +1,5 @@
-//! Resharding: SplitShard, MergeShards, UpdateShardCount (UNIFORM_SCALING) and UpdateStreamMode.
+//! Resharding, the domain: plans of splits and merges and how they are carried out, used by
+//! SplitShard, MergeShards, UpdateShardCount, UpdateStreamMode and on-demand scaling alike.
 //!
 //! A reshard is a plan of splits and merges applied to a copy of the stream's metadata. Children
 //! are opened on their workers first, then each parent is closed on its worker (which returns its
@@ -10,43 +11,18 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
-use serde_json::{json, Value};
-
-use super::records::find_shard;
-use super::{in_range, required};
-use crate::error::{ApiError, ApiResult};
+use crate::protocol::error::{ApiError, ApiResult};
 use crate::runtime::ShardKey;
 use crate::service::Service;
-use crate::stream::hashing::{parse_explicit_hash_key, uniform_ranges};
-use crate::stream::meta::{ShardMeta, StreamMeta, StreamMode, StreamStatus};
+use crate::stream::hashing::uniform_ranges;
+use crate::stream::meta::{ShardMeta, StreamMeta, StreamStatus};
 
 /// Shards one stream may have open (AWS's default for UpdateShardCount).
 pub const SHARDS_PER_STREAM_MAX: i64 = 10_000;
 
-enum Step {
+pub enum Step {
     Split { parent: u32, at: u128 },
     Merge { a: u32, b: u32 },
-}
-
-fn in_use(svc: &Service, meta: &StreamMeta) -> ApiError {
-    ApiError::ResourceInUse(format!(
-        "Stream {} under account {} is {}, not ACTIVE.",
-        meta.name,
-        svc.cfg.account_id,
-        meta.status.as_str()
-    ))
-}
-
-fn open_shard<'a>(svc: &Service, meta: &'a StreamMeta, id: &str) -> ApiResult<&'a ShardMeta> {
-    let s = find_shard(svc, meta, id)?;
-    if !s.is_open() {
-        return Err(ApiError::ResourceInUse(format!(
-            "Shard {id} in stream {} under account {} has already been merged or split, and thus is not eligible for merging or splitting.",
-            meta.name, svc.cfg.account_id
-        )));
-    }
-    Ok(s)
 }
 
 /// Applies `steps` to `meta`: returns the new metadata, the pre-existing shards it closes and
@@ -97,7 +73,7 @@ fn plan(meta: &StreamMeta, steps: &[Step], now_ms: i64) -> (StreamMeta, Vec<u32>
 }
 
 /// Splits an open shard in two equal halves (on-demand scaling). The caller holds the control lock.
-pub(crate) async fn split_in_half(svc: &Arc<Service>, meta: &StreamMeta, shard: u32) -> ApiResult<()> {
+pub async fn split_in_half(svc: &Arc<Service>, meta: &StreamMeta, shard: u32) -> ApiResult<()> {
     let s = meta.shard(shard).filter(|s| s.is_open()).ok_or_else(|| svc.not_found(&meta.name))?;
     let (start, end) = s.range();
     if end <= start {
@@ -107,7 +83,7 @@ pub(crate) async fn split_in_half(svc: &Arc<Service>, meta: &StreamMeta, shard: 
 }
 
 /// Merges two adjacent open shards (on-demand scaling). The caller holds the control lock.
-pub(crate) async fn merge_pair(svc: &Arc<Service>, meta: &StreamMeta, a: u32, b: u32) -> ApiResult<()> {
+pub async fn merge_pair(svc: &Arc<Service>, meta: &StreamMeta, a: u32, b: u32) -> ApiResult<()> {
     let open = |i: u32| meta.shard(i).is_some_and(|s| s.is_open());
     if !open(a) || !open(b) {
         return Err(ApiError::ResourceInUse("A shard to merge is no longer open.".into()));
@@ -116,7 +92,7 @@ pub(crate) async fn merge_pair(svc: &Arc<Service>, meta: &StreamMeta, a: u32, b:
 }
 
 /// Carries out a plan: children opened, parents closed on their workers, metadata saved UPDATING.
-async fn apply(svc: &Arc<Service>, meta: &StreamMeta, steps: Vec<Step>) -> ApiResult<Arc<StreamMeta>> {
+pub async fn apply(svc: &Arc<Service>, meta: &StreamMeta, steps: Vec<Step>) -> ApiResult<Arc<StreamMeta>> {
     let now = svc.now_ms();
     let (mut m, closing, created) = plan(meta, &steps, now);
     let open_after: u32 =
@@ -174,7 +150,7 @@ async fn apply(svc: &Arc<Service>, meta: &StreamMeta, steps: Vec<Step>) -> ApiRe
     Ok(saved)
 }
 
-fn schedule_active(svc: &Arc<Service>, id: u64, name: &str) {
+pub fn schedule_active(svc: &Arc<Service>, id: u64, name: &str) {
     let svc = svc.clone();
     let name = name.to_owned();
     let delay = svc.cfg.streams.create_delay;
@@ -193,84 +169,8 @@ fn schedule_active(svc: &Arc<Service>, id: u64, name: &str) {
     });
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SplitInput {
-    stream_name: Option<String>,
-    #[serde(rename = "StreamARN")]
-    stream_arn: Option<String>,
-    shard_to_split: Option<String>,
-    new_starting_hash_key: Option<String>,
-}
-
-pub async fn split_shard(svc: &Arc<Service>, input: SplitInput) -> ApiResult<Value> {
-    let shard_id = required(input.shard_to_split, "shardToSplit")?;
-    let key_text = required(input.new_starting_hash_key, "newStartingHashKey")?;
-    let at = parse_explicit_hash_key(&key_text)?;
-    let _guard = svc.control.lock().await;
-    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
-    if meta.status != StreamStatus::Active {
-        return Err(in_use(svc, &meta));
-    }
-    let parent = open_shard(svc, &meta, &shard_id)?;
-    let (start, end) = parent.range();
-    if at <= start || at > end {
-        return Err(ApiError::InvalidArgument(format!(
-            "NewStartingHashKey {key_text} used in SplitShard() on shard {shard_id} in stream {} under account {} is not both greater than one plus the shard's StartingHashKey {start} and less than the shard's EndingHashKey {end}.",
-            meta.name, svc.cfg.account_id
-        )));
-    }
-    let step = Step::Split { parent: parent.index, at };
-    apply(svc, &meta, vec![step]).await?;
-    Ok(json!({}))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct MergeInput {
-    stream_name: Option<String>,
-    #[serde(rename = "StreamARN")]
-    stream_arn: Option<String>,
-    shard_to_merge: Option<String>,
-    adjacent_shard_to_merge: Option<String>,
-}
-
-pub async fn merge_shards(svc: &Arc<Service>, input: MergeInput) -> ApiResult<Value> {
-    let a_id = required(input.shard_to_merge, "shardToMerge")?;
-    let b_id = required(input.adjacent_shard_to_merge, "adjacentShardToMerge")?;
-    let _guard = svc.control.lock().await;
-    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
-    if meta.status != StreamStatus::Active {
-        return Err(in_use(svc, &meta));
-    }
-    let a = open_shard(svc, &meta, &a_id)?;
-    let b = open_shard(svc, &meta, &b_id)?;
-    let ((a_start, a_end), (b_start, b_end)) = (a.range(), b.range());
-    let adjacent =
-        a.index != b.index && (a_end.checked_add(1) == Some(b_start) || b_end.checked_add(1) == Some(a_start));
-    if !adjacent {
-        return Err(ApiError::InvalidArgument(format!(
-            "Shards {a_id} and {b_id} in stream {} under account {} are not an adjacent pair of shards eligible for merging",
-            meta.name, svc.cfg.account_id
-        )));
-    }
-    let step = Step::Merge { a: a.index, b: b.index };
-    apply(svc, &meta, vec![step]).await?;
-    Ok(json!({}))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct UpdateShardCountInput {
-    stream_name: Option<String>,
-    #[serde(rename = "StreamARN")]
-    stream_arn: Option<String>,
-    target_shard_count: Option<i64>,
-    scaling_type: Option<String>,
-}
-
 /// The splits and merges that turn the open shards of `meta` into `target` uniform ranges.
-fn uniform_plan(meta: &StreamMeta, target: u32) -> Vec<Step> {
+pub fn uniform_plan(meta: &StreamMeta, target: u32) -> Vec<Step> {
     let mut open: Vec<(u32, u128, u128)> =
         meta.shards.iter().filter(|s| s.is_open()).map(|s| (s.index, s.range().0, s.range().1)).collect();
     open.sort_by_key(|s| s.1);
@@ -306,95 +206,10 @@ fn uniform_plan(meta: &StreamMeta, target: u32) -> Vec<Step> {
     steps
 }
 
-pub async fn update_shard_count(svc: &Arc<Service>, input: UpdateShardCountInput) -> ApiResult<Value> {
-    let target = required(input.target_shard_count, "targetShardCount")?;
-    in_range(target, 1, SHARDS_PER_STREAM_MAX * 10, "targetShardCount")?;
-    let scaling = required(input.scaling_type, "scalingType")?;
-    if scaling != "UNIFORM_SCALING" {
-        return Err(ApiError::validation(
-            &scaling,
-            "scalingType",
-            "Member must satisfy enum value set: [UNIFORM_SCALING]",
-        ));
-    }
-    let _guard = svc.control.lock().await;
-    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
-    if meta.status != StreamStatus::Active {
-        return Err(in_use(svc, &meta));
-    }
-    let current = i64::from(meta.open_shard_count());
-    if target > current * 2 || target * 2 < current || target > SHARDS_PER_STREAM_MAX {
-        return Err(ApiError::LimitExceeded(format!(
-            "UpdateShardCount of stream {} under account {}: the target shard count {target} must be at least half and at most double the current {current}, and at most {SHARDS_PER_STREAM_MAX}.",
-            meta.name, svc.cfg.account_id
-        )));
-    }
-    let steps = uniform_plan(&meta, target as u32);
-    let arn = svc.arn(&meta);
-    if !steps.is_empty() {
-        apply(svc, &meta, steps).await?;
-    }
-    Ok(json!({
-        "StreamName": meta.name,
-        "StreamARN": arn,
-        "CurrentShardCount": current,
-        "TargetShardCount": target,
-    }))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ModeDetailsInput {
-    stream_mode: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct UpdateStreamModeInput {
-    #[serde(rename = "StreamARN")]
-    stream_arn: Option<String>,
-    stream_mode_details: Option<ModeDetailsInput>,
-}
-
-pub async fn update_stream_mode(svc: &Arc<Service>, input: UpdateStreamModeInput) -> ApiResult<Value> {
-    let arn = required(input.stream_arn, "streamARN")?;
-    let details = required(input.stream_mode_details, "streamModeDetails")?;
-    let mode = match required(details.stream_mode, "streamModeDetails.streamMode")?.as_str() {
-        "PROVISIONED" => StreamMode::Provisioned,
-        "ON_DEMAND" => StreamMode::OnDemand,
-        other => {
-            return Err(ApiError::validation(
-                other,
-                "streamModeDetails.streamMode",
-                "Member must satisfy enum value set: [PROVISIONED, ON_DEMAND]",
-            ))
-        }
-    };
-    let _guard = svc.control.lock().await;
-    let meta = svc.resolve(None, Some(&arn))?;
-    if meta.status != StreamStatus::Active {
-        return Err(in_use(svc, &meta));
-    }
-    if mode == StreamMode::OnDemand && meta.mode != StreamMode::OnDemand {
-        let on_demand = svc.all_streams().iter().filter(|s| s.mode == StreamMode::OnDemand).count() as u32;
-        if on_demand >= svc.cfg.streams.on_demand_stream_limit {
-            return Err(ApiError::LimitExceeded(format!(
-                "This request would exceed the limit of {} ON_DEMAND streams for the account {}.",
-                svc.cfg.streams.on_demand_stream_limit, svc.cfg.account_id
-            )));
-        }
-    }
-    let mut m = (*meta).clone();
-    m.mode = mode;
-    m.status = StreamStatus::Updating;
-    let saved = svc.save(m).await?;
-    schedule_active(svc, saved.id, &saved.name);
-    Ok(json!({}))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::meta::StreamMode;
 
     fn meta(n: u32) -> StreamMeta {
         StreamMeta::new("s".into(), 1, StreamMode::Provisioned, n, 0)

@@ -12,13 +12,16 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{epoch_seconds, in_range, required, timestamp_ms};
-use crate::error::{ApiError, ApiResult};
+use crate::kinesis::positions::parse_position;
+use crate::kinesis::routing::{append_routed, Routed};
+use crate::kinesis::shards::find_shard;
+use crate::kinesis::{epoch_seconds, in_range, required};
 use crate::log::NewRecord;
-use crate::runtime::{Position, ShardKey};
+use crate::protocol::error::{ApiError, ApiResult};
+use crate::runtime::ShardKey;
 use crate::service::Service;
 use crate::stream::hashing::{hash_partition_key, parse_explicit_hash_key};
-use crate::stream::meta::{parse_shard_id, shard_id, ShardMeta, StreamMeta};
+use crate::stream::meta::{shard_id, StreamMeta};
 use crate::stream::seqno::{SeqNo, ShardIterator};
 
 pub const RECORD_DATA_MAX_BYTES: usize = 1 << 20;
@@ -55,12 +58,6 @@ pub struct PutRecordsInput {
     #[serde(rename = "StreamARN")]
     stream_arn: Option<String>,
     records: Option<Vec<PutRecordsEntry>>,
-}
-
-/// A validated record with the hash key that routes it.
-struct Routed {
-    hash: u128,
-    record: NewRecord,
 }
 
 fn decode_record(
@@ -102,16 +99,6 @@ fn decode_record(
     Ok(Routed { hash, record: NewRecord { partition_key, data: Bytes::from(bytes) } })
 }
 
-fn route<'a>(svc: &Service, meta: &'a StreamMeta, hash: u128) -> ApiResult<&'a ShardMeta> {
-    meta.shard_for_hash(hash)
-        .ok_or_else(|| {
-            ApiError::InternalFailure(format!("No open shard of stream {} covers hash key {hash}.", meta.name))
-        })
-        .inspect_err(
-            |_| tracing::error!(stream = %meta.name, account = %svc.cfg.account_id, "hash key space has a hole"),
-        )
-}
-
 pub async fn put_record(svc: &Arc<Service>, input: PutRecordInput) -> ApiResult<Value> {
     let routed = decode_record(input.data, input.partition_key, input.explicit_hash_key.as_deref(), "")?;
     if let Some(s) = &input.sequence_number_for_ordering {
@@ -135,99 +122,6 @@ pub async fn put_record(svc: &Arc<Service>, input: PutRecordInput) -> ApiResult<
         "SequenceNumber": SeqNo::record(meta.id, shard, ordinal).encode(),
         "EncryptionType": "NONE",
     }))
-}
-
-/// Attempts at routing records whose shard a reshard has just closed, and the pause between.
-const RESHARD_ROUTE_ATTEMPTS_MAX: usize = 200;
-const RESHARD_ROUTE_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// Appends records routed by hash key (request order is kept within each shard) and returns,
-/// per record in request order, its shard and ordinal. Records that reach a shard that a reshard
-/// has just closed are routed again on the new shard set, so none is lost or doubled.
-async fn append_routed(svc: &Arc<Service>, meta: &Arc<StreamMeta>, routed: Vec<Routed>) -> Vec<ApiResult<(u32, u64)>> {
-    let mut results: Vec<Option<ApiResult<(u32, u64)>>> = (0..routed.len()).map(|_| None).collect();
-    let mut todo: Vec<(usize, Routed)> = routed.into_iter().enumerate().collect();
-    let mut meta = meta.clone();
-    for attempt in 0..RESHARD_ROUTE_ATTEMPTS_MAX {
-        // Group by shard, keeping request order inside each shard.
-        let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
-        for (i, (_, r)) in todo.iter().enumerate() {
-            let shard = match route(svc, &meta, r.hash) {
-                Ok(s) => s.index,
-                Err(e) => {
-                    results[todo[i].0] = Some(Err(e));
-                    continue;
-                }
-            };
-            if let Some(limits) = &svc.limits {
-                let size = (r.record.data.len() + r.record.partition_key.len()) as u64;
-                if attempt == 0 && !limits.allow_put(ShardKey { stream_id: meta.id, shard_index: shard }, size) {
-                    results[todo[i].0] = Some(Err(ApiError::ProvisionedThroughputExceeded(format!(
-                        "Rate exceeded for shard {} in stream {} under account {}.",
-                        shard_id(shard),
-                        meta.name,
-                        svc.cfg.account_id
-                    ))));
-                    continue;
-                }
-            }
-            match groups.iter_mut().find(|g| g.0 == shard) {
-                Some(g) => g.1.push(i),
-                None => groups.push((shard, vec![i])),
-            }
-        }
-        let pending: Vec<_> = groups
-            .iter()
-            .map(|(shard, members)| {
-                let records = members.iter().map(|&i| todo[i].1.record.clone()).collect();
-                svc.runtime.append(ShardKey { stream_id: meta.id, shard_index: *shard }, records)
-            })
-            .collect();
-        let mut retry = Vec::new();
-        for ((shard, members), fut) in groups.into_iter().zip(pending) {
-            match fut.await {
-                Ok(a) => {
-                    let bytes = members.iter().map(|&i| todo[i].1.record.data.len() as u64).sum();
-                    svc.metrics.record_put(&meta.name, &shard_id(shard), members.len() as u64, bytes);
-                    for (pos, &i) in members.iter().enumerate() {
-                        results[todo[i].0] = Some(Ok((shard, a.first_ordinal + pos as u64)));
-                    }
-                }
-                Err(ApiError::ShardClosed(_)) if attempt + 1 < RESHARD_ROUTE_ATTEMPTS_MAX => retry.extend(members),
-                Err(e) => {
-                    for &i in &members {
-                        results[todo[i].0] = Some(Err(e.clone()));
-                    }
-                }
-            }
-        }
-        if retry.is_empty() {
-            break;
-        }
-        let mut keep = vec![false; todo.len()];
-        for i in retry {
-            keep[i] = true;
-        }
-        todo = todo.into_iter().zip(keep).filter(|(_, k)| *k).map(|(t, _)| t).collect();
-        tokio::time::sleep(RESHARD_ROUTE_RETRY).await;
-        meta = match svc.stream(&meta.name) {
-            Ok(m) if m.id == meta.id => m,
-            _ => {
-                for (i, _) in &todo {
-                    results[*i] = Some(Err(svc.not_found(&meta.name)));
-                }
-                break;
-            }
-        };
-    }
-    results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(ApiError::InternalFailure("The record could not be routed during a reshard.".into()))
-            })
-        })
-        .collect()
 }
 
 pub async fn put_records(svc: &Arc<Service>, input: PutRecordsInput) -> ApiResult<Value> {
@@ -319,75 +213,6 @@ pub async fn get_shard_iterator(svc: &Arc<Service>, input: GetShardIteratorInput
     Ok(json!({"ShardIterator": it.encode()}))
 }
 
-/// The shard named `text` in `meta`, or AWS's ResourceNotFoundException.
-pub(crate) fn find_shard<'a>(svc: &Service, meta: &'a StreamMeta, text: &str) -> ApiResult<&'a ShardMeta> {
-    parse_shard_id(text).and_then(|i| meta.shard(i)).ok_or_else(|| {
-        ApiError::ResourceNotFound(format!(
-            "Shard {text} in stream {} under account {} does not exist",
-            meta.name, svc.cfg.account_id
-        ))
-    })
-}
-
-/// A starting position as GetShardIterator and SubscribeToShard take it: a type (`member` names
-/// it in validation errors) with a sequence number or a timestamp where the type needs one.
-pub(crate) fn parse_position(
-    svc: &Service,
-    meta: &StreamMeta,
-    shard: &ShardMeta,
-    kind: &str,
-    member: &str,
-    sequence_number: Option<&str>,
-    timestamp: Option<&Value>,
-) -> ApiResult<Position> {
-    let kinds = ["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"];
-    if !kinds.contains(&kind) {
-        return Err(ApiError::validation(
-            kind,
-            member,
-            "Member must satisfy enum value set: [AFTER_SEQUENCE_NUMBER, AT_SEQUENCE_NUMBER, AT_TIMESTAMP, TRIM_HORIZON, LATEST]",
-        ));
-    }
-    if (kind == "TRIM_HORIZON" || kind == "LATEST") && sequence_number.is_some() {
-        return Err(ApiError::InvalidArgument(format!(
-            "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. Request specified {kind} and also a StartingSequenceNumber."
-        )));
-    }
-    Ok(match kind {
-        "TRIM_HORIZON" => Position::TrimHorizon,
-        "LATEST" => Position::Latest,
-        "AT_TIMESTAMP" => {
-            let ts = timestamp.ok_or_else(|| {
-                ApiError::InvalidArgument("Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. Current request has no timestamp parameter.".into())
-            })?;
-            let ts = timestamp_ms(ts, "Timestamp")?;
-            let now = svc.now_ms();
-            if ts > now {
-                return Err(ApiError::InvalidArgument(format!(
-                    "The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. timestampInMillis: {ts}, currentTimestampInMillis: {now}"
-                )));
-            }
-            Position::AtTimestamp(ts)
-        }
-        _ => {
-            let text = sequence_number.ok_or_else(|| {
-                ApiError::InvalidArgument(format!(
-                    "Must specify StartingSequenceNumber for iterator of type {kind}. Current request has no starting sequence number."
-                ))
-            })?;
-            let seq = SeqNo::parse(text)?;
-            if seq.stream_id != meta.id || seq.shard_index != shard.index {
-                return Err(ApiError::InvalidArgument(format!(
-                    "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {}",
-                    shard_id(seq.shard_index),
-                    shard.shard_id()
-                )));
-            }
-            Position::AtOrdinal(if kind == "AFTER_SEQUENCE_NUMBER" { seq.after_ordinal() } else { seq.at_ordinal() })
-        }
-    })
-}
-
 /// One record as the JSON shapes carry it (GetRecords, SubscribeToShardEvent).
 pub(crate) fn record_json(meta: &StreamMeta, shard_index: u32, r: &crate::log::Record) -> Value {
     json!({
@@ -459,7 +284,7 @@ pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResul
         return Ok(json!({
             "Records": records,
             "MillisBehindLatest": 0,
-            "ChildShards": crate::fanout::child_shards_when_known(svc, meta.id, shard.index).await,
+            "ChildShards": crate::kinesis::fanout::child_shards_when_known(svc, meta.id, shard.index).await,
         }));
     }
     let next = ShardIterator { ordinal: reply.next, issued_ms: now, ..it };

@@ -7,8 +7,8 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{epoch_seconds, in_range, required, timestamp_ms};
-use crate::error::{ApiError, ApiResult};
+use crate::kinesis::{epoch_seconds, in_range, required, timestamp_ms};
+use crate::protocol::error::{ApiError, ApiResult};
 use crate::runtime::ShardKey;
 use crate::service::{validate_stream_name, Service};
 use crate::stream::meta::{
@@ -142,7 +142,7 @@ pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiR
             }
         }
     };
-    super::after(delay, activate).await;
+    crate::kinesis::after(delay, activate).await;
     Ok(json!({}))
 }
 
@@ -181,7 +181,7 @@ pub async fn delete_stream(svc: &Arc<Service>, input: DeleteStreamInput) -> ApiR
             tracing::error!(stream = %meta.name, error = %e, "could not finish deleting stream; will retry at next start");
         }
     };
-    super::after(delay, finish).await;
+    crate::kinesis::after(delay, finish).await;
     Ok(json!({}))
 }
 
@@ -226,23 +226,6 @@ pub fn list_streams(svc: &Service, input: ListStreamsInput) -> ApiResult<Value> 
         }
     }
     Ok(out)
-}
-
-/// The ChildShards entries of a closed shard, as GetRecords and SubscribeToShard give them.
-pub(crate) fn child_shards_json(meta: &StreamMeta, parent: u32) -> Vec<Value> {
-    meta.shards
-        .iter()
-        .filter(|c| c.parent == Some(parent) || c.adjacent_parent == Some(parent))
-        .map(|c| {
-            let parents: Vec<String> =
-                c.parent.iter().chain(c.adjacent_parent.iter()).map(|p| crate::stream::meta::shard_id(*p)).collect();
-            json!({
-                "ShardId": c.shard_id(),
-                "ParentShards": parents,
-                "HashKeyRange": {"StartingHashKey": c.hash_start.to_string(), "EndingHashKey": c.hash_end.to_string()},
-            })
-        })
-        .collect()
 }
 
 fn shard_json(meta: &StreamMeta, s: &ShardMeta) -> Value {

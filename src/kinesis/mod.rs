@@ -1,0 +1,202 @@
+//! Amazon Kinesis Data Streams: the `Kinesis_20131202` service.
+//!
+//! Owns the Kinesis operations table ([`Kinesis::dispatch`]), their input and output shapes
+//! ([`ops`]), their validation against AWS's model, and the Kinesis domain: stream lifecycle,
+//! record routing ([`routing`]), resharding ([`reshard`]), on-demand scaling ([`ondemand`]) and
+//! enhanced fan-out ([`fanout`], [`ops::consumers`], the push protocol in [`crate::push`]).
+//! Streams are stored by the engine ([`crate::service`], [`crate::runtime`], [`crate::log`]);
+//! the HTTP front end ([`crate::http`]) reads bodies and encodes answers and knows nothing of
+//! Kinesis. Signatures are checked by the front end as `[auth] mode` says.
+//!
+//! Limits: AWS's documented quotas (`docs/ARCHITECTURE.md`, section 17), enforced per shard when
+//! `[limits] enforce = true`.
+
+pub mod fanout;
+pub mod ondemand;
+pub mod ops;
+pub mod positions;
+pub mod reshard;
+pub mod routing;
+pub mod shards;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::http::{AwsService, BoxFuture, Reply};
+use crate::protocol::codec::{decode_request, MemberKinds, Protocol};
+use crate::protocol::error::{ApiError, ApiResult};
+use crate::service::Service;
+
+/// The `X-Amz-Target` prefix of the Kinesis API.
+pub const TARGET_PREFIX: &str = "Kinesis_20131202";
+
+/// Members whose wire form is not their JSON form: blobs (base64 in JSON, byte strings in CBOR)
+/// and timestamps (epoch seconds in JSON, CBOR tag 1 with epoch milliseconds).
+pub static MEMBER_KINDS: MemberKinds = MemberKinds {
+    blobs: &["Data"],
+    timestamps: &[
+        "ApproximateArrivalTimestamp",
+        "StreamCreationTimestamp",
+        "ConsumerCreationTimestamp",
+        "Timestamp",
+        "LastUpdateTimestamp",
+    ],
+};
+
+/// The Kinesis service as the front end sees it.
+pub struct Kinesis {
+    pub svc: Arc<Service>,
+}
+
+impl AwsService for Kinesis {
+    fn target_prefix(&self) -> &'static str {
+        TARGET_PREFIX
+    }
+
+    fn member_kinds(&self) -> &'static MemberKinds {
+        &MEMBER_KINDS
+    }
+
+    fn call(&self, op: String, proto: Protocol, body: Bytes) -> BoxFuture<Reply> {
+        let svc = self.svc.clone();
+        Box::pin(async move {
+            // Hot path: JSON puts are decoded straight into their typed shape, without a Value tree.
+            if proto.is_json()
+                && (op == "PutRecords" || op == "PutRecord")
+                && !body.iter().all(|b| b.is_ascii_whitespace())
+            {
+                let result = dispatch_json_bytes(&svc, &op, &body).await;
+                return Reply::Whole(result);
+            }
+            let value = match decode_request(proto, &body, &MEMBER_KINDS) {
+                Ok(v) => v,
+                Err(e) => return Reply::Whole(Err(e)),
+            };
+            drop(body);
+            if op == "SubscribeToShard" {
+                return match parse(value) {
+                    Ok(input) => match ops::consumers::subscribe_to_shard(&svc, input, proto).await {
+                        Ok(events) => Reply::Events(http_body_util::BodyExt::boxed(events)),
+                        Err(e) => Reply::Whole(Err(e)),
+                    },
+                    Err(e) => Reply::Whole(Err(e)),
+                };
+            }
+            Reply::Whole(dispatch(&svc, &op, value).await)
+        })
+    }
+}
+
+/// Runs one operation.
+async fn dispatch(svc: &Arc<Service>, op: &str, req: Value) -> ApiResult<Value> {
+    match op {
+        "CreateStream" => ops::streams::create_stream(svc, parse(req)?).await,
+        "DeleteStream" => ops::streams::delete_stream(svc, parse(req)?).await,
+        "ListStreams" => ops::streams::list_streams(svc, parse(req)?),
+        "DescribeStream" => ops::streams::describe_stream(svc, parse(req)?),
+        "DescribeStreamSummary" => ops::streams::describe_stream_summary(svc, parse(req)?),
+        "ListShards" => ops::streams::list_shards(svc, parse(req)?),
+        "IncreaseStreamRetentionPeriod" => ops::streams::change_retention(svc, parse(req)?, true).await,
+        "DecreaseStreamRetentionPeriod" => ops::streams::change_retention(svc, parse(req)?, false).await,
+        "AddTagsToStream" => ops::streams::add_tags_to_stream(svc, parse(req)?).await,
+        "RemoveTagsFromStream" => ops::streams::remove_tags_from_stream(svc, parse(req)?).await,
+        "ListTagsForStream" => ops::streams::list_tags_for_stream(svc, parse(req)?),
+        "TagResource" => ops::streams::tag_resource(svc, parse(req)?).await,
+        "UntagResource" => ops::streams::untag_resource(svc, parse(req)?).await,
+        "ListTagsForResource" => ops::streams::list_tags_for_resource(svc, parse(req)?),
+        "DescribeLimits" => ops::streams::describe_limits(svc),
+        "RegisterStreamConsumer" => ops::consumers::register_stream_consumer(svc, parse(req)?).await,
+        "DeregisterStreamConsumer" => ops::consumers::deregister_stream_consumer(svc, parse(req)?).await,
+        "DescribeStreamConsumer" => ops::consumers::describe_stream_consumer(svc, parse(req)?),
+        "ListStreamConsumers" => ops::consumers::list_stream_consumers(svc, parse(req)?),
+        "SplitShard" => ops::reshard::split_shard(svc, parse(req)?).await,
+        "MergeShards" => ops::reshard::merge_shards(svc, parse(req)?).await,
+        "UpdateShardCount" => ops::reshard::update_shard_count(svc, parse(req)?).await,
+        "UpdateStreamMode" => ops::reshard::update_stream_mode(svc, parse(req)?).await,
+        "PutRecord" => ops::records::put_record(svc, parse(req)?).await,
+        "PutRecords" => ops::records::put_records(svc, parse(req)?).await,
+        "GetShardIterator" => ops::records::get_shard_iterator(svc, parse(req)?).await,
+        "GetRecords" => ops::records::get_records(svc, parse(req)?).await,
+        _ => Err(ApiError::UnknownOperation(format!("Operation {op} is not supported by this daemon."))),
+    }
+}
+
+/// The data-plane puts, decoded from JSON bytes straight into their typed shapes.
+async fn dispatch_json_bytes(svc: &Arc<Service>, op: &str, body: &[u8]) -> ApiResult<Value> {
+    let ser =
+        |e: serde_json::Error| ApiError::Serialization(format!("Request does not match the operation's shape: {e}"));
+    match op {
+        "PutRecords" => ops::records::put_records(svc, serde_json::from_slice(body).map_err(ser)?).await,
+        "PutRecord" => ops::records::put_record(svc, serde_json::from_slice(body).map_err(ser)?).await,
+        _ => Err(ApiError::UnknownOperation(format!("Operation {op} is not supported by this daemon."))),
+    }
+}
+
+/// Runs a delayed status change (CREATING → ACTIVE, DELETING → gone): in the request when the
+/// delay is zero, so the caller sees the final state at once; otherwise in the background after
+/// `delay`. The caller must not hold the control lock (the job takes it).
+pub(crate) async fn after(delay: std::time::Duration, job: impl std::future::Future<Output = ()> + Send + 'static) {
+    if delay.is_zero() {
+        job.await;
+    } else {
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            job.await;
+        });
+    }
+}
+
+/// Decodes a request shape; a member of the wrong type is a SerializationException.
+pub(crate) fn parse<T: DeserializeOwned>(v: Value) -> ApiResult<T> {
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::Serialization(format!("Request does not match the operation's shape: {e}")))
+}
+
+/// A required member, or AWS's "must not be null" ValidationException.
+pub(crate) fn required<T>(v: Option<T>, member: &str) -> ApiResult<T> {
+    v.ok_or_else(|| ApiError::validation("null", member, "Member must not be null").with_null())
+}
+
+/// An integer member within [min, max].
+pub(crate) fn in_range(v: i64, min: i64, max: i64, member: &str) -> ApiResult<()> {
+    if v < min {
+        return Err(ApiError::validation(v, member, &format!("Member must have value greater than or equal to {min}")));
+    }
+    if v > max {
+        return Err(ApiError::validation(v, member, &format!("Member must have value less than or equal to {max}")));
+    }
+    Ok(())
+}
+
+impl ApiError {
+    /// AWS prints a missing value as `null`, unquoted.
+    fn with_null(self) -> ApiError {
+        match self {
+            ApiError::Validation(m) => ApiError::Validation(m.replacen("'null'", "null", 1)),
+            other => other,
+        }
+    }
+}
+
+/// Epoch seconds (with milliseconds) as AWS JSON timestamps are sent.
+pub(crate) fn epoch_seconds(ms: i64) -> Value {
+    serde_json::Number::from_f64(ms as f64 / 1000.0).map(Value::Number).unwrap_or(Value::Null)
+}
+
+/// A timestamp member: epoch seconds as a number, or an ISO-8601 string as some clients send.
+pub(crate) fn timestamp_ms(v: &Value, member: &str) -> ApiResult<i64> {
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .map(|f| (f * 1000.0).round() as i64)
+            .ok_or_else(|| ApiError::Serialization(format!("{member} is not a valid timestamp"))),
+        Value::String(s) => crate::time::parse_rfc3339_ms(s)
+            .or_else(|| s.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| (f * 1000.0).round() as i64))
+            .ok_or_else(|| ApiError::Serialization(format!("{member} is not a valid timestamp: {s}"))),
+        _ => Err(ApiError::Serialization(format!("{member} is not a valid timestamp"))),
+    }
+}
