@@ -52,6 +52,7 @@ pub struct Config {
     pub fanout: FanoutConfig,
     pub limits: LimitsConfig,
     pub ondemand: OnDemandConfig,
+    pub auth: AuthConfig,
     pub debug: DebugConfig,
 }
 
@@ -156,6 +157,25 @@ impl FanoutConfig {
     }
 }
 
+/// How requests must be signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// A request must carry a well-formed SigV4 signature (header or query string), as every AWS
+    /// SDK sends; any credentials are accepted. Unsigned requests get AWS's
+    /// MissingAuthenticationTokenException.
+    #[default]
+    Signed,
+    /// Anything goes, signed or not.
+    None,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DebugConfig {
@@ -230,6 +250,7 @@ impl Default for Config {
             fanout: FanoutConfig::default(),
             limits: LimitsConfig::default(),
             ondemand: OnDemandConfig::default(),
+            auth: AuthConfig::default(),
             debug: DebugConfig::default(),
         }
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use aws_sdk_kinesis::primitives::{Blob, DateTime};
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
-use common::{code, kinesis_json, kinesis_raw, runtime, Daemon};
+use common::{code, kinesis_json, kinesis_raw, runtime, Daemon, SIGNED};
 use md5::{Digest, Md5};
 
 fn md5_hash(key: &str) -> u128 {
@@ -354,7 +354,7 @@ fn malformed_and_oversized_bodies_get_clear_errors() {
     assert_eq!((s, v["__type"].as_str()), (400, Some("SerializationException")));
     // A declared length over the limit is refused before the body is read.
     let head = format!(
-        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {json}\r\nX-Amz-Target: Kinesis_20131202.PutRecords\r\nContent-Length: {}\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {json}\r\nX-Amz-Target: Kinesis_20131202.PutRecords\r\n{SIGNED}Content-Length: {}\r\n\r\n",
         17 << 20
     );
     let (s, b) = common::http_request(d.addr, &head, b"").unwrap();
@@ -450,6 +450,8 @@ fn h2c_prior_knowledge_serves_the_api() {
         let req = http::Request::post(format!("http://{}/", d.addr))
             .header("content-type", "application/x-amz-json-1.1")
             .header("x-amz-target", "Kinesis_20131202.CreateStream")
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=x/20261201/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=00")
+            .header("x-amz-date", "20261201T000000Z")
             .body(())
             .unwrap();
         let (resp, mut send) = client.send_request(req, false).unwrap();

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use common::{kinesis_json, Daemon, Rng};
+use common::{kinesis_json, Daemon, Rng, SIGNED};
 
 const SHARDS: usize = 4;
 const PRODUCERS: u64 = 3;
@@ -75,7 +75,7 @@ fn produce(
             .collect();
         let body = format!(r#"{{"StreamName":"crash","Records":[{}]}}"#, records.join(","));
         let head = format!(
-            "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: Kinesis_20131202.PutRecords\r\nContent-Length: {}\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: Kinesis_20131202.PutRecords\r\n{SIGNED}Content-Length: {}\r\n\r\n",
             body.len()
         );
         let Some((200, resp)) = common::http_request(addr, &head, body.as_bytes()) else {

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{kinesis_json, Daemon};
+use common::{kinesis_json, Daemon, SIGNED};
 
 #[test]
 fn a_flood_of_16_mib_bodies_keeps_memory_bounded() {
@@ -23,7 +23,7 @@ fn a_flood_of_16_mib_bodies_keeps_memory_bounded() {
                 let mut s = TcpStream::connect(addr).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
                 let head = format!(
-                    "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: Kinesis_20131202.PutRecords\r\nContent-Length: {body_len}\r\n\r\n"
+                    "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: Kinesis_20131202.PutRecords\r\n{SIGNED}Content-Length: {body_len}\r\n\r\n"
                 );
                 s.write_all(head.as_bytes()).unwrap();
                 let chunk = vec![b' '; 1 << 20];

@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{kinesis_json, Daemon};
+use common::{kinesis_json, Daemon, SIGNED};
 use sluice::protocol::eventstream;
 
 #[test]
@@ -30,7 +30,7 @@ fn the_event_stream_is_framed_as_aws_frames_it_and_ends_on_time() {
     sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
         sock,
-        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: Kinesis_20131202.SubscribeToShard\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: Kinesis_20131202.SubscribeToShard\r\n{SIGNED}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

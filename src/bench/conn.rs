@@ -22,6 +22,13 @@ pub(crate) fn parse_endpoint(url: &str) -> anyhow::Result<Endpoint> {
     Ok(Endpoint { host, port })
 }
 
+/// A SigV4-shaped signature: present and well formed, never verified by the servers benchmarked.
+pub(crate) const BENCH_AUTHORIZATION: &str =
+    "AWS4-HMAC-SHA256 Credential=bench/20240101/us-east-1/kinesis/aws4_request, \
+     SignedHeaders=content-type;host;x-amz-date;x-amz-target, \
+     Signature=0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const BENCH_DATE: &str = "20240101T000000Z";
+
 pub(crate) struct Conn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     host: String,
@@ -41,14 +48,9 @@ impl Conn {
             .header("host", &self.host)
             .header("content-type", "application/x-amz-json-1.1")
             .header("x-amz-target", format!("Kinesis_20131202.{op}"))
-            // Peers check that a signature is present (none verifies it).
-            .header("x-amz-date", "20240101T000000Z")
-            .header(
-                "authorization",
-                "AWS4-HMAC-SHA256 Credential=bench/20240101/us-east-1/kinesis/aws4_request, \
-                 SignedHeaders=content-type;host;x-amz-date;x-amz-target, \
-                 Signature=0000000000000000000000000000000000000000000000000000000000000000",
-            )
+            // Peers (and Sluice in its default auth mode) check that a signature is present.
+            .header("x-amz-date", BENCH_DATE)
+            .header("authorization", BENCH_AUTHORIZATION)
             .body(Full::new(body))?;
         self.sender.ready().await?;
         let resp = self.sender.send_request(req).await?;

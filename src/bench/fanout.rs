@@ -327,6 +327,8 @@ async fn event_stream_subscriber(
         .header("host", format!("{}:{}", ep.host, ep.port))
         .header("content-type", "application/x-amz-json-1.1")
         .header("x-amz-target", "Kinesis_20131202.SubscribeToShard")
+        .header("x-amz-date", super::conn::BENCH_DATE)
+        .header("authorization", super::conn::BENCH_AUTHORIZATION)
         .body(Full::new(Bytes::from(body)))?;
     let resp = sender.send_request(req).await?;
     if resp.status() != 200 {

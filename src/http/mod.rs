@@ -12,6 +12,8 @@
 //! must arrive within `http.header_read_timeout` and a body within `http.body_read_timeout`; on
 //! shutdown in-flight requests get [`DRAIN_TIMEOUT`] to finish.
 
+pub mod auth;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,8 +52,10 @@ pub trait AwsService: Send + Sync + 'static {
     fn target_prefix(&self) -> &'static str;
     /// Which members of its shapes are blobs and timestamps (for CBOR).
     fn member_kinds(&self) -> &'static MemberKinds;
-    /// Runs `op` on a body read whole, in `proto`.
-    fn call(&self, op: String, proto: Protocol, body: Bytes) -> BoxFuture<Reply>;
+    /// Runs `op` on a body read whole, in `proto`. `auth` is the front end's verdict on the
+    /// request's signature: the service answers it after its own checks of the operation name
+    /// and the body's framing, and before anything else, as AWS orders them.
+    fn call(&self, op: String, proto: Protocol, body: Bytes, auth: ApiResult<()>) -> BoxFuture<Reply>;
 }
 
 /// The services the front end routes to, by target prefix.
@@ -148,7 +152,11 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
     let path = req.uri().path();
-    Ok(match (req.method(), path) {
+    let origin = req.headers().contains_key(http::header::ORIGIN);
+    if origin && req.method() == Method::OPTIONS {
+        return Ok(preflight(req.headers()));
+    }
+    let mut resp = match (req.method(), path) {
         (&Method::GET, "/healthz") => plain(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/metrics") => {
             let mut text = svc.metrics.render();
@@ -160,11 +168,71 @@ async fn handle(
         }
         (&Method::POST, "/debug/failpoints") if svc.cfg.debug.failpoints => failpoints(req).await,
         (&Method::POST, _) => api(svc, routes, budget, req).await,
-        _ => {
-            let err = ApiError::UnknownOperation(format!("No operation at {} {path}.", req.method()));
-            error_response(Protocol::Json, &err)
-        }
-    })
+        _ => not_an_operation(&svc, &req),
+    };
+    if origin {
+        let h = resp.headers_mut();
+        h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        h.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(CORS_EXPOSE_HEADERS));
+    }
+    Ok(resp)
+}
+
+/// The headers a browser may read from an answer, as AWS's endpoint lists them.
+const CORS_EXPOSE_HEADERS: &str =
+    "x-amzn-RequestId,x-amzn-ErrorType,x-amz-request-id,x-amz-id-2,x-amzn-ErrorMessage,Date";
+/// How long a browser may cache a preflight answer (AWS's value: two days).
+const CORS_MAX_AGE: &str = "172800";
+
+/// A CORS preflight (`OPTIONS` with an `Origin`): allowed, whatever is asked, as AWS answers.
+fn preflight(headers: &http::HeaderMap) -> Resp {
+    let mut r = Response::new(whole(Bytes::new()));
+    let h = r.headers_mut();
+    h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(http::header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static(CORS_MAX_AGE));
+    if let Some(v) = headers.get(http::header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        h.insert(http::header::ACCESS_CONTROL_ALLOW_HEADERS, v.clone());
+    }
+    if let Some(v) = headers.get(http::header::ACCESS_CONTROL_REQUEST_METHOD) {
+        h.insert(http::header::ACCESS_CONTROL_ALLOW_METHODS, v.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id()) {
+        h.insert("x-amzn-RequestId", v);
+    }
+    r
+}
+
+/// A method or path that is neither the API nor one of the daemon's endpoints: AWS's 403 with an
+/// XML body and no content type (MissingAuthenticationToken when unsigned).
+fn not_an_operation(svc: &Service, req: &Request<Incoming>) -> Resp {
+    let err = match auth::check(svc.cfg.auth.mode, req.headers(), req.uri().query()) {
+        Err(e) => e,
+        Ok(()) => ApiError::AccessDenied("Unable to determine service/operation name to be authorized".into()),
+    };
+    let body = format!("<{t}>\n  <Message>{m}</Message>\n</{t}>\n", t = err.type_name(), m = xml_escape(err.message()));
+    let mut r = Response::new(whole(Bytes::from(body)));
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    if let Ok(v) = HeaderValue::from_str(&request_id()) {
+        r.headers_mut().insert("x-amzn-RequestId", v);
+    }
+    r.headers_mut().insert("x-amz-id-2", amz_id_2());
+    r
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// AWS's `x-amz-id-2`: an opaque base64 token, 72 bytes here.
+fn amz_id_2() -> HeaderValue {
+    use base64::Engine;
+    let n = REQUEST_COUNTER.load(Ordering::Relaxed).to_le_bytes();
+    let t = (crate::time::now_ms() as u64).to_le_bytes();
+    let mut bytes = [0u8; 72];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = n[i % 8] ^ t[(i / 8) % 8].rotate_left(i as u32);
+    }
+    HeaderValue::from_str(&base64::engine::general_purpose::STANDARD.encode(bytes)).expect("base64 is a valid header")
 }
 
 fn plain(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp {
@@ -200,6 +268,7 @@ fn respond(proto: Protocol, status: StatusCode, body: Vec<u8>, error_type: Optio
     if let Some(t) = error_type {
         h.insert("x-amzn-ErrorType", HeaderValue::from_static(t));
     }
+    h.insert("x-amz-id-2", amz_id_2());
     r
 }
 
@@ -230,10 +299,11 @@ async fn api(svc: Arc<Service>, routes: Routes, budget: Arc<Semaphore>, req: Req
     let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let routed = target.split_once('.').and_then(|(prefix, op)| Some((routes.find(prefix)?.clone(), op.to_owned())));
     let Some((service, op)) = routed else {
-        let err = ApiError::UnknownOperation(format!("Unknown operation target '{target}'."));
+        let err = ApiError::UnknownOperation(String::new());
         svc.metrics.record_request("unknown", err.type_name());
         return error_response(proto, &err);
     };
+    let auth = auth::check(svc.cfg.auth.mode, req.headers(), req.uri().query());
     let limit = svc.cfg.http.max_body_size as usize;
     let declared = req
         .headers()
@@ -274,7 +344,7 @@ async fn api(svc: Arc<Service>, routes: Routes, budget: Arc<Semaphore>, req: Req
             return r;
         }
     };
-    match service.call(op.clone(), proto, body).await {
+    match service.call(op.clone(), proto, body, auth).await {
         Reply::Whole(result) => finish(&svc, proto, service.member_kinds(), &op, result),
         Reply::Events(events) => {
             svc.metrics.record_request(&op, "ok");

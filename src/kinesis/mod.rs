@@ -19,7 +19,7 @@ pub mod reshard;
 pub mod routing;
 pub mod shards;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -28,6 +28,7 @@ use serde_json::Value;
 use crate::http::{AwsService, BoxFuture, Reply};
 use crate::protocol::codec::{decode_request, MemberKinds, Protocol};
 use crate::protocol::error::{ApiError, ApiResult};
+use crate::protocol::validate::Model;
 use crate::service::Service;
 
 /// The `X-Amz-Target` prefix of the Kinesis API.
@@ -60,22 +61,37 @@ impl AwsService for Kinesis {
         &MEMBER_KINDS
     }
 
-    fn call(&self, op: String, proto: Protocol, body: Bytes) -> BoxFuture<Reply> {
+    fn call(&self, op: String, proto: Protocol, body: Bytes, auth: ApiResult<()>) -> BoxFuture<Reply> {
         let svc = self.svc.clone();
         Box::pin(async move {
-            // Hot path: JSON puts are decoded straight into their typed shape, without a Value tree.
+            if !OPERATIONS.contains(&op.as_str()) {
+                return Reply::Whole(Err(ApiError::UnknownOperation(String::new())));
+            }
+            // Hot path: JSON puts are decoded straight into their typed shape, without a Value
+            // tree. A request it refuses is decoded again and checked against the model, so that
+            // the answer is AWS's.
             if proto.is_json()
+                && auth.is_ok()
                 && (op == "PutRecords" || op == "PutRecord")
                 && !body.iter().all(|b| b.is_ascii_whitespace())
             {
-                let result = dispatch_json_bytes(&svc, &op, &body).await;
-                return Reply::Whole(result);
+                return Reply::Whole(match dispatch_json_bytes(&svc, &op, &body).await {
+                    Ok(v) => Ok(v),
+                    Err(e) => {
+                        let exact =
+                            decode_request(proto, &body, &MEMBER_KINDS).and_then(|mut v| MODEL.check(&op, &mut v));
+                        Err(exact.err().unwrap_or(e))
+                    }
+                });
             }
-            let value = match decode_request(proto, &body, &MEMBER_KINDS) {
+            let mut value = match decode_request(proto, &body, &MEMBER_KINDS) {
                 Ok(v) => v,
                 Err(e) => return Reply::Whole(Err(e)),
             };
             drop(body);
+            if let Err(e) = auth.and_then(|()| MODEL.check(&op, &mut value)) {
+                return Reply::Whole(Err(e));
+            }
             if op == "SubscribeToShard" {
                 return match parse(value) {
                     Ok(input) => match ops::consumers::subscribe_to_shard(&svc, input, proto).await {
@@ -85,10 +101,49 @@ impl AwsService for Kinesis {
                     Err(e) => Reply::Whole(Err(e)),
                 };
             }
-            Reply::Whole(dispatch(&svc, &op, value).await)
+            let result = dispatch(&svc, &op, value).await;
+            // Operations without an output shape answer with an empty body, as AWS's do.
+            Reply::Whole(result.map(|v| if MODEL.has_output(&op) { v } else { Value::Null }))
         })
     }
 }
+
+/// The Kinesis request shapes and constraints (generated from AWS's service model by
+/// `scripts/gen_kinesis_model.py`).
+pub static MODEL: LazyLock<Model> = LazyLock::new(|| Model::from_json(include_str!("model.json")));
+
+/// The operations this daemon serves. The model's others (queues, channels) answer
+/// UnknownOperationException until they are built.
+pub const OPERATIONS: &[&str] = &[
+    "AddTagsToStream",
+    "CreateStream",
+    "DecreaseStreamRetentionPeriod",
+    "DeleteStream",
+    "DeregisterStreamConsumer",
+    "DescribeLimits",
+    "DescribeStream",
+    "DescribeStreamConsumer",
+    "DescribeStreamSummary",
+    "GetRecords",
+    "GetShardIterator",
+    "IncreaseStreamRetentionPeriod",
+    "ListShards",
+    "ListStreamConsumers",
+    "ListStreams",
+    "ListTagsForResource",
+    "ListTagsForStream",
+    "MergeShards",
+    "PutRecord",
+    "PutRecords",
+    "RegisterStreamConsumer",
+    "RemoveTagsFromStream",
+    "SplitShard",
+    "SubscribeToShard",
+    "TagResource",
+    "UntagResource",
+    "UpdateShardCount",
+    "UpdateStreamMode",
+];
 
 /// Runs one operation.
 async fn dispatch(svc: &Arc<Service>, op: &str, req: Value) -> ApiResult<Value> {

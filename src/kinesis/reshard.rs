@@ -99,9 +99,13 @@ pub async fn apply(svc: &Arc<Service>, meta: &StreamMeta, steps: Vec<Step>) -> A
         svc.all_streams().iter().filter(|s| s.id != meta.id).map(|s| s.open_shard_count()).sum::<u32>()
             + m.open_shard_count();
     if open_after > svc.cfg.streams.shard_limit {
+        let open_now: u32 = svc.all_streams().iter().map(|s| s.open_shard_count()).sum();
         return Err(ApiError::LimitExceeded(format!(
-            "This request would exceed the shard limit for the account {} in {}. Limit: {}.",
-            svc.cfg.account_id, svc.cfg.region, svc.cfg.streams.shard_limit
+            "This request would exceed the shard limit for the account {} in {}. Current shard count for the account: {open_now}. Limit: {}. Number of additional shards that would have resulted from this request: {}. Refer to the AWS Service Limits page (http://docs.aws.amazon.com/general/latest/gr/aws_service_limits.html) for current limits and how to request higher limits.",
+            svc.cfg.account_id,
+            svc.cfg.region,
+            svc.cfg.streams.shard_limit,
+            open_after.saturating_sub(open_now)
         )));
     }
     for (index, open) in &created {

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use crate::protocol::error::{ApiError, ApiResult};
 use crate::service::Service;
-use crate::stream::meta::{parse_shard_id, ShardMeta, StreamMeta};
+use crate::stream::meta::{parse_shard_id, shard_id, ShardMeta, StreamMeta};
 
 /// The ChildShards entries of a closed shard, as GetRecords and SubscribeToShard give them.
 pub fn child_shards_json(meta: &StreamMeta, parent: u32) -> Vec<Value> {
@@ -23,12 +23,32 @@ pub fn child_shards_json(meta: &StreamMeta, parent: u32) -> Vec<Value> {
         .collect()
 }
 
-/// The shard named `text` in `meta`, or AWS's ResourceNotFoundException.
+/// The shard named `text` in `meta` (any form AWS accepts), or AWS's ResourceNotFoundException
+/// as GetShardIterator words it.
 pub fn find_shard<'a>(svc: &Service, meta: &'a StreamMeta, text: &str) -> ApiResult<&'a ShardMeta> {
-    parse_shard_id(text).and_then(|i| meta.shard(i)).ok_or_else(|| {
-        ApiError::ResourceNotFound(format!(
-            "Shard {text} in stream {} under account {} does not exist",
-            meta.name, svc.cfg.account_id
-        ))
-    })
+    let Some(index) = parse_shard_id(text) else { return Err(could_not_find(svc, &meta.name, text)) };
+    meta.shard(index).ok_or_else(|| shard_does_not_exist(svc, &meta.name, index))
+}
+
+/// The shard named `text` in `meta`, or AWS's ResourceNotFoundException as SplitShard and
+/// MergeShards word it.
+pub fn find_shard_to_reshard<'a>(svc: &Service, meta: &'a StreamMeta, text: &str) -> ApiResult<&'a ShardMeta> {
+    let Some(index) = parse_shard_id(text) else { return Err(could_not_find(svc, &meta.name, text)) };
+    meta.shard(index).ok_or_else(|| could_not_find(svc, &meta.name, &shard_id(index)))
+}
+
+/// `Shard shardId-… in stream … under account … does not exist` (AWS writes no period).
+pub fn shard_does_not_exist(svc: &Service, stream: &str, index: u32) -> ApiError {
+    ApiError::ResourceNotFound(format!(
+        "Shard {} in stream {stream} under account {} does not exist",
+        shard_id(index),
+        svc.cfg.account_id
+    ))
+}
+
+fn could_not_find(svc: &Service, stream: &str, text: &str) -> ApiError {
+    ApiError::ResourceNotFound(format!(
+        "Could not find shard {text} in stream {stream} under account {}.",
+        svc.cfg.account_id
+    ))
 }

@@ -33,6 +33,14 @@ pub enum ApiError {
     InternalFailure(String),
     #[error("{0}")]
     ServiceUnavailable(String),
+    #[error("{0}")]
+    MissingAuthenticationToken(String),
+    #[error("{0}")]
+    IncompleteSignature(String),
+    #[error("{0}")]
+    InvalidSignature(String),
+    #[error("{0}")]
+    AccessDenied(String),
     /// Internal: an append reached a shard a reshard had just closed. The API layer routes the
     /// records again; a client sees InternalFailure only if that keeps failing.
     #[error("{0}")]
@@ -55,6 +63,10 @@ impl ApiError {
             ApiError::ProvisionedThroughputExceeded(_) => "ProvisionedThroughputExceededException",
             ApiError::InternalFailure(_) => "InternalFailure",
             ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
+            ApiError::MissingAuthenticationToken(_) => "MissingAuthenticationTokenException",
+            ApiError::IncompleteSignature(_) => "IncompleteSignatureException",
+            ApiError::InvalidSignature(_) => "InvalidSignatureException",
+            ApiError::AccessDenied(_) => "AccessDeniedException",
             ApiError::ShardClosed(_) => "InternalFailure",
         }
     }
@@ -83,6 +95,10 @@ impl ApiError {
             ApiError::ProvisionedThroughputExceeded(_) => 13,
             ApiError::InternalFailure(_) => 6,
             ApiError::ServiceUnavailable(_) => 14,
+            ApiError::MissingAuthenticationToken(_) => 15,
+            ApiError::IncompleteSignature(_) => 16,
+            ApiError::InvalidSignature(_) => 17,
+            ApiError::AccessDenied(_) => 18,
             ApiError::ShardClosed(_) => 6,
         }
     }
@@ -101,6 +117,10 @@ impl ApiError {
             | ApiError::ProvisionedThroughputExceeded(m)
             | ApiError::InternalFailure(m)
             | ApiError::ServiceUnavailable(m)
+            | ApiError::MissingAuthenticationToken(m)
+            | ApiError::IncompleteSignature(m)
+            | ApiError::InvalidSignature(m)
+            | ApiError::AccessDenied(m)
             | ApiError::ShardClosed(m) => m,
         }
     }
@@ -109,6 +129,10 @@ impl ApiError {
     /// `Message` in a SerializationException and `message` everywhere else.
     pub fn body(&self) -> serde_json::Value {
         let member = if matches!(self, ApiError::Serialization(_)) { "Message" } else { "message" };
+        if self.message().is_empty() {
+            // AWS sends some errors (a body that is not an object, an unknown operation) bare.
+            return serde_json::json!({"__type": self.type_name()});
+        }
         serde_json::json!({"__type": self.type_name(), member: self.message()})
     }
 

@@ -107,13 +107,18 @@ pub fn shard_id(index: u32) -> String {
     format!("shardId-{index:012}")
 }
 
-/// Parses `shardId-000000000003` (and, like AWS, a bare suffix such as `3` is not accepted).
+/// Parses a shard id as AWS does: the digits after the first `-` (or the whole text when there is
+/// none), at most 2147483647. So `shardId-000000000003`, `shardId-3`, `shard-3` and `3` are all
+/// shard 3.
 pub fn parse_shard_id(text: &str) -> Option<u32> {
-    let digits = text.strip_prefix("shardId-")?;
-    if digits.is_empty() || digits.len() > 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = match text.split_once('-') {
+        Some((_, rest)) => rest.split('-').next().unwrap_or(rest),
+        None => text,
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    digits.parse::<u32>().ok().filter(|&i| i <= i32::MAX as u32)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

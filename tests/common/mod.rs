@@ -242,10 +242,14 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, Vec<u8>)> {
     http_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), b"")
 }
 
+/// Header lines of a SigV4-signed request (the daemon's default `[auth] mode = "signed"` wants
+/// the signature's parts; it does not verify them).
+pub const SIGNED: &str = "Authorization: AWS4-HMAC-SHA256 Credential=x/20261201/us-east-1/kinesis/aws4_request, SignedHeaders=host;x-amz-date, Signature=00\r\nX-Amz-Date: 20261201T000000Z\r\n";
+
 /// POSTs a Kinesis operation with the given content type; returns (status, body).
 pub fn kinesis_raw(addr: SocketAddr, op: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let head = format!(
-        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {content_type}\r\nX-Amz-Target: Kinesis_20131202.{op}\r\nContent-Length: {}\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {content_type}\r\nX-Amz-Target: Kinesis_20131202.{op}\r\n{SIGNED}Content-Length: {}\r\n\r\n",
         body.len()
     );
     http_request(addr, &head, body).expect("request")

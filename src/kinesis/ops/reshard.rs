@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::kinesis::reshard::{apply, schedule_active, uniform_plan, Step, SHARDS_PER_STREAM_MAX};
-use crate::kinesis::shards::find_shard;
+use crate::kinesis::shards::find_shard_to_reshard;
 use crate::kinesis::{in_range, required};
 use crate::protocol::error::{ApiError, ApiResult};
 use crate::service::Service;
@@ -16,7 +16,7 @@ use crate::stream::meta::{ShardMeta, StreamMeta, StreamMode, StreamStatus};
 
 fn in_use(svc: &Service, meta: &StreamMeta) -> ApiError {
     ApiError::ResourceInUse(format!(
-        "Stream {} under account {} is {}, not ACTIVE.",
+        "Stream {} under account {} not ACTIVE, instead in state {}",
         meta.name,
         svc.cfg.account_id,
         meta.status.as_str()
@@ -24,7 +24,7 @@ fn in_use(svc: &Service, meta: &StreamMeta) -> ApiError {
 }
 
 fn open_shard<'a>(svc: &Service, meta: &'a StreamMeta, id: &str) -> ApiResult<&'a ShardMeta> {
-    let s = find_shard(svc, meta, id)?;
+    let s = find_shard_to_reshard(svc, meta, id)?;
     if !s.is_open() {
         return Err(ApiError::ResourceInUse(format!(
             "Shard {id} in stream {} under account {} has already been merged or split, and thus is not eligible for merging or splitting.",

@@ -18,7 +18,6 @@ use crate::stream::meta::{
 
 /// NextToken values expire like AWS's (ExpiredNextTokenException after 300 s).
 const NEXT_TOKEN_TTL_MS: i64 = 300_000;
-const TAGS_PER_CALL_MAX: usize = 10;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -77,7 +76,7 @@ pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiR
         (StreamMode::OnDemand, _) => ON_DEMAND_INITIAL_SHARDS,
     };
     if let Some(tags) = &input.tags {
-        validate_tags(tags, TAGS_PER_STREAM_MAX)?;
+        check_tag_chars(svc, tags.keys().chain(tags.values()), &name, "add tags to")?;
     }
     let _guard = svc.control.lock().await;
     if svc.stream(&name).is_ok() {
@@ -91,7 +90,7 @@ pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiR
     let limit = svc.cfg.streams.shard_limit;
     if open + shard_count > limit {
         return Err(ApiError::LimitExceeded(format!(
-            "This request would exceed the shard limit for the account {} in {}. Current shard count for the account: {open}. Limit: {limit}. Number of additional shards that would have resulted from this request: {shard_count}.",
+            "This request would exceed the shard limit for the account {} in {}. Current shard count for the account: {open}. Limit: {limit}. Number of additional shards that would have resulted from this request: {shard_count}. Refer to the AWS Service Limits page (http://docs.aws.amazon.com/general/latest/gr/aws_service_limits.html) for current limits and how to request higher limits.",
             svc.cfg.account_id, svc.cfg.region
         )));
     }
@@ -489,9 +488,14 @@ pub async fn change_retention(svc: &Arc<Service>, input: RetentionInput, increas
     }
     let hours = hours as u32;
     let current = meta.retention_hours;
-    if !(RETENTION_HOURS_MIN..=RETENTION_HOURS_MAX).contains(&hours) {
+    if hours < RETENTION_HOURS_MIN {
         return Err(ApiError::InvalidArgument(format!(
-            "Minimum allowed retention period is {RETENTION_HOURS_MIN} hours and maximum is {RETENTION_HOURS_MAX} hours. Requested retention period ({hours} hours) is out of range."
+            "Minimum allowed retention period is {RETENTION_HOURS_MIN} hours. Requested retention period ({hours} hours) is too short."
+        )));
+    }
+    if hours > RETENTION_HOURS_MAX {
+        return Err(ApiError::InvalidArgument(format!(
+            "Maximum allowed retention period is {RETENTION_HOURS_MAX} hours. Requested retention period ({hours} hours) is too long."
         )));
     }
     if increase && hours < current {
@@ -515,28 +519,27 @@ pub async fn change_retention(svc: &Arc<Service>, input: RetentionInput, increas
     Ok(json!({}))
 }
 
-fn validate_tags(tags: &HashMap<String, String>, max: usize) -> ApiResult<()> {
-    if tags.is_empty() || tags.len() > max {
-        return Err(ApiError::validation(
-            format!("{} tags", tags.len()),
-            "tags",
-            &format!("Member must have length less than or equal to {max} and greater than or equal to 1"),
-        ));
-    }
-    let allowed = |c: char| c.is_alphanumeric() || c.is_whitespace() || "_./=+-%@".contains(c);
-    if tags.iter().any(|(k, v)| !k.chars().all(allowed) || !v.chars().all(allowed)) {
+/// Tag characters as AWS checks them (lengths and counts are the model's): Unicode letters,
+/// digits, the space and `_ . / = + - @` are allowed, `%` is refused with its own message, which
+/// names the stream and whether tags were being added or removed.
+fn check_tag_chars<'a>(
+    svc: &Service,
+    texts: impl Iterator<Item = &'a String> + Clone,
+    stream: &str,
+    verb: &str,
+) -> ApiResult<()> {
+    let allowed = |c: char| c.is_alphanumeric() || c == ' ' || "_./=+-@%".contains(c);
+    if texts.clone().any(|t| !t.chars().all(allowed)) {
         return Err(ApiError::InvalidArgument(
             "Some tags contain invalid characters. Valid characters: Unicode letters, digits, white space, _ . / = + - % @."
                 .into(),
         ));
     }
-    for (k, v) in tags {
-        if k.is_empty() || k.chars().count() > 128 {
-            return Err(ApiError::validation(k, "tags.key", "Member must have length between 1 and 128"));
-        }
-        if v.chars().count() > 256 {
-            return Err(ApiError::validation(v, "tags.value", "Member must have length less than or equal to 256"));
-        }
+    if texts.clone().any(|t| t.contains('%')) {
+        return Err(ApiError::InvalidArgument(format!(
+            "Failed to {verb} stream {stream} under account {} because some tags contained illegal characters. The allowed characters are Unicode letters, white-spaces, '_',',','/','=','+','-','@'.",
+            svc.cfg.account_id
+        )));
     }
     Ok(())
 }
@@ -550,7 +553,7 @@ async fn update_tags(
     f(&mut m.tags);
     if m.tags.len() > TAGS_PER_STREAM_MAX {
         return Err(ApiError::InvalidArgument(format!(
-            "Failed to add tags to stream {} under account {} because a given stream cannot have more than {TAGS_PER_STREAM_MAX} tags.",
+            "Failed to add tags to stream {} under account {} because a given stream cannot have more than {TAGS_PER_STREAM_MAX} tags associated with it.",
             meta.name, svc.cfg.account_id
         )));
     }
@@ -568,22 +571,11 @@ pub struct AddTagsInput {
 
 pub async fn add_tags_to_stream(svc: &Arc<Service>, input: AddTagsInput) -> ApiResult<Value> {
     let tags = required(input.tags, "tags")?;
-    validate_tags(&tags, TAGS_PER_CALL_MAX)?;
     let _guard = svc.control.lock().await;
     let meta = input.stream.resolve(svc)?;
+    check_tag_chars(svc, tags.keys().chain(tags.values()), &meta.name, "add tags to")?;
     update_tags(svc, meta, |t| t.extend(tags)).await?;
     Ok(json!({}))
-}
-
-fn validate_tag_keys(keys: &[String]) -> ApiResult<()> {
-    if keys.is_empty() || keys.len() > TAGS_PER_STREAM_MAX {
-        return Err(ApiError::validation(
-            format!("{} keys", keys.len()),
-            "tagKeys",
-            "Member must have length less than or equal to 50 and greater than or equal to 1",
-        ));
-    }
-    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -596,9 +588,9 @@ pub struct RemoveTagsInput {
 
 pub async fn remove_tags_from_stream(svc: &Arc<Service>, input: RemoveTagsInput) -> ApiResult<Value> {
     let keys = required(input.tag_keys, "tagKeys")?;
-    validate_tag_keys(&keys)?;
     let _guard = svc.control.lock().await;
     let meta = input.stream.resolve(svc)?;
+    check_tag_chars(svc, keys.iter(), &meta.name, "remove tags from")?;
     update_tags(svc, meta, |t| keys.iter().for_each(|k| drop(t.remove(k)))).await?;
     Ok(json!({}))
 }
@@ -643,18 +635,18 @@ fn resource_stream(svc: &Service, arn: Option<&str>) -> ApiResult<Arc<StreamMeta
 
 pub async fn tag_resource(svc: &Arc<Service>, input: ResourceTagsInput) -> ApiResult<Value> {
     let tags = required(input.tags, "tags")?;
-    validate_tags(&tags, TAGS_PER_STREAM_MAX)?;
     let _guard = svc.control.lock().await;
     let meta = resource_stream(svc, input.resource_arn.as_deref())?;
+    check_tag_chars(svc, tags.keys().chain(tags.values()), &meta.name, "add tags to")?;
     update_tags(svc, meta, |t| t.extend(tags)).await?;
     Ok(json!({}))
 }
 
 pub async fn untag_resource(svc: &Arc<Service>, input: ResourceTagsInput) -> ApiResult<Value> {
     let keys = required(input.tag_keys, "tagKeys")?;
-    validate_tag_keys(&keys)?;
     let _guard = svc.control.lock().await;
     let meta = resource_stream(svc, input.resource_arn.as_deref())?;
+    check_tag_chars(svc, keys.iter(), &meta.name, "remove tags from")?;
     update_tags(svc, meta, |t| keys.iter().for_each(|k| drop(t.remove(k)))).await?;
     Ok(json!({}))
 }

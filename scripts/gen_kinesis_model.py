@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Writes src/kinesis/model.json: the request shapes and constraints of every Kinesis operation,
+taken from botocore's service model, for the daemon's model-driven validation
+(src/protocol/validate.rs).
+
+Only what validation needs is kept: for each operation its input shape and whether it has an
+output; for each shape reachable from an input its type, members (in the order AWS validates
+them), required members and constraints (min, max, pattern, enum). The member order is the
+model's, except where AWS has been observed to report violations in another order
+(MEMBER_ORDER below); enum lists likewise (ENUM_ORDER).
+
+Usage: scripts/gen_kinesis_model.py [path to service-2.json or .json.gz]
+(default: the kinesis model of the botocore in .venv).
+"""
+
+import glob
+import gzip
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The order AWS reports a request's violations in, where it differs from the model's member
+# order (observed answers of the service). Members not listed follow in the model's order.
+MEMBER_ORDER = {
+    "CreateStreamInput": ["ShardCount", "StreamName"],
+    "DescribeStreamInput": ["Limit", "ExclusiveStartShardId", "StreamName"],
+    "ListStreamsInput": ["Limit", "ExclusiveStartStreamName"],
+    "ListTagsForStreamInput": ["Limit", "ExclusiveStartTagKey", "StreamName"],
+    "AddTagsToStreamInput": ["Tags", "StreamName"],
+    "RemoveTagsFromStreamInput": ["TagKeys", "StreamName"],
+    "IncreaseStreamRetentionPeriodInput": ["RetentionPeriodHours", "StreamName"],
+    "DecreaseStreamRetentionPeriodInput": ["RetentionPeriodHours", "StreamName"],
+    "GetRecordsInput": ["Limit", "ShardIterator"],
+    "GetShardIteratorInput": ["ShardId", "ShardIteratorType", "StartingSequenceNumber", "StreamName", "Timestamp"],
+    "ListShardsInput": ["ExclusiveStartShardId", "MaxResults", "NextToken", "StreamCreationTimestamp", "StreamName"],
+    "MergeShardsInput": ["ShardToMerge", "AdjacentShardToMerge", "StreamName"],
+    "SplitShardInput": ["NewStartingHashKey", "StreamName", "ShardToSplit"],
+    "PutRecordInput": ["SequenceNumberForOrdering", "PartitionKey", "ExplicitHashKey", "Data", "StreamName"],
+    "PutRecordsInput": ["Records", "StreamName"],
+    "PutRecordsRequestEntry": ["PartitionKey", "ExplicitHashKey", "Data"],
+}
+
+# Enum values in the order AWS prints them in "Member must satisfy enum value set: [...]".
+ENUM_ORDER = {
+    "ShardIteratorType": ["AFTER_SEQUENCE_NUMBER", "LATEST", "AT_TIMESTAMP", "AT_SEQUENCE_NUMBER", "TRIM_HORIZON"],
+}
+
+
+def default_model():
+    pattern = os.path.join(ROOT, ".venv/lib/python3*/site-packages/botocore/data/kinesis/2013-12-02/service-2.json*")
+    found = sorted(glob.glob(pattern))
+    if not found:
+        sys.exit("no botocore kinesis model found; run scripts/venv.sh or pass a path")
+    return found[0]
+
+
+def load(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
+        return json.load(f)
+
+
+def main():
+    path = sys.argv[1] if len(sys.argv) > 1 else default_model()
+    model = load(path)
+    shapes = model["shapes"]
+    out_shapes = {}
+
+    def visit(name):
+        if name in out_shapes:
+            return
+        s = shapes[name]
+        kind = s["type"]
+        o = {"type": kind}
+        for k in ("min", "max", "pattern"):
+            if k in s:
+                o[k] = s[k]
+        if "enum" in s:
+            o["enum"] = ENUM_ORDER.get(name, s["enum"])
+        out_shapes[name] = o
+        if kind == "structure":
+            names = list(s.get("members", {}))
+            order = [m for m in MEMBER_ORDER.get(name, []) if m in names]
+            order += [m for m in names if m not in order]
+            required = set(s.get("required", []))
+            o["members"] = [[m, s["members"][m]["shape"], m in required] for m in order]
+            for m in order:
+                visit(s["members"][m]["shape"])
+        elif kind == "list":
+            o["member"] = s["member"]["shape"]
+            visit(o["member"])
+        elif kind == "map":
+            o["key"] = s["key"]["shape"]
+            o["value"] = s["value"]["shape"]
+            visit(o["key"])
+            visit(o["value"])
+
+    ops = {}
+    for op, spec in sorted(model["operations"].items()):
+        entry = {"output": "output" in spec}
+        if "input" in spec:
+            entry["input"] = spec["input"]["shape"]
+            visit(entry["input"])
+        ops[op] = entry
+    doc = {
+        "service": model["metadata"]["serviceId"],
+        "api_version": model["metadata"]["apiVersion"],
+        "java_package": "com.amazonaws.kinesis.v20131202",
+        "operations": ops,
+        "shapes": dict(sorted(out_shapes.items())),
+    }
+    target = os.path.join(ROOT, "src/kinesis/model.json")
+    with open(target, "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=False)
+        f.write("\n")
+    print(f"wrote {target}: {len(ops)} operations, {len(out_shapes)} shapes")
+
+
+if __name__ == "__main__":
+    main()
