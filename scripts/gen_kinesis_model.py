@@ -34,7 +34,7 @@ MEMBER_ORDER = {
     "DecreaseStreamRetentionPeriodInput": ["RetentionPeriodHours", "StreamName"],
     "GetRecordsInput": ["Limit", "ShardIterator"],
     "GetShardIteratorInput": ["ShardId", "ShardIteratorType", "StartingSequenceNumber", "StreamName", "Timestamp"],
-    "ListShardsInput": ["ExclusiveStartShardId", "MaxResults", "NextToken", "StreamCreationTimestamp", "StreamName"],
+    "ListShardsInput": ["MaxResults", "ExclusiveStartShardId", "StreamName", "NextToken", "StreamCreationTimestamp"],
     "MergeShardsInput": ["ShardToMerge", "AdjacentShardToMerge", "StreamName"],
     "SplitShardInput": ["NewStartingHashKey", "StreamName", "ShardToSplit"],
     "PutRecordInput": ["SequenceNumberForOrdering", "PartitionKey", "ExplicitHashKey", "Data", "StreamName"],

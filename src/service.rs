@@ -31,6 +31,9 @@ pub struct Service {
     /// AWS's per-shard throughput limits, when `[limits] enforce = true`.
     pub limits: Option<crate::limits::ShardLimits>,
     streams: RwLock<BTreeMap<String, Arc<StreamMeta>>>,
+    /// Names of the streams deleted since start, by id, for the messages about their iterators
+    /// (which live five minutes).
+    deleted: RwLock<std::collections::HashMap<u64, String>>,
     /// Serializes control-plane changes (create, delete, retention, tags, ...).
     pub control: tokio::sync::Mutex<()>,
     index_tx: crossbeam_channel::Sender<IndexOp>,
@@ -57,6 +60,7 @@ impl Service {
             subscriptions: Arc::default(),
             limits,
             streams: RwLock::new(BTreeMap::new()),
+            deleted: RwLock::default(),
             control: tokio::sync::Mutex::new(()),
             index_tx,
             index_thread: std::sync::Mutex::new(Some(index_thread)),
@@ -204,6 +208,11 @@ impl Service {
     }
 
     /// Closes and deletes a DELETING stream's shards, then forgets it.
+    /// The name a stream deleted since start had.
+    pub fn deleted_stream_name(&self, id: u64) -> Option<String> {
+        self.deleted.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+
     pub async fn finish_delete(&self, meta: &StreamMeta) -> ApiResult<()> {
         for shard in &meta.shards {
             let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
@@ -227,6 +236,7 @@ impl Service {
             streams.remove(&meta.name);
         }
         drop(streams);
+        self.deleted.write().unwrap_or_else(|p| p.into_inner()).insert(meta.id, meta.name.clone());
         self.metrics.forget_stream(&meta.name);
         Ok(())
     }

@@ -204,11 +204,12 @@ fn tags_through_both_apis() {
         let l = c.list_tags_for_resource().resource_arn(arn).send().await.unwrap();
         assert_eq!(l.tags().len(), 1);
 
+        // A stream holds at most 50 tags (the model allows 200 in one request).
         let mut too_many = c.add_tags_to_stream().stream_name("t");
-        for i in 0..11 {
+        for i in 0..50 {
             too_many = too_many.tags(format!("k{i}"), "v");
         }
-        assert_eq!(code(&too_many.send().await.unwrap_err()), "ValidationException");
+        assert_eq!(code(&too_many.send().await.unwrap_err()), "InvalidArgumentException");
         let e = c
             .list_tags_for_resource()
             .resource_arn("arn:aws:kinesis:us-east-1:000000000000:stream/none")

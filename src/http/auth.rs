@@ -23,6 +23,7 @@ pub fn check(mode: AuthMode, headers: &HeaderMap, query: Option<&str>) -> Result
         .map(|p| p.split_once('=').unwrap_or((p, "")))
         .collect();
     let has_param = |name: &str| params.iter().any(|(k, _)| *k == name);
+    let has_value = |name: &str| params.iter().any(|(k, v)| *k == name && !v.is_empty());
     let header = headers.get(http::header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     match (header, has_param("X-Amz-Algorithm")) {
         (Some(_), true) => Err(ApiError::InvalidSignature(
@@ -33,7 +34,7 @@ pub fn check(mode: AuthMode, headers: &HeaderMap, query: Option<&str>) -> Result
             let missing: String =
                 ["X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature", "X-Amz-SignedHeaders", "X-Amz-Date"]
                     .iter()
-                    .filter(|p| !has_param(p))
+                    .filter(|p| !has_value(p))
                     .map(|p| format!("AWS query-string parameters must include '{p}'. "))
                     .collect();
             if missing.is_empty() {

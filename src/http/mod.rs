@@ -50,6 +50,10 @@ pub enum Reply {
 pub trait AwsService: Send + Sync + 'static {
     /// The `X-Amz-Target` prefix before the dot, e.g. `Kinesis_20131202`.
     fn target_prefix(&self) -> &'static str;
+    /// The protocols it speaks (by content type).
+    fn protocols(&self) -> &'static [Protocol];
+    /// Whether it has operation `op`.
+    fn has_operation(&self, op: &str) -> bool;
     /// Which members of its shapes are blobs and timestamps (for CBOR).
     fn member_kinds(&self) -> &'static MemberKinds;
     /// Runs `op` on a body read whole, in `proto`. `auth` is the front end's verdict on the
@@ -168,7 +172,7 @@ async fn handle(
         }
         (&Method::POST, "/debug/failpoints") if svc.cfg.debug.failpoints => failpoints(req).await,
         (&Method::POST, _) => api(svc, routes, budget, req).await,
-        _ => not_an_operation(&svc, &req),
+        _ => not_an_operation(&svc, &routes, &req),
     };
     if origin {
         let h = resp.headers_mut();
@@ -204,14 +208,31 @@ fn preflight(headers: &http::HeaderMap) -> Resp {
 
 /// A method or path that is neither the API nor one of the daemon's endpoints: AWS's 403 with an
 /// XML body and no content type (MissingAuthenticationToken when unsigned).
-fn not_an_operation(svc: &Service, req: &Request<Incoming>) -> Resp {
-    let err = match auth::check(svc.cfg.auth.mode, req.headers(), req.uri().query()) {
-        Err(e) => e,
-        Ok(()) => ApiError::AccessDenied("Unable to determine service/operation name to be authorized".into()),
+fn not_an_operation(svc: &Service, routes: &Routes, req: &Request<Incoming>) -> Resp {
+    let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let (status, text) = match auth::check(svc.cfg.auth.mode, req.headers(), req.uri().query()) {
+        Err(e) => (StatusCode::FORBIDDEN, xml_error(&e)),
+        Ok(()) => match target.split_once('.') {
+            Some((prefix, op)) => match routes.find(prefix) {
+                Some(s) if s.has_operation(op) => (StatusCode::NOT_FOUND, "<UnknownOperationException/>\n".into()),
+                Some(_) => (StatusCode::INTERNAL_SERVER_ERROR, "<InternalFailure/>\n".into()),
+                None => (
+                    StatusCode::FORBIDDEN,
+                    xml_error(&ApiError::UnrecognizedClient(format!(
+                        "No authorization strategy was found for service: {prefix}, operation: {op}"
+                    ))),
+                ),
+            },
+            None => (
+                StatusCode::FORBIDDEN,
+                xml_error(&ApiError::AccessDenied(
+                    "Unable to determine service/operation name to be authorized".into(),
+                )),
+            ),
+        },
     };
-    let body = format!("<{t}>\n  <Message>{m}</Message>\n</{t}>\n", t = err.type_name(), m = xml_escape(err.message()));
-    let mut r = Response::new(whole(Bytes::from(body)));
-    *r.status_mut() = StatusCode::FORBIDDEN;
+    let mut r = Response::new(whole(Bytes::from(text)));
+    *r.status_mut() = status;
     if let Ok(v) = HeaderValue::from_str(&request_id()) {
         r.headers_mut().insert("x-amzn-RequestId", v);
     }
@@ -294,15 +315,21 @@ async fn failpoints(req: Request<Incoming>) -> Resp {
 }
 
 async fn api(svc: Arc<Service>, routes: Routes, budget: Arc<Semaphore>, req: Request<Incoming>) -> Resp {
-    let proto =
-        Protocol::from_content_type(req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
     let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let routed = target.split_once('.').and_then(|(prefix, op)| Some((routes.find(prefix)?.clone(), op.to_owned())));
-    let Some((service, op)) = routed else {
-        let err = ApiError::UnknownOperation(String::new());
-        svc.metrics.record_request("unknown", err.type_name());
-        return error_response(proto, &err);
-    };
+    // The protocol is the content type's, if the service speaks it (without a service, the
+    // Kinesis family's two); errors about the request itself are answered in it, else in CBOR.
+    let accepted = routed.as_ref().map_or(DEFAULT_PROTOCOLS, |(s, _)| s.protocols());
+    let spoken = Some(Protocol::from_content_type(Some(&content_type)))
+        .filter(|p| p.content_type() == content_type && accepted.contains(p));
+    let proto = spoken.unwrap_or(Protocol::Cbor);
+    let op = routed.as_ref().map_or("unknown", |(_, op)| op.as_str()).to_owned();
     let auth = auth::check(svc.cfg.auth.mode, req.headers(), req.uri().query());
     let limit = svc.cfg.http.max_body_size as usize;
     let declared = req
@@ -344,6 +371,33 @@ async fn api(svc: Arc<Service>, routes: Routes, budget: Arc<Semaphore>, req: Req
             return r;
         }
     };
+    // Framing, as AWS's front end orders it: an empty body, then a content type no service
+    // speaks, then the target.
+    if body.is_empty() {
+        let err = match &routed {
+            Some((service, op)) if service.has_operation(op) => ApiError::Serialization(String::new()),
+            _ => ApiError::UnknownOperation(String::new()),
+        };
+        svc.metrics.record_request(if routed.is_some() { &op } else { "unknown" }, err.type_name());
+        return error_response(proto, &err);
+    }
+    let Some(proto) = spoken else {
+        svc.metrics.record_request("unknown", "UnknownOperationException");
+        return unspoken_content_type(&content_type, &target, &body);
+    };
+    let known = routed.as_ref().is_some_and(|(s, op)| s.has_operation(op));
+    if !known {
+        // A body that is not a JSON object is refused before the target is looked at.
+        let object =
+            proto != Protocol::Json || serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v.is_object());
+        let err =
+            if object { ApiError::UnknownOperation(String::new()) } else { ApiError::Serialization(String::new()) };
+        svc.metrics.record_request("unknown", err.type_name());
+        return error_response(proto, &err);
+    }
+    let Some((service, op)) = routed else {
+        return error_response(proto, &ApiError::UnknownOperation(String::new()));
+    };
     match service.call(op.clone(), proto, body, auth).await {
         Reply::Whole(result) => finish(&svc, proto, service.member_kinds(), &op, result),
         Reply::Events(events) => {
@@ -357,6 +411,41 @@ async fn api(svc: Arc<Service>, routes: Routes, budget: Arc<Semaphore>, req: Req
             r
         }
     }
+}
+
+/// What the Kinesis family speaks when no service is named.
+const DEFAULT_PROTOCOLS: &[Protocol] = &[Protocol::Json, Protocol::Cbor];
+
+/// A request with a body in a content type the service does not speak, answered as AWS's front
+/// end does: the deprecated `application/json` envelope, a 403 for a target without an operation,
+/// otherwise a bare 404.
+fn unspoken_content_type(content_type: &str, target: &str, body: &[u8]) -> Resp {
+    if content_type == "application/json" {
+        let is_object = serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object());
+        let (status, kind) = if is_object {
+            (StatusCode::NOT_FOUND, "UnknownOperationException")
+        } else {
+            (StatusCode::BAD_REQUEST, "SerializationException")
+        };
+        let text = format!(r#"{{"Output":{{"__type":"com.amazon.coral.service#{kind}"}},"Version":"1.0"}}"#);
+        return plain(status, "application/json", Bytes::from(text));
+    }
+    let (status, text) = if target.contains('.') {
+        (StatusCode::NOT_FOUND, "<UnknownOperationException/>\n".to_owned())
+    } else {
+        let err = ApiError::AccessDenied("Unable to determine service/operation name to be authorized".into());
+        (StatusCode::FORBIDDEN, xml_error(&err))
+    };
+    let mut r = Response::new(whole(Bytes::from(text)));
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(&request_id()) {
+        r.headers_mut().insert("x-amzn-RequestId", v);
+    }
+    r
+}
+
+fn xml_error(err: &ApiError) -> String {
+    format!("<{t}>\n  <Message>{m}</Message>\n</{t}>\n", t = err.type_name(), m = xml_escape(err.message()))
 }
 
 /// Encodes an operation's result (or error) in the request's protocol, and counts it.

@@ -57,6 +57,14 @@ impl AwsService for Kinesis {
         TARGET_PREFIX
     }
 
+    fn protocols(&self) -> &'static [Protocol] {
+        &[Protocol::Json, Protocol::Cbor]
+    }
+
+    fn has_operation(&self, op: &str) -> bool {
+        OPERATIONS.contains(&op)
+    }
+
     fn member_kinds(&self) -> &'static MemberKinds {
         &MEMBER_KINDS
     }

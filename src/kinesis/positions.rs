@@ -53,16 +53,27 @@ pub fn parse_position(
         _ => {
             let text = sequence_number.ok_or_else(|| {
                 ApiError::InvalidArgument(format!(
-                    "Must specify StartingSequenceNumber for iterator of type {kind}. Current request has no starting sequence number."
+                    "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. Request specified {kind} and no StartingSequenceNumber."
                 ))
             })?;
-            let seq = SeqNo::parse(text)?;
-            if seq.stream_id != meta.id || seq.shard_index != shard.index {
+            let invalid = |why: &str| {
+                ApiError::InvalidArgument(format!(
+                    "StartingSequenceNumber {text} used in GetShardIterator on shard {} in stream {} under account {} is invalid{why}.",
+                    shard.shard_id(),
+                    meta.name,
+                    svc.cfg.account_id
+                ))
+            };
+            let seq = SeqNo::parse(text).map_err(|_| invalid(""))?;
+            if seq.shard_index != shard.index {
                 return Err(ApiError::InvalidArgument(format!(
                     "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {}",
                     shard_id(seq.shard_index),
                     shard.shard_id()
                 )));
+            }
+            if seq.stream_id != meta.id {
+                return Err(invalid(" because it did not come from this stream"));
             }
             Position::AtOrdinal(if kind == "AFTER_SEQUENCE_NUMBER" { seq.after_ordinal() } else { seq.at_ordinal() })
         }

@@ -37,6 +37,15 @@ pub fn find_shard_to_reshard<'a>(svc: &Service, meta: &'a StreamMeta, text: &str
     meta.shard(index).ok_or_else(|| could_not_find(svc, &meta.name, &shard_id(index)))
 }
 
+/// What GetShardIterator answers for a shard of a stream that does not exist, or has no shards
+/// yet (CREATING): the shard's error, as AWS checks the shard first.
+pub fn no_such_shard(svc: &Service, stream: &str, text: &str) -> ApiError {
+    match parse_shard_id(text) {
+        Some(index) => shard_does_not_exist(svc, stream, index),
+        None => could_not_find(svc, stream, text),
+    }
+}
+
 /// `Shard shardId-… in stream … under account … does not exist` (AWS writes no period).
 pub fn shard_does_not_exist(svc: &Service, stream: &str, index: u32) -> ApiError {
     ApiError::ResourceNotFound(format!(
@@ -46,7 +55,7 @@ pub fn shard_does_not_exist(svc: &Service, stream: &str, index: u32) -> ApiError
     ))
 }
 
-fn could_not_find(svc: &Service, stream: &str, text: &str) -> ApiError {
+pub fn could_not_find(svc: &Service, stream: &str, text: &str) -> ApiError {
     ApiError::ResourceNotFound(format!(
         "Could not find shard {text} in stream {stream} under account {}.",
         svc.cfg.account_id

@@ -41,6 +41,8 @@ pub enum ApiError {
     InvalidSignature(String),
     #[error("{0}")]
     AccessDenied(String),
+    #[error("{0}")]
+    UnrecognizedClient(String),
     /// Internal: an append reached a shard a reshard had just closed. The API layer routes the
     /// records again; a client sees InternalFailure only if that keeps failing.
     #[error("{0}")]
@@ -67,6 +69,7 @@ impl ApiError {
             ApiError::IncompleteSignature(_) => "IncompleteSignatureException",
             ApiError::InvalidSignature(_) => "InvalidSignatureException",
             ApiError::AccessDenied(_) => "AccessDeniedException",
+            ApiError::UnrecognizedClient(_) => "UnrecognizedClientException",
             ApiError::ShardClosed(_) => "InternalFailure",
         }
     }
@@ -99,6 +102,7 @@ impl ApiError {
             ApiError::IncompleteSignature(_) => 16,
             ApiError::InvalidSignature(_) => 17,
             ApiError::AccessDenied(_) => 18,
+            ApiError::UnrecognizedClient(_) => 19,
             ApiError::ShardClosed(_) => 6,
         }
     }
@@ -121,6 +125,7 @@ impl ApiError {
             | ApiError::IncompleteSignature(m)
             | ApiError::InvalidSignature(m)
             | ApiError::AccessDenied(m)
+            | ApiError::UnrecognizedClient(m)
             | ApiError::ShardClosed(m) => m,
         }
     }

@@ -275,8 +275,14 @@ mod tests {
     fn shard_ids() {
         assert_eq!(shard_id(3), "shardId-000000000003");
         assert_eq!(parse_shard_id("shardId-000000000003"), Some(3));
-        assert_eq!(parse_shard_id("shard-3"), None);
-        assert_eq!(parse_shard_id("shardId-"), None);
+        // The forms AWS accepts: whatever precedes the first '-', or no prefix at all.
+        for text in ["shard-3", "shardId-3", "3", "a-000000000003", "-3"] {
+            assert_eq!(parse_shard_id(text), Some(3), "{text}");
+        }
+        assert_eq!(parse_shard_id("2147483647"), Some(2_147_483_647));
+        for text in ["shardId-", "2147483648", "shardId-002147483648", "ABKLFD8", "2.14E4", ""] {
+            assert_eq!(parse_shard_id(text), None, "{text}");
+        }
     }
 
     #[test]

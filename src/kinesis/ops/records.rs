@@ -14,14 +14,14 @@ use serde_json::{json, Value};
 
 use crate::kinesis::positions::parse_position;
 use crate::kinesis::routing::{append_routed, Routed};
-use crate::kinesis::shards::find_shard;
+use crate::kinesis::shards::{find_shard, no_such_shard, shard_does_not_exist};
 use crate::kinesis::{epoch_seconds, in_range, required};
 use crate::log::NewRecord;
 use crate::protocol::error::{ApiError, ApiResult};
 use crate::runtime::ShardKey;
 use crate::service::Service;
 use crate::stream::hashing::{hash_partition_key, parse_explicit_hash_key};
-use crate::stream::meta::{shard_id, StreamMeta};
+use crate::stream::meta::{shard_id, StreamMeta, StreamStatus};
 use crate::stream::seqno::{SeqNo, ShardIterator};
 
 pub const RECORD_DATA_MAX_BYTES: usize = 1 << 20;
@@ -101,19 +101,18 @@ fn decode_record(
 
 pub async fn put_record(svc: &Arc<Service>, input: PutRecordInput) -> ApiResult<Value> {
     let routed = decode_record(input.data, input.partition_key, input.explicit_hash_key.as_deref(), "")?;
-    if let Some(s) = &input.sequence_number_for_ordering {
-        let ok = s == "0"
-            || (!s.is_empty() && s.len() <= 129 && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()));
-        if !ok {
-            return Err(ApiError::validation(
-                s,
-                "sequenceNumberForOrdering",
-                "Member must satisfy regular expression pattern: 0|([1-9]\\d{0,128})",
-            ));
-        }
-    }
     let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
     svc.writable(&meta)?;
+    if let Some(s) = &input.sequence_number_for_ordering {
+        // Only a sequence number this stream has issued, of one of its shards, orders a put.
+        let issued = SeqNo::parse(s).is_ok_and(|q| q.stream_id == meta.id && meta.shard(q.shard_index).is_some());
+        if !issued {
+            return Err(ApiError::InvalidArgument(format!(
+                "ExclusiveMinimumSequenceNumber {s} used in PutRecord on stream {} under account {} is invalid.",
+                meta.name, svc.cfg.account_id
+            )));
+        }
+    }
     let started = Instant::now();
     let (shard, ordinal) = append_routed(svc, &meta, vec![routed]).await.remove(0)?;
     svc.metrics.record_put_latency(&meta.name, started.elapsed());
@@ -195,7 +194,15 @@ pub struct GetShardIteratorInput {
 pub async fn get_shard_iterator(svc: &Arc<Service>, input: GetShardIteratorInput) -> ApiResult<Value> {
     let shard_id_text = required(input.shard_id, "shardId")?;
     let kind = required(input.shard_iterator_type, "shardIteratorType")?;
-    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
+    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref()).map_err(|e| {
+        match (&e, input.stream_name.as_deref()) {
+            (ApiError::ResourceNotFound(_), Some(name)) => no_such_shard(svc, name, &shard_id_text),
+            _ => e,
+        }
+    })?;
+    if meta.status == StreamStatus::Creating {
+        return Err(no_such_shard(svc, &meta.name, &shard_id_text));
+    }
     svc.writable(&meta)?;
     let shard = find_shard(svc, &meta, &shard_id_text)?;
     let position = parse_position(
@@ -242,13 +249,12 @@ pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResul
     in_range(limit, 1, GET_RECORDS_MAX_RECORDS, "limit")?;
     let now = svc.now_ms();
     let it = ShardIterator::decode(&text, now)?;
-    let meta = svc.stream_by_id(it.stream_id).ok_or_else(|| {
-        ApiError::ResourceNotFound("The stream this shard iterator belongs to no longer exists.".into())
+    let meta = svc.stream_by_id(it.stream_id).ok_or_else(|| match svc.deleted_stream_name(it.stream_id) {
+        Some(name) => shard_does_not_exist(svc, &name, it.shard_index),
+        None => ApiError::ResourceNotFound("The stream this shard iterator belongs to no longer exists.".into()),
     })?;
     svc.writable(&meta)?;
-    let shard = meta.shard(it.shard_index).ok_or_else(|| {
-        ApiError::ResourceNotFound(format!("Shard {} in stream {} does not exist", shard_id(it.shard_index), meta.name))
-    })?;
+    let shard = meta.shard(it.shard_index).ok_or_else(|| shard_does_not_exist(svc, &meta.name, it.shard_index))?;
     let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
     if let Some(limits) = &svc.limits {
         if !limits.allow_get(key) {

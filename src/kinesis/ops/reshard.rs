@@ -7,12 +7,27 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::kinesis::reshard::{apply, schedule_active, uniform_plan, Step, SHARDS_PER_STREAM_MAX};
-use crate::kinesis::shards::find_shard_to_reshard;
+use crate::kinesis::shards::{could_not_find, find_shard_to_reshard};
 use crate::kinesis::{in_range, required};
 use crate::protocol::error::{ApiError, ApiResult};
 use crate::service::Service;
-use crate::stream::hashing::parse_explicit_hash_key;
-use crate::stream::meta::{ShardMeta, StreamMeta, StreamMode, StreamStatus};
+use crate::stream::meta::{parse_shard_id, ShardMeta, StreamMeta, StreamMode, StreamStatus};
+
+/// The stream a SplitShard or MergeShards names. Of a stream that does not exist, AWS reports a
+/// shard id it cannot parse before the stream.
+fn resolve_for_reshard(
+    svc: &Service,
+    name: Option<&str>,
+    arn: Option<&str>,
+    shard_ids: &[&str],
+) -> ApiResult<Arc<StreamMeta>> {
+    svc.resolve(name, arn).map_err(|e| match (&e, name) {
+        (ApiError::ResourceNotFound(_), Some(n)) => {
+            shard_ids.iter().find(|t| parse_shard_id(t).is_none()).map(|t| could_not_find(svc, n, t)).unwrap_or(e)
+        }
+        _ => e,
+    })
+}
 
 fn in_use(svc: &Service, meta: &StreamMeta) -> ApiError {
     ApiError::ResourceInUse(format!(
@@ -47,20 +62,23 @@ pub struct SplitInput {
 pub async fn split_shard(svc: &Arc<Service>, input: SplitInput) -> ApiResult<Value> {
     let shard_id = required(input.shard_to_split, "shardToSplit")?;
     let key_text = required(input.new_starting_hash_key, "newStartingHashKey")?;
-    let at = parse_explicit_hash_key(&key_text)?;
+    // Well formed by the model's pattern; a value past 2^128 - 1 is past every shard's end.
+    let at = key_text.parse::<u128>().ok();
     let _guard = svc.control.lock().await;
-    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
+    let meta = resolve_for_reshard(svc, input.stream_name.as_deref(), input.stream_arn.as_deref(), &[&shard_id])?;
     if meta.status != StreamStatus::Active {
         return Err(in_use(svc, &meta));
     }
     let parent = open_shard(svc, &meta, &shard_id)?;
     let (start, end) = parent.range();
-    if at <= start || at > end {
+    // AWS's rule, as its message states it: strictly above StartingHashKey + 1, strictly below
+    // EndingHashKey.
+    let Some(at) = at.filter(|&at| at > start.saturating_add(1) && at < end) else {
         return Err(ApiError::InvalidArgument(format!(
-            "NewStartingHashKey {key_text} used in SplitShard() on shard {shard_id} in stream {} under account {} is not both greater than one plus the shard's StartingHashKey {start} and less than the shard's EndingHashKey {end}.",
-            meta.name, svc.cfg.account_id
+            "NewStartingHashKey {key_text} used in SplitShard() on shard {} in stream {} under account {} is not both greater than one plus the shard's StartingHashKey {start} and less than the shard's EndingHashKey {end}.",
+            parent.shard_id(), meta.name, svc.cfg.account_id
         )));
-    }
+    };
     let step = Step::Split { parent: parent.index, at };
     apply(svc, &meta, vec![step]).await?;
     Ok(json!({}))
@@ -80,19 +98,22 @@ pub async fn merge_shards(svc: &Arc<Service>, input: MergeInput) -> ApiResult<Va
     let a_id = required(input.shard_to_merge, "shardToMerge")?;
     let b_id = required(input.adjacent_shard_to_merge, "adjacentShardToMerge")?;
     let _guard = svc.control.lock().await;
-    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
+    let meta = resolve_for_reshard(svc, input.stream_name.as_deref(), input.stream_arn.as_deref(), &[&a_id, &b_id])?;
     if meta.status != StreamStatus::Active {
         return Err(in_use(svc, &meta));
     }
     let a = open_shard(svc, &meta, &a_id)?;
     let b = open_shard(svc, &meta, &b_id)?;
-    let ((a_start, a_end), (b_start, b_end)) = (a.range(), b.range());
-    let adjacent =
-        a.index != b.index && (a_end.checked_add(1) == Some(b_start) || b_end.checked_add(1) == Some(a_start));
+    let ((_, a_end), (b_start, _)) = (a.range(), b.range());
+    // As on AWS, the adjacent shard is the one right above ShardToMerge.
+    let adjacent = a.index != b.index && a_end.checked_add(1) == Some(b_start);
     if !adjacent {
         return Err(ApiError::InvalidArgument(format!(
-            "Shards {a_id} and {b_id} in stream {} under account {} are not an adjacent pair of shards eligible for merging",
-            meta.name, svc.cfg.account_id
+            "Shards {} and {} in stream {} under account {} are not an adjacent pair of shards eligible for merging",
+            a.shard_id(),
+            b.shard_id(),
+            meta.name,
+            svc.cfg.account_id
         )));
     }
     let step = Step::Merge { a: a.index, b: b.index };

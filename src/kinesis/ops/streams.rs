@@ -339,13 +339,15 @@ pub fn list_shards(svc: &Service, input: ListShardsInput) -> ApiResult<Value> {
     in_range(max, 1, 10_000, "maxResults")?;
     let (meta, after) = match &input.next_token {
         Some(token) => {
-            if input.stream.stream_name.is_some()
-                || input.exclusive_start_shard_id.is_some()
+            if input.stream.stream_name.is_some() || input.stream.stream_arn.is_some() {
+                return Err(ApiError::InvalidArgument("NextToken and StreamName cannot be provided together.".into()));
+            }
+            if input.exclusive_start_shard_id.is_some()
                 || input.stream_creation_timestamp.is_some()
                 || input.shard_filter.is_some()
             {
                 return Err(ApiError::InvalidArgument(
-                    "NextToken and StreamName (or ExclusiveStartShardId, StreamCreationTimestamp, ShardFilter) cannot be provided together.".into(),
+                    "NextToken cannot be provided together with ExclusiveStartShardId, StreamCreationTimestamp or ShardFilter.".into(),
                 ));
             }
             let t = decode_token(svc, token)?;
@@ -353,6 +355,9 @@ pub fn list_shards(svc: &Service, input: ListShardsInput) -> ApiResult<Value> {
             (meta, Some(t.after))
         }
         None => {
+            if input.stream.stream_name.is_none() && input.stream.stream_arn.is_none() {
+                return Err(ApiError::InvalidArgument("Either NextToken or StreamName should be provided.".into()));
+            }
             let meta = input.stream.resolve(svc)?;
             if let Some(ts) = &input.stream_creation_timestamp {
                 let ms = timestamp_ms(ts, "StreamCreationTimestamp")?;
