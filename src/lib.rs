@@ -1,7 +1,10 @@
 //! Sluice: a durable streaming storage daemon that speaks the Amazon Kinesis wire protocols.
 //!
-//! Start at [`service::Service::start`] (start-up and recovery), [`api`] (the wire protocols),
-//! [`runtime`] (thread-per-core shard ownership and group commit) and [`log`] (the on-disk format).
+//! One storage engine, AWS services on top of it. Start at [`service::Service::start`] (start-up
+//! and recovery), [`http`] (the front end, routing by `X-Amz-Target` to a service),
+//! [`protocol`] (codecs, errors, model-driven validation), [`kinesis`] (the Kinesis Data Streams
+//! service), [`reader`] (how services inside the daemon read streams), [`runtime`]
+//! (thread-per-core shard ownership and group commit) and [`log`] (the on-disk format).
 
 pub mod bench;
 pub mod config;

@@ -20,6 +20,10 @@ struct ShardCounters {
     incoming_records: u64,
     get_bytes: u64,
     get_records: u64,
+    write_throttled: u64,
+    read_throttled: u64,
+    /// Milliseconds behind the tip of the last GetRecords.
+    iterator_age_ms: u64,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -29,7 +33,43 @@ struct FanoutCounters {
 }
 
 /// A counter family: name, help text, and the field it reads.
-type Series = (&'static str, &'static str, fn(&ShardCounters) -> u64);
+/// A per-shard series: its name, help, the enhanced-monitoring metric that enables it, whether it
+/// is a gauge, and how to read it.
+type Series = (&'static str, &'static str, &'static str, bool, fn(&ShardCounters) -> u64);
+
+const SHARD_SERIES: [Series; 7] = [
+    ("sluice_incoming_bytes_total", "Data bytes accepted by PutRecord(s).", "IncomingBytes", false, |c| {
+        c.incoming_bytes
+    }),
+    ("sluice_incoming_records_total", "Records accepted by PutRecord(s).", "IncomingRecords", false, |c| {
+        c.incoming_records
+    }),
+    ("sluice_get_records_bytes_total", "Data bytes returned by GetRecords.", "OutgoingBytes", false, |c| c.get_bytes),
+    ("sluice_get_records_records_total", "Records returned by GetRecords.", "OutgoingRecords", false, |c| {
+        c.get_records
+    }),
+    (
+        "sluice_write_throttled_total",
+        "Records refused with ProvisionedThroughputExceededException.",
+        "WriteProvisionedThroughputExceeded",
+        false,
+        |c| c.write_throttled,
+    ),
+    (
+        "sluice_read_throttled_total",
+        "GetRecords calls refused with ProvisionedThroughputExceededException.",
+        "ReadProvisionedThroughputExceeded",
+        false,
+        |c| c.read_throttled,
+    ),
+    (
+        "sluice_iterator_age_milliseconds",
+        "How far behind the shard's tip the last GetRecords read, in ms.",
+        "IteratorAgeMilliseconds",
+        true,
+        |c| c.iterator_age_ms,
+    ),
+];
 
 #[derive(Default, Clone)]
 struct Histogram {
@@ -83,6 +123,22 @@ impl Metrics {
     }
 
     /// Data bytes accepted so far by one shard (what on-demand scaling measures).
+    /// Records (or, for reads, calls) refused for throughput.
+    pub fn record_throttled(&self, stream: &str, shard: &str, write: bool, n: u64) {
+        self.with(|i| {
+            let c = Self::shard_entry(i, stream, shard);
+            if write {
+                c.write_throttled += n;
+            } else {
+                c.read_throttled += n;
+            }
+        })
+    }
+
+    pub fn record_iterator_age(&self, stream: &str, shard: &str, ms: u64) {
+        self.with(|i| Self::shard_entry(i, stream, shard).iterator_age_ms = ms)
+    }
+
     pub fn incoming_bytes(&self, stream: &str, shard: &str) -> u64 {
         self.with(|i| i.shards.get(&(stream.to_owned(), shard.to_owned())).map_or(0, |c| c.incoming_bytes))
     }
@@ -139,18 +195,33 @@ impl Metrics {
         })
     }
 
-    pub fn render(&self) -> String {
+    /// The Prometheus text. Stream-level series are always there; per-shard series only for the
+    /// metrics that enhanced monitoring enables on their stream (`shard_metrics` names them, in
+    /// AWS's words, for a stream name).
+    pub fn render(&self, shard_metrics: &dyn Fn(&str) -> Vec<String>) -> String {
         self.with(|i| {
             let mut out = String::new();
-            let series: [Series; 4] = [
-                ("sluice_incoming_bytes_total", "Data bytes accepted by PutRecord(s).", |c| c.incoming_bytes),
-                ("sluice_incoming_records_total", "Records accepted by PutRecord(s).", |c| c.incoming_records),
-                ("sluice_get_records_bytes_total", "Data bytes returned by GetRecords.", |c| c.get_bytes),
-                ("sluice_get_records_records_total", "Records returned by GetRecords.", |c| c.get_records),
-            ];
-            for (name, help, get) in series {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let mut enabled: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            for (stream, _) in i.shards.keys() {
+                enabled.entry(stream.as_str()).or_insert_with(|| shard_metrics(stream));
+            }
+            for (name, help, metric, gauge, get) in SHARD_SERIES {
+                let kind = if gauge { "gauge" } else { "counter" };
+                let stream_name = name.replacen("sluice_", "sluice_stream_", 1);
+                let _ = writeln!(out, "# HELP {stream_name} {help} (whole stream)\n# TYPE {stream_name} {kind}");
+                let mut per_stream: BTreeMap<&str, u64> = BTreeMap::new();
+                for ((stream, _), c) in &i.shards {
+                    let v = per_stream.entry(stream.as_str()).or_default();
+                    *v = if gauge { (*v).max(get(c)) } else { *v + get(c) };
+                }
+                for (stream, v) in per_stream {
+                    let _ = writeln!(out, "{stream_name}{{stream=\"{}\"}} {v}", escape(stream));
+                }
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
                 for ((stream, shard), c) in &i.shards {
+                    if !enabled.get(stream.as_str()).is_some_and(|m| m.iter().any(|m| m == metric)) {
+                        continue;
+                    }
                     let _ =
                         writeln!(out, "{name}{{stream=\"{}\",shard=\"{}\"}} {}", escape(stream), escape(shard), get(c));
                 }
@@ -219,16 +290,21 @@ mod tests {
     fn renders_counters_and_bounds_labels() {
         let m = Metrics::default();
         m.record_put("s", "shardId-000000000000", 3, 30);
+        m.record_put("off", "shardId-000000000000", 2, 20);
         m.record_put_latency("s", Duration::from_micros(300));
-        let text = m.render();
+        let enabled = |s: &str| if s == "s" { vec!["IncomingRecords".to_string()] } else { Vec::new() };
+        let text = m.render(&enabled);
         assert!(
             text.contains("sluice_incoming_records_total{stream=\"s\",shard=\"shardId-000000000000\"} 3"),
             "{text}"
         );
+        assert!(!text.contains("sluice_incoming_bytes_total{stream=\"s\""), "not enabled: {text}");
+        assert!(!text.contains("shard=\"shardId-000000000000\"} 2"), "monitoring off: {text}");
+        assert!(text.contains("sluice_stream_incoming_records_total{stream=\"off\"} 2"), "{text}");
         assert!(text.contains("sluice_put_latency_seconds_bucket{stream=\"s\",le=\"0.0005\"} 1"), "{text}");
         for n in 0..LABEL_SETS_MAX + 10 {
             m.record_put(&format!("s{n}"), "x", 1, 1);
         }
-        assert!(m.render().contains("stream=\"_other\""));
+        assert!(m.render(&|_| vec!["IncomingRecords".to_string()]).contains("stream=\"_other\""));
     }
 }

@@ -208,6 +208,26 @@ impl Service {
     }
 
     /// Closes and deletes a DELETING stream's shards, then forgets it.
+    /// Writes a metadata key with a synced write, off the async threads.
+    pub async fn put_meta(&self, key: &str, value: Vec<u8>) -> ApiResult<()> {
+        let store = self.store.clone();
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || store.put_meta(&key, &value))
+            .await
+            .map_err(|e| ApiError::InternalFailure(e.to_string()))?
+            .map_err(|e| ApiError::InternalFailure(e.to_string()))
+    }
+
+    /// Removes a metadata key with a synced write, off the async threads.
+    pub async fn delete_meta(&self, key: &str) -> ApiResult<()> {
+        let store = self.store.clone();
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || store.delete_meta(&key))
+            .await
+            .map_err(|e| ApiError::InternalFailure(e.to_string()))?
+            .map_err(|e| ApiError::InternalFailure(e.to_string()))
+    }
+
     /// The name a stream deleted since start had.
     pub fn deleted_stream_name(&self, id: u64) -> Option<String> {
         self.deleted.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()

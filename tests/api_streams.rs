@@ -72,8 +72,25 @@ fn stream_errors_are_aws_shaped() {
         assert_eq!(code(&e), "ValidationException");
         let e = c.create_stream().stream_name("zero").shard_count(0).send().await.unwrap_err();
         assert_eq!(code(&e), "ValidationException");
-        let e = c.create_stream().stream_name("nocount").send().await.unwrap_err();
-        assert_eq!(code(&e), "InvalidArgumentException");
+        // Without a shard count or a mode, AWS creates an on-demand stream (4 shards).
+        c.create_stream().stream_name("nocount").send().await.unwrap();
+        let s = c.describe_stream_summary().stream_name("nocount").send().await.unwrap();
+        let s = s.stream_description_summary().unwrap();
+        assert_eq!(s.stream_mode_details().unwrap().stream_mode().as_str(), "ON_DEMAND");
+        assert_eq!(s.open_shard_count(), 4);
+        let e = c
+            .create_stream()
+            .stream_name("nocount2")
+            .stream_mode_details(
+                aws_sdk_kinesis::types::StreamModeDetails::builder()
+                    .stream_mode(aws_sdk_kinesis::types::StreamMode::Provisioned)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "InvalidArgumentException", "PROVISIONED needs a shard count");
         let e = c.delete_stream().stream_name("missing").send().await.unwrap_err();
         assert_eq!(code(&e), "ResourceNotFoundException");
         let e = c.describe_stream_summary().stream_arn("arn:aws:s3:::bucket").send().await.unwrap_err();

@@ -163,7 +163,8 @@ async fn handle(
     let mut resp = match (req.method(), path) {
         (&Method::GET, "/healthz") => plain(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/metrics") => {
-            let mut text = svc.metrics.render();
+            let enabled = |stream: &str| svc.stream(stream).map(|m| m.shard_level_metrics.clone()).unwrap_or_default();
+            let mut text = svc.metrics.render(&enabled);
             text.push_str("# HELP sluice_worker_open_shards Open shards owned by each core worker.\n# TYPE sluice_worker_open_shards gauge\n");
             for (w, n) in svc.runtime.open_shards_per_worker().iter().enumerate() {
                 text.push_str(&format!("sluice_worker_open_shards{{worker=\"{w}\"}} {n}\n"));

@@ -149,6 +149,12 @@ impl Store {
         Ok(self.db.get_cf(self.cf(CF_META), key.as_bytes())?)
     }
 
+    /// Removes a metadata key (a synced write).
+    pub fn delete_meta(&self, key: &str) -> Result<(), StoreError> {
+        self.db.delete_cf_opt(self.cf(CF_META), key.as_bytes(), &Self::synced())?;
+        Ok(())
+    }
+
     pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.db.put_cf_opt(self.cf(CF_META), key.as_bytes(), value, &Self::synced())?;
         Ok(())

@@ -30,6 +30,7 @@ use crate::protocol::codec::{decode_request, MemberKinds, Protocol};
 use crate::protocol::error::{ApiError, ApiResult};
 use crate::protocol::validate::Model;
 use crate::service::Service;
+use crate::stream::meta::{parse_consumer_arn, stream_name_from_arn};
 
 /// The `X-Amz-Target` prefix of the Kinesis API.
 pub const TARGET_PREFIX: &str = "Kinesis_20131202";
@@ -97,7 +98,9 @@ impl AwsService for Kinesis {
                 Err(e) => return Reply::Whole(Err(e)),
             };
             drop(body);
-            if let Err(e) = auth.and_then(|()| MODEL.check(&op, &mut value)) {
+            if let Err(e) =
+                auth.and_then(|()| MODEL.check(&op, &mut value)).and_then(|()| check_stream_id(&svc, &value))
+            {
                 return Reply::Whole(Err(e));
             }
             if op == "SubscribeToShard" {
@@ -116,6 +119,20 @@ impl AwsService for Kinesis {
     }
 }
 
+/// A `StreamId` given beside the stream's name or ARN must be that stream's.
+fn check_stream_id(svc: &Service, req: &Value) -> ApiResult<()> {
+    let Some(id) = req.get("StreamId").and_then(Value::as_str) else { return Ok(()) };
+    let text = |m: &str| req.get(m).and_then(Value::as_str);
+    let name = text("StreamName")
+        .or_else(|| text("StreamARN").and_then(stream_name_from_arn))
+        .or_else(|| text("ResourceARN").and_then(stream_name_from_arn))
+        .or_else(|| text("ResourceARN").or(text("ConsumerARN")).and_then(parse_consumer_arn).map(|(s, _, _)| s));
+    match name.and_then(|n| svc.stream(n).ok()) {
+        Some(meta) if meta.stream_id() != id => Err(svc.not_found(&meta.name)),
+        _ => Ok(()),
+    }
+}
+
 /// The Kinesis request shapes and constraints (generated from AWS's service model by
 /// `scripts/gen_kinesis_model.py`).
 pub static MODEL: LazyLock<Model> = LazyLock::new(|| Model::from_json(include_str!("model.json")));
@@ -126,13 +143,18 @@ pub const OPERATIONS: &[&str] = &[
     "AddTagsToStream",
     "CreateStream",
     "DecreaseStreamRetentionPeriod",
+    "DeleteResourcePolicy",
     "DeleteStream",
     "DeregisterStreamConsumer",
+    "DisableEnhancedMonitoring",
+    "EnableEnhancedMonitoring",
+    "DescribeAccountSettings",
     "DescribeLimits",
     "DescribeStream",
     "DescribeStreamConsumer",
     "DescribeStreamSummary",
     "GetRecords",
+    "GetResourcePolicy",
     "GetShardIterator",
     "IncreaseStreamRetentionPeriod",
     "ListShards",
@@ -143,14 +165,19 @@ pub const OPERATIONS: &[&str] = &[
     "MergeShards",
     "PutRecord",
     "PutRecords",
+    "PutResourcePolicy",
     "RegisterStreamConsumer",
     "RemoveTagsFromStream",
     "SplitShard",
     "SubscribeToShard",
     "TagResource",
     "UntagResource",
+    "UpdateAccountSettings",
+    "UpdateMaxRecordSize",
     "UpdateShardCount",
     "UpdateStreamMode",
+    "UpdateStreamRecordDistributionStrategy",
+    "UpdateStreamWarmThroughput",
 ];
 
 /// Runs one operation.
@@ -183,6 +210,16 @@ async fn dispatch(svc: &Arc<Service>, op: &str, req: Value) -> ApiResult<Value> 
         "PutRecords" => ops::records::put_records(svc, parse(req)?).await,
         "GetShardIterator" => ops::records::get_shard_iterator(svc, parse(req)?).await,
         "GetRecords" => ops::records::get_records(svc, parse(req)?).await,
+        "EnableEnhancedMonitoring" => ops::settings::enhanced_monitoring(svc, parse(req)?, true).await,
+        "DisableEnhancedMonitoring" => ops::settings::enhanced_monitoring(svc, parse(req)?, false).await,
+        "UpdateMaxRecordSize" => ops::settings::update_max_record_size(svc, parse(req)?).await,
+        "UpdateStreamWarmThroughput" => ops::settings::update_warm_throughput(svc, parse(req)?).await,
+        "UpdateStreamRecordDistributionStrategy" => ops::settings::update_record_distribution(svc, parse(req)?).await,
+        "DescribeAccountSettings" => ops::settings::describe_account_settings(svc),
+        "UpdateAccountSettings" => ops::settings::update_account_settings(svc, parse(req)?).await,
+        "PutResourcePolicy" => ops::settings::put_resource_policy(svc, parse(req)?).await,
+        "GetResourcePolicy" => ops::settings::get_resource_policy(svc, parse(req)?).await,
+        "DeleteResourcePolicy" => ops::settings::delete_resource_policy(svc, parse(req)?).await,
         _ => Err(ApiError::UnknownOperation(format!("Operation {op} is not supported by this daemon."))),
     }
 }
@@ -236,7 +273,7 @@ pub(crate) fn in_range(v: i64, min: i64, max: i64, member: &str) -> ApiResult<()
 
 impl ApiError {
     /// AWS prints a missing value as `null`, unquoted.
-    fn with_null(self) -> ApiError {
+    pub(crate) fn with_null(self) -> ApiError {
         match self {
             ApiError::Validation(m) => ApiError::Validation(m.replacen("'null'", "null", 1)),
             other => other,

@@ -4,7 +4,7 @@
 //! Every `ondemand.check_interval` each open shard's write rate is measured from the daemon's own
 //! counters. A shard above `split_bytes_per_s` for `split_after_checks` checks in a row is split in
 //! half; two adjacent shards both below `merge_bytes_per_s` for `merge_after_checks` checks are
-//! merged, never below `min_shards`. Hysteresis: the thresholds are far apart, decisions need a
+//! merged, never below `min_shards` nor below the shards a warm throughput asks for. Hysteresis: the thresholds are far apart, decisions need a
 //! streak, and after a reshard the stream's streaks start over. Decisions are logged and counted
 //! in `sluice_ondemand_scaling_total{stream, action}`.
 
@@ -14,6 +14,11 @@ use std::sync::Arc;
 use super::reshard::{merge_pair, split_in_half};
 use crate::service::Service;
 use crate::stream::meta::{StreamMode, StreamStatus};
+
+/// The shards a stream's warm throughput keeps open: merges never go below it.
+fn warm_floor(meta: &crate::stream::meta::StreamMeta) -> u32 {
+    meta.warm_throughput_mibps.map_or(0, super::ops::settings::warm_shards)
+}
 
 #[derive(Clone, Copy)]
 struct ShardState {
@@ -60,7 +65,7 @@ pub async fn run(svc: Arc<Service>) {
                 .max_by_key(|s| state[&(meta.id, s.index)].hot);
             let decision = if let Some(s) = hottest {
                 Some(("split", s.index, None))
-            } else if open.len() as u32 > cfg.min_shards {
+            } else if open.len() as u32 > cfg.min_shards.max(warm_floor(&meta)) {
                 open.windows(2)
                     .find(|w| {
                         w[0].range().1.checked_add(1) == Some(w[1].range().0)

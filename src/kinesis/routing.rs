@@ -12,6 +12,17 @@ use crate::service::Service;
 use crate::stream::meta::{shard_id, ShardMeta, StreamMeta};
 
 /// A validated record with the hash key that routes it.
+/// For AUTO distribution: a hash key in the next open shard, in turn, so records spread evenly.
+pub fn spread_hash(meta: &StreamMeta) -> u128 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let open: Vec<&ShardMeta> = meta.shards.iter().filter(|s| s.is_open()).collect();
+    if open.is_empty() {
+        return 0;
+    }
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as usize;
+    open[n % open.len()].range().0
+}
+
 pub struct Routed {
     pub hash: u128,
     pub record: NewRecord,
@@ -56,6 +67,7 @@ pub async fn append_routed(
             if let Some(limits) = &svc.limits {
                 let size = (r.record.data.len() + r.record.partition_key.len()) as u64;
                 if attempt == 0 && !limits.allow_put(ShardKey { stream_id: meta.id, shard_index: shard }, size) {
+                    svc.metrics.record_throttled(&meta.name, &shard_id(shard), true, 1);
                     results[todo[i].0] = Some(Err(ApiError::ProvisionedThroughputExceeded(format!(
                         "Rate exceeded for shard {} in stream {} under account {}.",
                         shard_id(shard),
@@ -89,6 +101,9 @@ pub async fn append_routed(
                 }
                 Err(ApiError::ShardClosed(_)) if attempt + 1 < RESHARD_ROUTE_ATTEMPTS_MAX => retry.extend(members),
                 Err(e) => {
+                    if matches!(e, ApiError::ProvisionedThroughputExceeded(_)) {
+                        svc.metrics.record_throttled(&meta.name, &shard_id(shard), true, members.len() as u64);
+                    }
                     for &i in &members {
                         results[todo[i].0] = Some(Err(e.clone()));
                     }

@@ -18,8 +18,9 @@ const RECORD_HEADER_LEN: usize = 6;
 /// A batch holds at most this many payload bytes before compression (a single record may exceed
 /// it alone: records are never split).
 pub const BATCH_PAYLOAD_SOFT_MAX: usize = 1 << 20;
-/// Hard bound on one batch on disk; anything larger is corruption.
-pub const BATCH_LEN_MAX: u32 = 8 << 20;
+/// Hard bound on one batch on disk; anything larger is corruption. A batch of one record of the
+/// largest size a stream can allow (10 MiB, with its partition key and framing) fits.
+pub const BATCH_LEN_MAX: u32 = 16 << 20;
 /// Records in one batch at most.
 pub const BATCH_RECORDS_MAX: u32 = 100_000;
 

@@ -154,7 +154,8 @@ async fn connection(svc: Arc<Service>, stream: TcpStream) -> std::io::Result<()>
                     Ok((cursor, lease, seq)) => {
                         let credit =
                             Arc::new(Credit { bytes: AtomicI64::new(i64::from(credit_bytes)), more: Notify::new() });
-                        let continuation = SeqNo { value: cursor.position, ..seq }.encode();
+                        let continuation =
+                            SeqNo::continuation(seq.stream_id, seq.shard_index, cursor.position).encode();
                         let _ = out.send(Frame::Subscribed { request_id, subscription_id: id, continuation }).await;
                         let task =
                             tokio::spawn(deliver(svc.clone(), id, cursor, lease, seq, credit.clone(), out.clone()));
@@ -286,7 +287,7 @@ async fn deliver(
                     Some(Cancel::Deregistered) => EndReason::Deregistered,
                     _ => EndReason::TakenOver,
                 };
-                let continuation = SeqNo { value: cursor.position, ..seq }.encode();
+                let continuation = SeqNo::continuation(seq.stream_id, seq.shard_index, cursor.position).encode();
                 let _ = out.send(Frame::End { subscription_id: id, reason, continuation }).await;
                 return;
             }
@@ -301,7 +302,7 @@ async fn deliver(
             Some(Ok(d)) => d,
         };
         if d.records.is_empty() && d.ended {
-            let continuation = SeqNo { value: cursor.position, ..seq }.encode();
+            let continuation = SeqNo::continuation(seq.stream_id, seq.shard_index, cursor.position).encode();
             let _ = out.send(Frame::End { subscription_id: id, reason: EndReason::ShardEnded, continuation }).await;
             return;
         }
@@ -321,7 +322,7 @@ async fn deliver(
             })
             .collect::<Vec<_>>();
         let count = records.len() as u64;
-        let continuation = SeqNo { value: cursor.position, ..seq }.encode();
+        let continuation = SeqNo::continuation(seq.stream_id, seq.shard_index, cursor.position).encode();
         let frame = Frame::Records { subscription_id: id, millis_behind: d.millis_behind, continuation, records };
         if out.send(frame).await.is_err() {
             return;
@@ -331,7 +332,7 @@ async fn deliver(
         }
         pacer.pace(bytes).await;
         if d.ended {
-            let continuation = SeqNo { value: cursor.position, ..seq }.encode();
+            let continuation = SeqNo::continuation(seq.stream_id, seq.shard_index, cursor.position).encode();
             let _ = out.send(Frame::End { subscription_id: id, reason: EndReason::ShardEnded, continuation }).await;
             return;
         }

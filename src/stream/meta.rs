@@ -13,6 +13,43 @@ pub const RETENTION_HOURS_MAX: u32 = 8760;
 /// Shards an ON_DEMAND stream starts with, as on AWS.
 pub const ON_DEMAND_INITIAL_SHARDS: u32 = 4;
 pub const TAGS_PER_STREAM_MAX: usize = 50;
+/// A record's largest size (data plus partition key) unless UpdateMaxRecordSize says otherwise.
+pub const MAX_RECORD_SIZE_KIB_DEFAULT: u32 = 1024;
+/// Enhanced monitoring's shard-level metrics, in the order AWS lists them.
+pub const SHARD_LEVEL_METRICS: [&str; 7] = [
+    "IncomingBytes",
+    "IncomingRecords",
+    "OutgoingBytes",
+    "OutgoingRecords",
+    "WriteProvisionedThroughputExceeded",
+    "ReadProvisionedThroughputExceeded",
+    "IteratorAgeMilliseconds",
+];
+
+/// How PutRecord(s) choose a record's shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RecordDistribution {
+    /// By the MD5 of the partition key, or the explicit hash key.
+    #[default]
+    #[serde(rename = "USER_PARTITION_KEY")]
+    UserPartitionKey,
+    /// Evenly over the open shards, whatever the keys.
+    #[serde(rename = "AUTO")]
+    Auto,
+}
+
+impl RecordDistribution {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RecordDistribution::UserPartitionKey => "USER_PARTITION_KEY",
+            RecordDistribution::Auto => "AUTO",
+        }
+    }
+}
+
+fn max_record_size_default() -> u32 {
+    MAX_RECORD_SIZE_KIB_DEFAULT
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StreamStatus {
@@ -187,6 +224,17 @@ pub struct StreamMeta {
     pub shards: Vec<ShardMeta>,
     #[serde(default)]
     pub consumers: Vec<ConsumerMeta>,
+    /// Enhanced monitoring: the shard-level metrics enabled (AWS's names), in AWS's order.
+    #[serde(default)]
+    pub shard_level_metrics: Vec<String>,
+    /// The largest record (data plus partition key) PutRecord(s) accept, in KiB.
+    #[serde(default = "max_record_size_default")]
+    pub max_record_size_kib: u32,
+    /// On-demand warm throughput asked for (MiB/s), if any.
+    #[serde(default)]
+    pub warm_throughput_mibps: Option<u32>,
+    #[serde(default)]
+    pub distribution: RecordDistribution,
 }
 
 impl StreamMeta {
@@ -215,6 +263,10 @@ impl StreamMeta {
             tags: BTreeMap::new(),
             shards,
             consumers: Vec::new(),
+            shard_level_metrics: Vec::new(),
+            max_record_size_kib: MAX_RECORD_SIZE_KIB_DEFAULT,
+            warm_throughput_mibps: None,
+            distribution: RecordDistribution::UserPartitionKey,
         }
     }
 
@@ -240,6 +292,17 @@ impl StreamMeta {
 
     pub fn next_shard_index(&self) -> u32 {
         self.shards.iter().map(|s| s.index + 1).max().unwrap_or(0)
+    }
+
+    /// The stream's StreamId as AWS shapes it (`[a-z0-9]{20}-[a-z0-9]{3}`), derived from its id.
+    pub fn stream_id(&self) -> String {
+        let check = crc32fast::hash(&self.id.to_be_bytes()) % 1000;
+        format!("{:020x}-{check:03}", self.id)
+    }
+
+    /// The largest record this stream accepts, in bytes.
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_size_kib as usize * 1024
     }
 
     pub fn starting_sequence_number(&self, shard: &ShardMeta) -> String {

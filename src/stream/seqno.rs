@@ -3,15 +3,22 @@
 //! A sequence number is a 56-digit decimal string, like AWS's:
 //!
 //! ```text
-//! 49 | stream id (14 digits) | shard index (10 digits) | value (30 digits)
+//! 49 | layout (1 digit) | stream id (13 digits) | shard index (10 digits) | value (30 digits)
 //! ```
 //!
-//! The value of a record's sequence number is its ordinal (its position in the shard: 0, 1, 2,
-//! ...) plus one; value 0 is the shard's StartingSequenceNumber, which sorts before every record
-//! as on AWS. So sequence numbers strictly increase per shard, compare correctly as strings and as
-//! integers, map to a log position without a lookup, and `AFTER_SEQUENCE_NUMBER` of the starting
-//! sequence number (or of a ContinuationSequenceNumber) is always well defined. The stream id changes when a stream of the same name is recreated, so a
-//! sequence number of a deleted stream is refused rather than misread.
+//! Layout 1 (what the daemon issues): the value of the record at ordinal `o` (its position in the
+//! shard: 0, 1, 2, ...) is `2o + 2`; value 0 is the shard's StartingSequenceNumber, which sorts
+//! before every record as on AWS; and the odd value `2p + 1` is a *position* between records: the
+//! ContinuationSequenceNumber of a SubscribeToShard event after which record `p` is the next one.
+//! So AT_SEQUENCE_NUMBER and AFTER_SEQUENCE_NUMBER of a continuation both resume at the next
+//! record, as AWS documents, and of a record's number mean the record and the one after it.
+//! Sequence numbers strictly increase per shard, compare correctly as strings and as integers,
+//! and map to a log position without a lookup. The stream id changes when a stream of the same
+//! name is recreated, so a sequence number of a deleted stream is refused rather than misread.
+//!
+//! Layout 0 (issued before layout 1 existed: a `0` where the layout digit is, the stream id in 14
+//! digits, value `o + 1` per record) is still read, so checkpoints taken then resume where they
+//! should.
 //!
 //! A shard iterator is opaque to clients: base64 of a 33-byte token (version, stream id, shard
 //! index, ordinal, issue time in ms) with a crc32c, valid for five minutes as on AWS.
@@ -22,58 +29,79 @@ use crate::protocol::error::ApiError;
 
 pub const SEQUENCE_NUMBER_DIGITS: usize = 56;
 const PREFIX: &str = "49";
+/// The layout digit of the sequence numbers issued now.
+const LAYOUT: u8 = 1;
+/// Stream ids up to this fit the layout's 13 digits.
+pub const STREAM_ID_MAX: u64 = 9_999_999_999_999;
 
-/// A position in a shard: which stream incarnation, which shard, and the value (ordinal + 1 of a
-/// record, or 0 before the first record).
+/// A position in a shard: which stream incarnation, which shard, and the value in its layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeqNo {
     pub stream_id: u64,
     pub shard_index: u32,
     pub value: u64,
+    /// 1: the current layout; 0: the first one (value = ordinal + 1).
+    pub layout: u8,
 }
 
 impl SeqNo {
     /// The sequence number of the record at `ordinal`.
     pub fn record(stream_id: u64, shard_index: u32, ordinal: u64) -> SeqNo {
-        SeqNo { stream_id, shard_index, value: ordinal + 1 }
+        SeqNo { stream_id, shard_index, value: 2 * ordinal + 2, layout: LAYOUT }
     }
 
     /// The shard's StartingSequenceNumber: before its first record.
     pub fn shard_start(stream_id: u64, shard_index: u32) -> SeqNo {
-        SeqNo { stream_id, shard_index, value: 0 }
+        SeqNo { stream_id, shard_index, value: 0, layout: LAYOUT }
     }
 
-    /// Where `AT_SEQUENCE_NUMBER` starts: the record itself.
+    /// A position between records: both AT and AFTER it start at the record at `next`.
+    pub fn continuation(stream_id: u64, shard_index: u32, next: u64) -> SeqNo {
+        SeqNo { stream_id, shard_index, value: 2 * next + 1, layout: LAYOUT }
+    }
+
+    /// Where `AT_SEQUENCE_NUMBER` starts: the first record whose number is at least this one.
     pub fn at_ordinal(&self) -> u64 {
-        self.value.saturating_sub(1)
+        match self.layout {
+            0 => self.value.saturating_sub(1),
+            _ => self.value.saturating_sub(1) / 2,
+        }
     }
 
-    /// Where `AFTER_SEQUENCE_NUMBER` starts: the record after it.
+    /// Where `AFTER_SEQUENCE_NUMBER` starts: the first record whose number is above this one.
     pub fn after_ordinal(&self) -> u64 {
-        self.value
+        match self.layout {
+            0 => self.value,
+            _ => self.value / 2,
+        }
     }
 
     pub fn encode(&self) -> String {
-        format!("{PREFIX}{:014}{:010}{:030}", self.stream_id, self.shard_index, self.value)
+        match self.layout {
+            0 => format!("{PREFIX}{:014}{:010}{:030}", self.stream_id, self.shard_index, self.value),
+            l => format!("{PREFIX}{l}{:013}{:010}{:030}", self.stream_id, self.shard_index, self.value),
+        }
     }
 
-    /// Parses a sequence number this daemon issued. Anything else is an InvalidArgument.
+    /// Parses a sequence number this daemon issued (either layout). Anything else is an
+    /// InvalidArgument; callers word the message for their operation.
     pub fn parse(text: &str) -> Result<SeqNo, ApiError> {
-        let bad = || {
-            ApiError::InvalidArgument(format!(
-                "StartingSequenceNumber {text} used in GetShardIterator on shard is not a valid sequence number"
-            ))
-        };
+        let bad = || ApiError::InvalidArgument(format!("{text} is not a valid sequence number."));
         if text.len() != SEQUENCE_NUMBER_DIGITS
             || !text.bytes().all(|b| b.is_ascii_digit())
             || !text.starts_with(PREFIX)
         {
             return Err(bad());
         }
-        let stream_id = text[2..16].parse::<u64>().map_err(|_| bad())?;
+        let layout = text.as_bytes()[2] - b'0';
+        let stream_id = match layout {
+            0 => text[2..16].parse::<u64>().map_err(|_| bad())?,
+            LAYOUT => text[3..16].parse::<u64>().map_err(|_| bad())?,
+            _ => return Err(bad()),
+        };
         let shard_index = text[16..26].parse::<u32>().map_err(|_| bad())?;
         let value = text[26..56].parse::<u64>().map_err(|_| bad())?;
-        Ok(SeqNo { stream_id, shard_index, value })
+        Ok(SeqNo { stream_id, shard_index, value, layout })
     }
 }
 
@@ -149,8 +177,29 @@ mod tests {
         assert_eq!(a.encode().len(), 56);
         assert!(a.encode() < b.encode());
         assert_eq!(SeqNo::parse(&a.encode()).unwrap(), a);
-        let max = SeqNo { stream_id: 99_999_999_999_999, shard_index: u32::MAX, value: u64::MAX };
+        let max = SeqNo { stream_id: STREAM_ID_MAX, shard_index: u32::MAX, value: u64::MAX, layout: 1 };
         assert_eq!(SeqNo::parse(&max.encode()).unwrap(), max);
+    }
+
+    #[test]
+    fn continuations_sit_between_records() {
+        // After records 0..=9 were delivered, record 10 is next.
+        let c = SeqNo::continuation(7, 3, 10);
+        assert_eq!((c.at_ordinal(), c.after_ordinal()), (10, 10), "AT and AFTER both resume at the next record");
+        assert!(SeqNo::record(7, 3, 9).encode() < c.encode() && c.encode() < SeqNo::record(7, 3, 10).encode());
+        let none_yet = SeqNo::continuation(7, 3, 0);
+        assert_eq!((none_yet.at_ordinal(), none_yet.after_ordinal()), (0, 0));
+        assert_eq!(SeqNo::parse(&c.encode()).unwrap(), c);
+    }
+
+    #[test]
+    fn the_first_layout_is_still_read() {
+        // Layout 0: "49", a 14-digit stream id, the shard, value = ordinal + 1.
+        let text = format!("49{:014}{:010}{:030}", 7, 3, 10);
+        let s = SeqNo::parse(&text).unwrap();
+        assert_eq!((s.stream_id, s.shard_index, s.layout), (7, 3, 0));
+        assert_eq!((s.at_ordinal(), s.after_ordinal()), (9, 10));
+        assert_eq!(s.encode(), text);
     }
 
     #[test]

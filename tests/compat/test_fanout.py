@@ -92,24 +92,28 @@ def test_subscribe_to_shard_delivers_old_and_new_records(kinesis, make_stream):
     assert [r["SequenceNumber"] for r in records[:5]] == [b["SequenceNumber"] for b in before]
     assert all("ApproximateArrivalTimestamp" in r and r["PartitionKey"] == "k" for r in records)
     last = events[-1]
-    assert last["ContinuationSequenceNumber"] == records[-1]["SequenceNumber"]
+    # The position after the last record: above its sequence number, below the next one's.
+    assert int(last["ContinuationSequenceNumber"]) > int(records[-1]["SequenceNumber"])
     assert last["MillisBehindLatest"] >= 0
 
     # Resuming after the continuation gives the next record and nothing before it.
     kinesis.put_record(StreamName=name, Data=b"resumed", PartitionKey="k")
-    deadline = time.monotonic() + 6  # the previous subscription's slot frees when it closes
-    while True:
-        try:
-            again, _ = read_events(
-                kinesis, consumer, "shardId-000000000000",
-                {"Type": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": last["ContinuationSequenceNumber"]}, want=1,
-            )
-            break
-        except botocore.exceptions.ClientError as e:
-            if e.response["Error"]["Code"] != "ResourceInUseException" or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-    assert [r["Data"] for r in again] == [b"resumed"]
+    # AWS documents both AT_SEQUENCE_NUMBER and AFTER_SEQUENCE_NUMBER with a continuation: both
+    # resume at the next record.
+    for kind in ("AFTER_SEQUENCE_NUMBER", "AT_SEQUENCE_NUMBER"):
+        deadline = time.monotonic() + 6  # the previous subscription's slot frees when it closes
+        while True:
+            try:
+                again, _ = read_events(
+                    kinesis, consumer, "shardId-000000000000",
+                    {"Type": kind, "SequenceNumber": last["ContinuationSequenceNumber"]}, want=1,
+                )
+                break
+            except botocore.exceptions.ClientError as e:
+                if e.response["Error"]["Code"] != "ResourceInUseException" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert [r["Data"] for r in again] == [b"resumed"], kind
 
 
 def test_latest_and_at_timestamp_positions(kinesis, make_stream):

@@ -66,11 +66,15 @@ fn resolve_consumer(
     consumer_arn: Option<&str>,
 ) -> ApiResult<(Arc<StreamMeta>, ConsumerMeta)> {
     match (consumer_arn, stream_arn, consumer_name) {
-        (Some(arn), None, None) => {
+        // A consumer ARN names the consumer; a stream ARN given beside it must be its stream's.
+        (Some(arn), stream_arn, None) => {
             let (stream, name, epoch) = parse_consumer_arn(arn).ok_or_else(|| {
                 ApiError::validation(arn, "consumerARN", "Member must satisfy regular expression pattern: ^(arn):aws.*:kinesis:.*:\\d{12}:.*stream\\/[a-zA-Z0-9_.-]+\\/consumer\\/[a-zA-Z0-9_.-]+:[0-9]+")
             })?;
             let meta = svc.stream(stream).map_err(|_| consumer_not_found(svc, arn))?;
+            if stream_arn.is_some_and(|s| s != svc.arn(&meta)) {
+                return Err(consumer_not_found(svc, arn));
+            }
             let c = meta
                 .consumers
                 .iter()
@@ -373,7 +377,7 @@ async fn deliver(
         let bytes: u64 = d.records.iter().map(|r| r.data.len() as u64).sum();
         let mut event = json!({
             "Records": d.records.iter().map(|r| record_json(meta, shard_index, r)).collect::<Vec<_>>(),
-            "ContinuationSequenceNumber": SeqNo { stream_id: meta.id, shard_index, value: cursor.position }.encode(),
+            "ContinuationSequenceNumber": SeqNo::continuation(meta.id, shard_index, cursor.position).encode(),
             "MillisBehindLatest": d.millis_behind,
         });
         if d.ended {

@@ -4,4 +4,5 @@
 pub mod consumers;
 pub mod records;
 pub mod reshard;
+pub mod settings;
 pub mod streams;

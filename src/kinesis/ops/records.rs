@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::kinesis::positions::parse_position;
-use crate::kinesis::routing::{append_routed, Routed};
+use crate::kinesis::routing::{append_routed, spread_hash, Routed};
 use crate::kinesis::shards::{find_shard, no_such_shard, shard_does_not_exist};
 use crate::kinesis::{epoch_seconds, in_range, required};
 use crate::log::NewRecord;
@@ -21,7 +21,7 @@ use crate::protocol::error::{ApiError, ApiResult};
 use crate::runtime::ShardKey;
 use crate::service::Service;
 use crate::stream::hashing::{hash_partition_key, parse_explicit_hash_key};
-use crate::stream::meta::{shard_id, StreamMeta, StreamStatus};
+use crate::stream::meta::{shard_id, RecordDistribution, StreamMeta, StreamStatus};
 use crate::stream::seqno::{SeqNo, ShardIterator};
 
 pub const RECORD_DATA_MAX_BYTES: usize = 1 << 20;
@@ -65,44 +65,86 @@ fn decode_record(
     partition_key: Option<String>,
     explicit_hash_key: Option<&str>,
     member: &str,
-) -> ApiResult<Routed> {
+) -> ApiResult<Decoded> {
     let data = required(data, &format!("{member}data"))?;
-    let partition_key = required(partition_key, &format!("{member}partitionKey"))?;
-    let key_chars = partition_key.chars().count();
-    if key_chars == 0 || key_chars > PARTITION_KEY_MAX_CHARS {
-        return Err(ApiError::validation(
-            &partition_key,
-            &format!("{member}partitionKey"),
-            "Member must have length less than or equal to 256 and greater than or equal to 1",
-        ));
+    if let Some(k) = &partition_key {
+        let key_chars = k.encode_utf16().count();
+        if key_chars == 0 || key_chars > PARTITION_KEY_MAX_CHARS {
+            let bound = if key_chars == 0 { "greater than or equal to 1" } else { "less than or equal to 256" };
+            return Err(ApiError::validation(
+                k,
+                &format!("{member}partitionKey"),
+                &format!("Member must have length {bound}"),
+            ));
+        }
     }
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(data.as_bytes())
         .map_err(|_| ApiError::Serialization(format!("{member}Data is not valid base64.")))?;
-    if bytes.len() > RECORD_DATA_MAX_BYTES {
-        return Err(ApiError::validation(
-            format!("java.nio.HeapByteBuffer[pos=0 lim={} cap={}]", bytes.len(), bytes.len()),
-            &format!("{member}data"),
-            "Member must have length less than or equal to 1048576",
-        ));
-    }
-    if bytes.len() + partition_key.len() > RECORD_DATA_MAX_BYTES {
-        return Err(ApiError::InvalidArgument(format!(
-            "The size of the record (data plus partition key, {} bytes) exceeds the 1 MiB limit.",
-            bytes.len() + partition_key.len()
-        )));
-    }
     let hash = match explicit_hash_key {
-        Some(h) => parse_explicit_hash_key(h)?,
-        None => hash_partition_key(&partition_key),
+        Some(h) => Some(parse_explicit_hash_key(h)?),
+        None => None,
     };
-    Ok(Routed { hash, record: NewRecord { partition_key, data: Bytes::from(bytes) } })
+    Ok(Decoded { data: Bytes::from(bytes), partition_key, hash, member: member.to_owned() })
+}
+
+/// A record as decoded, before the stream's own rules (size, distribution) apply.
+struct Decoded {
+    data: Bytes,
+    partition_key: Option<String>,
+    hash: Option<u128>,
+    member: String,
+}
+
+/// Applies the stream's rules to decoded records: its maximum record size, and its distribution
+/// (by key, or AUTO: evenly over the open shards, keys ignored).
+fn route_for(meta: &StreamMeta, decoded: Vec<Decoded>) -> ApiResult<Vec<Routed>> {
+    let max = meta.max_record_bytes();
+    let auto = meta.distribution == RecordDistribution::Auto;
+    let mut out = Vec::with_capacity(decoded.len());
+    for d in decoded {
+        if d.data.len() > max {
+            return Err(ApiError::validation(
+                format!("java.nio.HeapByteBuffer[pos=0 lim={} cap={}]", d.data.len(), d.data.len()),
+                &format!("{}data", d.member),
+                &format!("Member must have length less than or equal to {max}"),
+            ));
+        }
+        let partition_key = match (d.partition_key, auto) {
+            (Some(k), _) => k,
+            (None, true) => String::new(),
+            (None, false) => {
+                return Err(ApiError::validation(
+                    "null",
+                    &format!("{}partitionKey", d.member),
+                    "Member must not be null",
+                )
+                .with_null())
+            }
+        };
+        if d.data.len() + partition_key.len() > max {
+            return Err(ApiError::InvalidArgument(format!(
+                "The size of the record (data plus partition key, {} bytes) exceeds the stream's limit of {} KiB.",
+                d.data.len() + partition_key.len(),
+                meta.max_record_size_kib
+            )));
+        }
+        let hash = match (auto, d.hash) {
+            (true, _) => spread_hash(meta),
+            (false, Some(h)) => h,
+            (false, None) => hash_partition_key(&partition_key),
+        };
+        let partition_key = if partition_key.is_empty() { hash.to_string() } else { partition_key };
+        out.push(Routed { hash, record: NewRecord { partition_key, data: d.data } });
+    }
+    Ok(out)
 }
 
 pub async fn put_record(svc: &Arc<Service>, input: PutRecordInput) -> ApiResult<Value> {
-    let routed = decode_record(input.data, input.partition_key, input.explicit_hash_key.as_deref(), "")?;
+    let decoded = decode_record(input.data, input.partition_key, input.explicit_hash_key.as_deref(), "")?;
     let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
     svc.writable(&meta)?;
+    let routed = route_for(&meta, vec![decoded])?.remove(0);
     if let Some(s) = &input.sequence_number_for_ordering {
         // Only a sequence number this stream has issued, of one of its shards, orders a put.
         let issued = SeqNo::parse(s).is_ok_and(|q| q.stream_id == meta.id && meta.shard(q.shard_index).is_some());
@@ -132,25 +174,22 @@ pub async fn put_records(svc: &Arc<Service>, input: PutRecordsInput) -> ApiResul
             "Member must have length less than or equal to 500 and greater than or equal to 1",
         ));
     }
-    let mut routed = Vec::with_capacity(entries.len());
-    let mut total = 0usize;
+    let mut decoded = Vec::with_capacity(entries.len());
     for (i, e) in entries.into_iter().enumerate() {
-        let r = decode_record(
-            e.data,
-            e.partition_key,
-            e.explicit_hash_key.as_deref(),
-            &format!("records.{}.member.", i + 1),
-        )?;
-        total += r.record.data.len() + r.record.partition_key.len();
-        routed.push(r);
-    }
-    if total > PUT_RECORDS_MAX_BYTES {
-        return Err(ApiError::InvalidArgument(format!(
-            "Records size exceeds 5 MB limit: {total} bytes of data and partition keys."
-        )));
+        let member = format!("records.{}.member.", i + 1);
+        decoded.push(decode_record(e.data, e.partition_key, e.explicit_hash_key.as_deref(), &member)?);
     }
     let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
     svc.writable(&meta)?;
+    let routed = route_for(&meta, decoded)?;
+    let total: usize = routed.iter().map(|r| r.record.data.len() + r.record.partition_key.len()).sum();
+    let limit = PUT_RECORDS_MAX_BYTES.max(meta.max_record_bytes());
+    if total > limit {
+        return Err(ApiError::InvalidArgument(format!(
+            "Records size exceeds {} MiB limit: {total} bytes of data and partition keys.",
+            limit >> 20
+        )));
+    }
     let started = Instant::now();
     let outcomes = append_routed(svc, &meta, routed).await;
     svc.metrics.record_put_latency(&meta.name, started.elapsed());
@@ -242,6 +281,11 @@ pub struct GetRecordsInput {
 
 pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResult<Value> {
     let text = required(input.shard_iterator, "shardIterator")?;
+    // Some clients pass the iterator with the double quotes of its JSON string around it.
+    let text = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) => inner.to_owned(),
+        None => text,
+    };
     if text.is_empty() || text.len() > 512 {
         return Err(ApiError::validation(&text, "shardIterator", "Member must have length less than or equal to 512"));
     }
@@ -258,6 +302,7 @@ pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResul
     let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
     if let Some(limits) = &svc.limits {
         if !limits.allow_get(key) {
+            svc.metrics.record_throttled(&meta.name, &shard.shard_id(), false, 1);
             return Err(ApiError::ProvisionedThroughputExceeded(format!(
                 "Rate exceeded for shard {} in stream {} under account {}.",
                 shard.shard_id(),
@@ -285,6 +330,7 @@ pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResul
         Some(last) => (reply.last_ts_ms - last.ts_ms).max(0),
         None => 0,
     };
+    svc.metrics.record_iterator_age(&meta.name, &shard.shard_id(), behind.max(0) as u64);
     if reply.closed && reply.next >= reply.tip {
         // A closed shard read to its end: no next iterator, and where its keys went.
         return Ok(json!({

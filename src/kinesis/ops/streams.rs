@@ -12,7 +12,7 @@ use crate::protocol::error::{ApiError, ApiResult};
 use crate::runtime::ShardKey;
 use crate::service::{validate_stream_name, Service};
 use crate::stream::meta::{
-    ShardMeta, StreamMeta, StreamMode, StreamStatus, ON_DEMAND_INITIAL_SHARDS, RETENTION_HOURS_MAX,
+    RecordDistribution, ShardMeta, StreamMeta, StreamMode, StreamStatus, ON_DEMAND_INITIAL_SHARDS, RETENTION_HOURS_MAX,
     RETENTION_HOURS_MIN, TAGS_PER_STREAM_MAX,
 };
 
@@ -59,13 +59,20 @@ pub struct CreateStreamInput {
     shard_count: Option<i64>,
     stream_mode_details: Option<ModeDetails>,
     tags: Option<HashMap<String, String>>,
+    #[serde(rename = "MaxRecordSizeInKiB")]
+    max_record_size_kib: Option<i64>,
+    #[serde(rename = "WarmThroughputMiBps")]
+    warm_throughput_mibps: Option<i64>,
+    record_distribution_strategy: Option<String>,
 }
 
 pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiResult<Value> {
     let name = required(input.stream_name, "streamName")?;
     validate_stream_name(&name)?;
-    let mode = parse_mode(input.stream_mode_details.as_ref())?.unwrap_or(StreamMode::Provisioned);
-    let shard_count = match (mode, input.shard_count) {
+    // With neither a shard count nor a mode, AWS creates an on-demand stream.
+    let default_mode = if input.shard_count.is_some() { StreamMode::Provisioned } else { StreamMode::OnDemand };
+    let mode = parse_mode(input.stream_mode_details.as_ref())?.unwrap_or(default_mode);
+    let mut shard_count = match (mode, input.shard_count) {
         (StreamMode::Provisioned, None) => {
             return Err(ApiError::InvalidArgument("ShardCount is required for a PROVISIONED stream.".into()))
         }
@@ -75,6 +82,22 @@ pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiR
         }
         (StreamMode::OnDemand, _) => ON_DEMAND_INITIAL_SHARDS,
     };
+    let warm = input.warm_throughput_mibps.map(|w| w as u32);
+    if let Some(w) = warm {
+        if mode != StreamMode::OnDemand {
+            return Err(ApiError::InvalidArgument(
+                "WarmThroughputMiBps is only supported for streams in ON_DEMAND mode.".into(),
+            ));
+        }
+        super::settings::check_warm_throughput_allowed(svc)?;
+        shard_count = shard_count.max(super::settings::warm_shards(w));
+    }
+    let auto = input.record_distribution_strategy.as_deref() == Some("AUTO");
+    if auto && mode != StreamMode::OnDemand {
+        return Err(ApiError::InvalidArgument(
+            "RecordDistributionStrategy AUTO is only supported for streams in ON_DEMAND mode.".into(),
+        ));
+    }
     if let Some(tags) = &input.tags {
         check_tag_chars(svc, tags.keys().chain(tags.values()), &name, "add tags to")?;
     }
@@ -111,6 +134,13 @@ pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiR
     let mut meta = StreamMeta::new(name.clone(), id, mode, shard_count, svc.now_ms());
     if let Some(tags) = input.tags {
         meta.tags.extend(tags);
+    }
+    if let Some(kib) = input.max_record_size_kib {
+        meta.max_record_size_kib = kib as u32;
+    }
+    meta.warm_throughput_mibps = warm;
+    if auto {
+        meta.distribution = RecordDistribution::Auto;
     }
     // Metadata first: a crash after this point recovers the stream and opens its shards.
     let meta = svc.save(meta).await?;
@@ -158,15 +188,9 @@ pub struct DeleteStreamInput {
 pub async fn delete_stream(svc: &Arc<Service>, input: DeleteStreamInput) -> ApiResult<Value> {
     let _guard = svc.control.lock().await;
     let meta = input.stream.resolve(svc)?;
-    match meta.status {
-        StreamStatus::Deleting => return Err(svc.not_found(&meta.name)),
-        StreamStatus::Creating => {
-            return Err(ApiError::ResourceInUse(format!(
-                "Stream {} under account {} is in use (status CREATING).",
-                meta.name, svc.cfg.account_id
-            )))
-        }
-        _ => {}
+    // As on AWS, a stream may be deleted while it is still CREATING: it goes DELETING.
+    if meta.status == StreamStatus::Deleting {
+        return Err(svc.not_found(&meta.name));
     }
     let mut m = (*meta).clone();
     m.status = StreamStatus::Deleting;
@@ -176,6 +200,7 @@ pub async fn delete_stream(svc: &Arc<Service>, input: DeleteStreamInput) -> ApiR
     let svc2 = svc.clone();
     let finish = async move {
         let _guard = svc2.control.lock().await;
+        super::settings::forget_policies(&svc2, &meta).await;
         if let Err(e) = svc2.finish_delete(&meta).await {
             tracing::error!(stream = %meta.name, error = %e, "could not finish deleting stream; will retry at next start");
         }
@@ -280,7 +305,7 @@ pub fn describe_stream(svc: &Service, input: DescribeStreamInput) -> ApiResult<V
             "HasMoreShards": shards.len() > page.len(),
             "RetentionPeriodHours": meta.retention_hours,
             "StreamCreationTimestamp": epoch_seconds(meta.created_ms),
-            "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
+            "EnhancedMonitoring": [{"ShardLevelMetrics": meta.shard_level_metrics}],
             "EncryptionType": "NONE",
         }
     }))
@@ -288,7 +313,7 @@ pub fn describe_stream(svc: &Service, input: DescribeStreamInput) -> ApiResult<V
 
 pub fn describe_stream_summary(svc: &Service, input: StreamRef) -> ApiResult<Value> {
     let meta = input.resolve(svc)?;
-    Ok(json!({
+    let mut out = json!({
         "StreamDescriptionSummary": {
             "StreamName": meta.name,
             "StreamARN": svc.arn(&meta),
@@ -296,12 +321,19 @@ pub fn describe_stream_summary(svc: &Service, input: StreamRef) -> ApiResult<Val
             "StreamModeDetails": {"StreamMode": meta.mode.as_str()},
             "RetentionPeriodHours": meta.retention_hours,
             "StreamCreationTimestamp": epoch_seconds(meta.created_ms),
-            "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
+            "StreamId": meta.stream_id(),
+            "EnhancedMonitoring": [{"ShardLevelMetrics": meta.shard_level_metrics}],
             "EncryptionType": "NONE",
             "OpenShardCount": meta.open_shard_count(),
             "ConsumerCount": meta.consumers.len(),
+            "MaxRecordSizeInKiB": meta.max_record_size_kib,
+            "RecordDistributionStrategy": meta.distribution.as_str(),
         }
-    }))
+    });
+    if let Some(w) = super::settings::warm_throughput_json(&meta) {
+        out["StreamDescriptionSummary"]["WarmThroughput"] = w;
+    }
+    Ok(out)
 }
 
 /// A shard id argument. Shard ids sort as strings in index order, so any well-formed id (ours or
