@@ -53,6 +53,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub ondemand: OnDemandConfig,
     pub auth: AuthConfig,
+    pub encryption: EncryptionConfig,
     pub debug: DebugConfig,
 }
 
@@ -172,6 +173,14 @@ pub enum AuthMode {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// The master key (32 bytes) that every stream encryption key derives from; default
+    /// `<data_dir>/master.key`, created at first start with mode 0600.
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     pub mode: AuthMode,
 }
@@ -251,6 +260,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             ondemand: OnDemandConfig::default(),
             auth: AuthConfig::default(),
+            encryption: EncryptionConfig::default(),
             debug: DebugConfig::default(),
         }
     }

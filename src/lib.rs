@@ -10,6 +10,7 @@ pub mod bench;
 pub mod config;
 pub mod http;
 pub mod index;
+pub mod keys;
 pub mod kinesis;
 pub mod limits;
 pub mod log;

@@ -48,6 +48,10 @@ impl Service {
         let lock = DataDirLock::acquire(&cfg.data_dir)?;
         let store = Store::open(&cfg.data_dir.join("meta")).context("opening the metadata store")?;
         check_format_version(&store)?;
+        let key_path = cfg.encryption.master_key_file.clone().unwrap_or_else(|| cfg.data_dir.join("master.key"));
+        let ring = crate::keys::KeyRing::load_or_create(&key_path)
+            .with_context(|| format!("loading the master key {}", key_path.display()))?;
+        crate::keys::install(ring);
         let (index_tx, index_thread) = store.spawn_index_writer();
         let runtime = Runtime::start(&cfg, index_tx.clone()).context("starting core workers")?;
         let limits = cfg.limits.enforce.then(|| crate::limits::ShardLimits::new(cfg.limits.clone()));
@@ -88,6 +92,12 @@ impl Service {
                     .open(key, self.shard_dir(key), index, meta.retention_hours, shard.end_ordinal.is_some())
                     .await
                     .map_err(|e| anyhow::anyhow!("recovering stream {} shard {}: {e}", meta.name, shard.index))?;
+                if meta.encryption.is_some() && shard.end_ordinal.is_none() {
+                    self.runtime
+                        .set_encryption(key, meta.encryption.clone())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("stream {} shard {}: {e}", meta.name, shard.index))?;
+                }
                 shards += 1;
                 bytes += report.bytes_verified;
                 if let Some(t) = &report.torn_tail {
@@ -302,17 +312,19 @@ pub fn validate_stream_name(name: &str) -> ApiResult<()> {
 }
 
 fn check_format_version(store: &Store) -> anyhow::Result<()> {
-    match store.get_meta(META_FORMAT_VERSION)? {
-        Some(v) => {
-            let found = v.as_slice().try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX);
-            if found > FORMAT_VERSION {
-                anyhow::bail!(
-                    "the data directory was written by a newer Sluice (on-disk format {found}; this build reads up to {FORMAT_VERSION}); refusing to start"
-                );
-            }
+    if let Some(v) = store.get_meta(META_FORMAT_VERSION)? {
+        let found = v.as_slice().try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX);
+        if found > FORMAT_VERSION {
+            anyhow::bail!(
+                "the data directory was written by a newer Sluice (on-disk format {found}; this build reads up to {FORMAT_VERSION}); refusing to start"
+            );
         }
-        None => store.put_meta(META_FORMAT_VERSION, &FORMAT_VERSION.to_be_bytes())?,
+        if found == FORMAT_VERSION {
+            return Ok(());
+        }
     }
+    // Older formats are read as they are; from now on the directory holds this one too.
+    store.put_meta(META_FORMAT_VERSION, &FORMAT_VERSION.to_be_bytes())?;
     Ok(())
 }
 

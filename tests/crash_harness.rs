@@ -155,6 +155,21 @@ fn verify(d: &Daemon, acked: &[Acked], seed: u64, cycle: u64) -> usize {
     read.len()
 }
 
+/// Starts or stops encryption of the harness's stream (waiting out UPDATING).
+fn set_encryption(d: &Daemon, on: bool) {
+    let op = if on { "StartStreamEncryption" } else { "StopStreamEncryption" };
+    let body = r#"{"StreamName":"crash","EncryptionType":"KMS","KeyId":"alias/aws/kinesis"}"#;
+    for _ in 0..500 {
+        let (s, v) = kinesis_json(d.addr, op, body);
+        if s == 200 {
+            return;
+        }
+        assert_eq!(v["__type"], "ResourceInUseException", "{op}: {v}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{op} did not get through");
+}
+
 #[test]
 fn acknowledged_records_survive_repeated_kill_9() {
     let cycles: u64 = std::env::var("SLUICE_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(24);
@@ -169,7 +184,14 @@ fn acknowledged_records_survive_repeated_kill_9() {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let counters: Vec<Arc<Mutex<u64>>> = (0..PRODUCERS).map(|_| Arc::new(Mutex::new(0))).collect();
     let mut served = 0;
+    let mut encrypted = false;
     for cycle in 0..cycles {
+        // Encryption at rest is switched on and off as the run goes, so recovery meets sealed
+        // and plain segments, and changes of key, next to each other.
+        if rng.below(3) == 0 {
+            encrypted = !encrypted;
+            set_encryption(&d, encrypted);
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let producers: Vec<_> = (0..PRODUCERS)
             .map(|p| {

@@ -76,12 +76,25 @@ fn segment_seeds() -> Seeds {
         // Two batches back to back, as the log lays them out after the segment header (the
         // fuzz target reads batches from offset 0).
         let mut bytes = Vec::new();
-        encode_batch(0, 1_700_000_000_000, &[("sensor-1", br#"{"temp":21.5}"#), ("sensor-2", b"")], codec, &mut bytes);
-        encode_batch(2, 1_700_000_000_001, &[("sensor-1", &[7u8; 300][..])], codec, &mut bytes);
+        encode_batch(
+            0,
+            1_700_000_000_000,
+            &[("sensor-1", br#"{"temp":21.5}"#), ("sensor-2", b"")],
+            codec,
+            None,
+            &mut bytes,
+        );
+        encode_batch(2, 1_700_000_000_001, &[("sensor-1", &[7u8; 300][..])], codec, None, &mut bytes);
         out.push((name, bytes));
     }
-    let header =
-        SegmentHeader { version: FORMAT_VERSION, stream_id: 1, shard_index: 0, base_ordinal: 0, created_ms: 1 };
+    let header = SegmentHeader {
+        version: FORMAT_VERSION,
+        stream_id: 1,
+        shard_index: 0,
+        base_ordinal: 0,
+        created_ms: 1,
+        key: None,
+    };
     out.push(("segment_header", header.encode()[..64].to_vec()));
     out
 }

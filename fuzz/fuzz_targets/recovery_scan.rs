@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let mut file = if data.first().is_some_and(|b| b & 1 == 1) {
         Vec::new()
     } else {
-        SegmentHeader { version: FORMAT_VERSION, stream_id: 1, shard_index: 0, base_ordinal: 0, created_ms: 0 }.encode()
+        SegmentHeader { version: FORMAT_VERSION, stream_id: 1, shard_index: 0, base_ordinal: 0, created_ms: 0, key: None }.encode()
     };
     file.extend_from_slice(data);
     if file.len() < SEGMENT_HEADER_LEN as usize + 64 {

@@ -1,6 +1,6 @@
 #![no_main]
 //! The batch decoder, fed arbitrary segment bytes, either rejects them or yields records; a batch
-//! it accepts must pass its crc.
+//! it accepts must pass its crc; sealed batches are opened with a fixed data key (or refused).
 use libfuzzer_sys::fuzz_target;
 use sluice::log::segment::{decode_batch_header, decode_records, verify_batch, SegmentHeader};
 
@@ -12,7 +12,8 @@ fuzz_target!(|data: &[u8]| {
             Ok(Some(h)) => {
                 if verify_batch(data, offset, &h).is_ok() {
                     let mut out = Vec::new();
-                    let _ = decode_records(data, offset, &h, 0, &mut out);
+                    let key = sluice::keys::DataKey::from_bytes(&[0x5a; 32]);
+                    let _ = decode_records(data, offset, &h, 0, Some(&key), &mut out);
                 }
                 offset += u64::from(h.len);
             }

@@ -111,6 +111,9 @@ pub async fn apply(svc: &Arc<Service>, meta: &StreamMeta, steps: Vec<Step>) -> A
     for (index, open) in &created {
         let key = ShardKey { stream_id: m.id, shard_index: *index };
         svc.runtime.open(key, svc.shard_dir(key), Vec::new(), m.retention_hours, !open).await?;
+        if *open && m.encryption.is_some() {
+            svc.runtime.set_encryption(key, m.encryption.clone()).await?;
+        }
     }
     let mut closed = Vec::new();
     let mut outcome = Ok(());

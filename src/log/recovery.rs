@@ -106,7 +106,14 @@ impl ShardLog {
                     // so that no ordinal is ever handed out twice.
                     tracing::error!(path = %path.display(), error = %e, "segment header is damaged; reading its batches by their own checksums");
                     report.damage.push(format!("segment {} has a bad header ({e})", path.display()));
-                    SegmentHeader { version: FORMAT_VERSION, stream_id, shard_index, base_ordinal: base, created_ms: 0 }
+                    SegmentHeader {
+                        version: FORMAT_VERSION,
+                        stream_id,
+                        shard_index,
+                        base_ordinal: base,
+                        created_ms: 0,
+                        key: None,
+                    }
                 }
             };
             if header.base_ordinal != base || header.stream_id != stream_id || header.shard_index != shard_index {
@@ -117,6 +124,13 @@ impl ShardLog {
                 continue;
             }
             let map = map_segment(&file, cfg.segment_size)?;
+            let key = header.key.as_ref().and_then(|(id, wrapped)| {
+                let key = crate::keys::global().and_then(|ring| ring.unwrap_data_key(id, wrapped));
+                if key.is_none() {
+                    tracing::error!(path = %path.display(), key_id = %id, "the segment's data key does not open with this daemon's master key; its records are not served");
+                }
+                key
+            });
             let mut seg = Segment {
                 base_ordinal: base,
                 path,
@@ -126,6 +140,8 @@ impl ShardLog {
                 allocated: file_len,
                 end_ordinal: base,
                 last_ts_ms: header.created_ms,
+                key_id: header.key.as_ref().map(|(id, _)| id.clone()),
+                key,
             };
             // Entries of this segment: keep the ones that verify; scan from the last one.
             let mine: Vec<IndexEntry> = persisted.iter().filter(|e| e.segment_base == base).copied().collect();

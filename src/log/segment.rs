@@ -6,7 +6,9 @@ use bytes::Bytes;
 use super::{LogError, Record};
 use crate::config::Compression;
 
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: segment headers may carry a wrapped data key, and batches may be sealed (encryption at
+/// rest). Version 1 files are read as they are.
+pub const FORMAT_VERSION: u32 = 2;
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SLUICESG";
 /// The segment header occupies the first block; batches start after it.
 pub const SEGMENT_HEADER_LEN: u64 = 4096;
@@ -24,14 +26,19 @@ pub const BATCH_LEN_MAX: u32 = 16 << 20;
 /// Records in one batch at most.
 pub const BATCH_RECORDS_MAX: u32 = 100_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentHeader {
     pub version: u32,
     pub stream_id: u64,
     pub shard_index: u32,
     pub base_ordinal: u64,
     pub created_ms: i64,
+    /// Encrypted segments (version 2): the KMS KeyId and the data key wrapped under it.
+    pub key: Option<(String, Vec<u8>)>,
 }
+
+/// The longest KeyId a segment header holds (AWS's KeyId limit).
+pub const KEY_ID_MAX: usize = 2048;
 
 impl SegmentHeader {
     pub fn encode(&self) -> Vec<u8> {
@@ -44,6 +51,19 @@ impl SegmentHeader {
         b[32..40].copy_from_slice(&self.created_ms.to_le_bytes());
         let crc = crc32c::crc32c(&b[0..40]);
         b[40..44].copy_from_slice(&crc.to_le_bytes());
+        // Version 2: key id length u16 | key id | wrapped data key | crc32c of these u32.
+        if let Some((id, wrapped)) = &self.key {
+            let n = id.len().min(KEY_ID_MAX);
+            let mut at = SEGMENT_HEADER_USED;
+            b[at..at + 2].copy_from_slice(&(n as u16).to_le_bytes());
+            at += 2;
+            b[at..at + n].copy_from_slice(&id.as_bytes()[..n]);
+            at += n;
+            b[at..at + wrapped.len()].copy_from_slice(wrapped);
+            at += wrapped.len();
+            let crc = crc32c::crc32c(&b[SEGMENT_HEADER_USED..at]);
+            b[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+        }
         b
     }
 
@@ -63,14 +83,41 @@ impl SegmentHeader {
         if version > FORMAT_VERSION {
             return Err(LogError::NewerFormat { found: version, supported: FORMAT_VERSION });
         }
+        let key = if version >= 2 { decode_key(b)? } else { None };
         Ok(SegmentHeader {
             version,
             stream_id: le_u64(b, 12),
             shard_index: le_u32(b, 20),
             base_ordinal: le_u64(b, 24),
             created_ms: le_u64(b, 32) as i64,
+            key,
         })
     }
+}
+
+/// The key part of a version 2 segment header.
+fn decode_key(b: &[u8]) -> Result<Option<(String, Vec<u8>)>, LogError> {
+    let bad = |reason: &str| LogError::Corrupt { offset: 0, reason: reason.into() };
+    let at = SEGMENT_HEADER_USED;
+    if b.len() < at + 2 {
+        return Err(bad("segment header is truncated"));
+    }
+    let n = u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+    if n == 0 {
+        return Ok(None);
+    }
+    let wrapped_len = crate::keys::WRAPPED_KEY_LEN;
+    let end = at + 2 + n + wrapped_len;
+    if n > KEY_ID_MAX || end + 4 > b.len().min(SEGMENT_HEADER_LEN as usize) {
+        return Err(bad("segment key id is too long"));
+    }
+    let expected = le_u32(b, end);
+    let actual = crc32c::crc32c(&b[at..end]);
+    if expected != actual {
+        return Err(LogError::ChecksumMismatch { expected, actual, offset: at as u64 });
+    }
+    let id = std::str::from_utf8(&b[at + 2..at + 2 + n]).map_err(|_| bad("segment key id is not utf-8"))?;
+    Ok(Some((id.to_owned(), b[at + 2 + n..end].to_vec())))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,14 +141,28 @@ impl BatchHeader {
 const CODEC_NONE: u8 = 0;
 const CODEC_LZ4: u8 = 1;
 const CODEC_ZSTD: u8 = 2;
+/// Set in the codec byte of a batch whose payload is sealed with the segment's data key.
+const CODEC_SEALED: u8 = 0x80;
+
+/// What a sealed batch's payload is bound to: its first ordinal, record count and arrival time,
+/// so a sealed payload cannot be moved to another place in the log unnoticed.
+fn batch_aad(first_ordinal: u64, count: u32, ts_ms: i64) -> [u8; 20] {
+    let mut aad = [0u8; 20];
+    aad[0..8].copy_from_slice(&first_ordinal.to_le_bytes());
+    aad[8..12].copy_from_slice(&count.to_le_bytes());
+    aad[12..20].copy_from_slice(&ts_ms.to_le_bytes());
+    aad
+}
 const ZSTD_LEVEL: i32 = 1;
 
-/// Appends one encoded batch of `records` (partition key, data) to `out`.
+/// Appends one encoded batch of `records` (partition key, data) to `out`, sealed with `seal` when
+/// the segment is encrypted.
 pub fn encode_batch(
     first_ordinal: u64,
     ts_ms: i64,
     records: &[(&str, &[u8])],
     compression: Compression,
+    seal: Option<&crate::keys::DataKey>,
     out: &mut Vec<u8>,
 ) {
     assert!(!records.is_empty() && records.len() <= BATCH_RECORDS_MAX as usize);
@@ -119,10 +180,16 @@ pub fn encode_batch(
         Compression::Zstd => zstd::bulk::compress(&raw, ZSTD_LEVEL).ok().map(|c| (CODEC_ZSTD, c)),
     };
     // Compression that does not pay is not kept.
-    let (codec, payload): (u8, &[u8]) = match &compressed {
+    let (mut codec, mut payload): (u8, &[u8]) = match &compressed {
         Some((codec, c)) if c.len() < raw.len() => (*codec, c),
         _ => (CODEC_NONE, &raw),
     };
+    let sealed;
+    if let Some(key) = seal {
+        sealed = key.seal(&batch_aad(first_ordinal, records.len() as u32, ts_ms), payload);
+        payload = &sealed;
+        codec |= CODEC_SEALED;
+    }
     let len = BATCH_HEADER_LEN + payload.len();
     let start = out.len();
     out.reserve(len);
@@ -194,19 +261,29 @@ pub fn verify_batch(buf: &[u8], offset: u64, header: &BatchHeader) -> Result<(),
     Ok(())
 }
 
-/// Decodes the records of a verified batch, skipping those before `from_ordinal`.
+/// Decodes the records of a verified batch, skipping those before `from_ordinal`. A sealed batch
+/// is opened with `key` (its segment's data key); one that does not open is damage.
 pub fn decode_records(
     buf: &[u8],
     offset: u64,
     header: &BatchHeader,
     from_ordinal: u64,
+    key: Option<&crate::keys::DataKey>,
     out: &mut Vec<Record>,
 ) -> Result<(), LogError> {
     let at = offset as usize;
-    let payload = &buf[at + BATCH_HEADER_LEN..at + header.len as usize];
+    let mut payload = &buf[at + BATCH_HEADER_LEN..at + header.len as usize];
     let corrupt = |reason: &str| LogError::Corrupt { offset, reason: reason.into() };
+    let opened;
+    if header.codec & CODEC_SEALED != 0 {
+        let key = key.ok_or_else(|| corrupt("the batch is sealed and its segment's data key is not available"))?;
+        opened = key
+            .open(&batch_aad(header.first_ordinal, header.count, header.ts_ms), payload)
+            .ok_or_else(|| corrupt("the sealed batch does not open (damaged ciphertext)"))?;
+        payload = &opened;
+    }
     let raw_owned;
-    let raw: &[u8] = match header.codec {
+    let raw: &[u8] = match header.codec & !CODEC_SEALED {
         CODEC_NONE => payload,
         CODEC_LZ4 => {
             raw_owned = lz4_flex::block::decompress(payload, header.raw_len as usize)
@@ -283,8 +360,36 @@ mod tests {
     fn batch(codec: Compression) -> Vec<u8> {
         let recs: Vec<(&str, &[u8])> = vec![("k1", b"hello"), ("k2", b""), ("k3", &[7u8; 3000])];
         let mut out = vec![0u8; 16];
-        encode_batch(42, 1_700_000_000_000, &recs, codec, &mut out);
+        encode_batch(42, 1_700_000_000_000, &recs, codec, None, &mut out);
         out
+    }
+
+    #[test]
+    fn sealed_batches_hold_no_plaintext_and_open_only_unaltered() {
+        let key = crate::keys::DataKey::from_bytes(&[3; 32]);
+        for codec in [Compression::None, Compression::Lz4, Compression::Zstd] {
+            let recs: Vec<(&str, &[u8])> = vec![("key-1", b"MARKER-plaintext"), ("key-2", &[7u8; 3000])];
+            let mut buf = vec![0u8; 16];
+            encode_batch(42, 1_700_000_000_000, &recs, codec, Some(&key), &mut buf);
+            assert!(!buf.windows(6).any(|w| w == b"MARKER" || w == b"key-1\0"), "{codec:?}: plaintext on disk");
+            let h = decode_batch_header(&buf, 16).unwrap().unwrap();
+            verify_batch(&buf, 16, &h).unwrap();
+            let mut out = vec![];
+            decode_records(&buf, 16, &h, 0, Some(&key), &mut out).unwrap();
+            assert_eq!(&out[0].data[..], b"MARKER-plaintext");
+            assert!(decode_records(&buf, 16, &h, 0, None, &mut vec![]).is_err(), "no key, no records");
+            let other = crate::keys::DataKey::from_bytes(&[4; 32]);
+            assert!(decode_records(&buf, 16, &h, 0, Some(&other), &mut vec![]).is_err());
+            // A changed ciphertext byte fails the tag even where the checksum is made to match.
+            let mut bad = buf.clone();
+            let at = 16 + BATCH_HEADER_LEN + 20;
+            bad[at] ^= 0x40;
+            let crc = crc32c::crc32c(&bad[16 + 12..]);
+            bad[16 + 8..16 + 12].copy_from_slice(&crc.to_le_bytes());
+            let hb = decode_batch_header(&bad, 16).unwrap().unwrap();
+            verify_batch(&bad, 16, &hb).unwrap();
+            assert!(matches!(decode_records(&bad, 16, &hb, 0, Some(&key), &mut vec![]), Err(LogError::Corrupt { .. })));
+        }
     }
 
     #[test]
@@ -295,7 +400,7 @@ mod tests {
             assert_eq!((h.first_ordinal, h.count, h.end_ordinal()), (42, 3, 45));
             verify_batch(&buf, 16, &h).unwrap();
             let mut out = vec![];
-            decode_records(&buf, 16, &h, 43, &mut out).unwrap();
+            decode_records(&buf, 16, &h, 43, None, &mut out).unwrap();
             assert_eq!(out.len(), 2);
             assert_eq!(out[0].partition_key, "k2");
             assert_eq!(out[1].data.len(), 3000);
@@ -335,10 +440,19 @@ mod tests {
 
     #[test]
     fn segment_header_round_trips_and_refuses_newer_versions() {
-        let h = SegmentHeader { version: 1, stream_id: 9, shard_index: 2, base_ordinal: 77, created_ms: 5 };
+        let h = SegmentHeader { version: 1, stream_id: 9, shard_index: 2, base_ordinal: 77, created_ms: 5, key: None };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b).unwrap(), h);
-        let newer = SegmentHeader { version: FORMAT_VERSION + 1, ..h }.encode();
+        let sealed = SegmentHeader {
+            version: 2,
+            key: Some(("alias/aws/kinesis".into(), vec![9; crate::keys::WRAPPED_KEY_LEN])),
+            ..h.clone()
+        };
+        assert_eq!(SegmentHeader::decode(&sealed.encode()).unwrap(), sealed);
+        let mut bad_key = sealed.encode();
+        bad_key[SEGMENT_HEADER_USED + 5] ^= 1;
+        assert!(SegmentHeader::decode(&bad_key).is_err(), "the key part has its own checksum");
+        let newer = SegmentHeader { version: FORMAT_VERSION + 1, ..h.clone() }.encode();
         assert!(matches!(SegmentHeader::decode(&newer), Err(LogError::NewerFormat { .. })));
         let mut bad = b.clone();
         bad[25] ^= 1;

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{Mmap, MmapOptions};
 
+use crate::keys::DataKey;
+
 use super::segment::{
     decode_batch_header, decode_records, encode_batch, find_next_batch, verify_batch, SegmentHeader,
     BATCH_PAYLOAD_SOFT_MAX, BATCH_RECORDS_MAX, FORMAT_VERSION, SEGMENT_HEADER_LEN,
@@ -41,6 +43,10 @@ pub(super) struct Segment {
     pub allocated: u64,
     pub end_ordinal: u64,
     pub last_ts_ms: i64,
+    /// The KMS KeyId an encrypted segment is sealed under, and its data key (`None` when the
+    /// key ring cannot open it: its batches are then not served).
+    pub key_id: Option<String>,
+    pub key: Option<DataKey>,
 }
 
 impl Segment {
@@ -87,6 +93,9 @@ pub struct ShardLog {
     needs_repair: bool,
     /// Ordinal ranges lost to on-disk damage, found by recovery or by reads.
     pub(super) damaged: Vec<Damage>,
+    /// The KeyId new batches are sealed under (`None`: plaintext). A change takes effect in a
+    /// new segment, so that each segment is wholly sealed under one data key or not at all.
+    encryption: Option<String>,
 }
 
 /// Records `from..to` (ordinals) are lost: the batch at `offset` of segment `segment_base`, and
@@ -149,6 +158,7 @@ impl ShardLog {
             dir,
             cfg,
             segments: Vec::new(),
+            encryption: None,
             next_ordinal: 0,
             last_ts_ms: 0,
             sparse: Vec::new(),
@@ -200,7 +210,8 @@ impl ShardLog {
             ts_ms,
             created_segments: 0,
         };
-        if self.segments.is_empty() {
+        let current_key = self.segments.last().map(|s| s.key_id.clone());
+        if self.segments.is_empty() || current_key.is_some_and(|k| k != self.encryption) {
             self.create_segment(first_ordinal, now_ms)?;
             prepared.created_segments += 1;
         }
@@ -225,7 +236,12 @@ impl ShardLog {
             let fields: Vec<(&str, &[u8])> =
                 records[start..end].iter().map(|r| (r.partition_key.as_str(), &r.data[..])).collect();
             encoded.clear();
-            encode_batch(ordinal, ts_ms, &fields, self.cfg.compression, &mut encoded);
+            let seal = self.segments[seg_i].key.as_ref();
+            if self.segments[seg_i].key_id.is_some() && seal.is_none() {
+                self.abort(prepared);
+                return Err(LogError::Io(std::io::Error::other("the segment's data key is not available")));
+            }
+            encode_batch(ordinal, ts_ms, &fields, self.cfg.compression, seal, &mut encoded);
             let len = encoded.len() as u64;
             if offset + len > self.cfg.segment_size && offset > SEGMENT_HEADER_LEN {
                 if let Err(e) = self.create_segment(ordinal, now_ms) {
@@ -450,7 +466,7 @@ impl ShardLog {
                 if h.end_ordinal() > start {
                     verify_batch(buf, offset, &h)?;
                     decoded.clear();
-                    decode_records(buf, offset, &h, start, &mut decoded)?;
+                    decode_records(buf, offset, &h, start, seg.key.as_ref(), &mut decoded)?;
                 }
                 Ok(h)
             });
@@ -591,12 +607,22 @@ impl ShardLog {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.dir.join(segment_file_name(base_ordinal));
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+        let (key, wrapped) = match &self.encryption {
+            Some(id) => {
+                let ring = crate::keys::global()
+                    .ok_or_else(|| LogError::Io(std::io::Error::other("no key ring is installed for encryption")))?;
+                let (key, wrapped) = ring.new_data_key(id)?;
+                (Some(key), Some((id.clone(), wrapped)))
+            }
+            None => (None, None),
+        };
         let header = SegmentHeader {
             version: FORMAT_VERSION,
             stream_id: self.stream_id,
             shard_index: self.shard_index,
             base_ordinal,
             created_ms: now_ms,
+            key: wrapped,
         };
         file.write_all_at(&header.encode(), 0)?;
         let allocated = PREALLOCATE_STEP_BYTES.min(self.cfg.segment_size);
@@ -613,8 +639,15 @@ impl ShardLog {
             allocated,
             end_ordinal: base_ordinal,
             last_ts_ms: now_ms,
+            key_id: self.encryption.clone(),
+            key,
         });
         Ok(())
+    }
+
+    /// Seals new batches under `key_id` from the next append on (`None`: plaintext again).
+    pub fn set_encryption(&mut self, key_id: Option<String>) {
+        self.encryption = key_id;
     }
 
     fn ensure_allocated(&mut self, seg_i: usize, end: u64) -> Result<(), LogError> {

@@ -98,6 +98,12 @@ pub enum Command {
         key: ShardKey,
         hours: u32,
     },
+    /// Seals the shard's new batches under a KMS KeyId (`None`: plaintext), from its next append.
+    SetEncryption {
+        key: ShardKey,
+        key_id: Option<String>,
+        reply: Reply<()>,
+    },
     /// Closes the shard and deletes its files.
     Drop {
         key: ShardKey,
@@ -302,6 +308,11 @@ impl Runtime {
 
     pub async fn set_retention(&self, key: ShardKey, hours: u32) -> Result<(), ApiError> {
         self.send_waiting(key, Command::SetRetention { key, hours }).await
+    }
+
+    /// Changes what the shard's new batches are sealed under; answered once the worker has it.
+    pub async fn set_encryption(&self, key: ShardKey, key_id: Option<String>) -> Result<(), ApiError> {
+        self.control(key, |reply| Command::SetEncryption { key, key_id, reply }).await
     }
 
     pub async fn drop_shard(&self, key: ShardKey) -> Result<(), ApiError> {

@@ -237,6 +237,16 @@ impl Worker {
                     s.retention_hours = hours;
                 }
             }
+            Command::SetEncryption { key, key_id, reply } => {
+                let res = match self.shards.get_mut(&key) {
+                    Some(s) => {
+                        s.log.set_encryption(key_id);
+                        Ok(())
+                    }
+                    None => Err(ApiError::ResourceNotFound(format!("Shard {key:?} is not open on this daemon."))),
+                };
+                let _ = reply.send(res);
+            }
             Command::Drop { key, reply } => {
                 let res = match self.shards.remove(&key) {
                     Some(s) => {

@@ -235,6 +235,9 @@ pub struct StreamMeta {
     pub warm_throughput_mibps: Option<u32>,
     #[serde(default)]
     pub distribution: RecordDistribution,
+    /// Encryption at rest: the KMS KeyId new records are sealed under (`None`: not encrypted).
+    #[serde(default)]
+    pub encryption: Option<String>,
 }
 
 impl StreamMeta {
@@ -267,6 +270,7 @@ impl StreamMeta {
             max_record_size_kib: MAX_RECORD_SIZE_KIB_DEFAULT,
             warm_throughput_mibps: None,
             distribution: RecordDistribution::UserPartitionKey,
+            encryption: None,
         }
     }
 

@@ -161,7 +161,7 @@ pub async fn put_record(svc: &Arc<Service>, input: PutRecordInput) -> ApiResult<
     Ok(json!({
         "ShardId": shard_id(shard),
         "SequenceNumber": SeqNo::record(meta.id, shard, ordinal).encode(),
-        "EncryptionType": "NONE",
+        "EncryptionType": if meta.encryption.is_some() { "KMS" } else { "NONE" },
     }))
 }
 
@@ -215,7 +215,11 @@ pub async fn put_records(svc: &Arc<Service>, input: PutRecordsInput) -> ApiResul
             }
         })
         .collect();
-    Ok(json!({"FailedRecordCount": failed, "Records": results, "EncryptionType": "NONE"}))
+    Ok(json!({
+        "FailedRecordCount": failed,
+        "Records": results,
+        "EncryptionType": if meta.encryption.is_some() { "KMS" } else { "NONE" },
+    }))
 }
 
 #[derive(Deserialize)]

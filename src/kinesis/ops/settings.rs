@@ -39,6 +39,8 @@ pub struct StreamInput {
     #[serde(rename = "WarmThroughputMiBps")]
     warm_throughput_mibps: Option<i64>,
     record_distribution_strategy: Option<String>,
+    encryption_type: Option<String>,
+    key_id: Option<String>,
 }
 
 impl StreamInput {
@@ -58,6 +60,37 @@ fn not_active(svc: &Service, meta: &StreamMeta) -> ApiError {
         svc.cfg.account_id,
         meta.status.as_str()
     ))
+}
+
+/// StartStreamEncryption (`key` Some) and StopStreamEncryption: the stream is UPDATING for a
+/// moment, and from the next append on each open shard seals (or stops sealing) its new batches;
+/// what is already written stays as it is, readable either way.
+pub async fn stream_encryption(svc: &Arc<Service>, input: StreamInput, start: bool) -> ApiResult<Value> {
+    let kind = required(input.encryption_type.clone(), "encryptionType")?;
+    let key_id = required(input.key_id.clone(), "keyId")?;
+    if kind != "KMS" {
+        return Err(ApiError::InvalidArgument(format!(
+            "EncryptionType {kind} is not valid here; the only valid value is KMS."
+        )));
+    }
+    if !crate::keys::is_valid_key_id(&key_id) {
+        return Err(ApiError::InvalidArgument(format!(
+            "KeyId {key_id} is not a KMS key id, key ARN, alias name or alias ARN."
+        )));
+    }
+    let _guard = svc.control.lock().await;
+    let meta = input.active(svc)?;
+    let mut m = (*meta).clone();
+    m.encryption = start.then(|| key_id.clone());
+    m.status = StreamStatus::Updating;
+    // The setting is durable first: a restart applies it to the shards as they open.
+    let saved = svc.save(m).await?;
+    for s in saved.shards.iter().filter(|s| s.is_open()) {
+        let key = crate::runtime::ShardKey { stream_id: saved.id, shard_index: s.index };
+        svc.runtime.set_encryption(key, saved.encryption.clone()).await?;
+    }
+    crate::kinesis::reshard::schedule_active(svc, saved.id, &saved.name);
+    Ok(json!({}))
 }
 
 /// `ALL` stands for every metric; the result is in AWS's order, without repeats.

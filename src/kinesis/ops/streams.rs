@@ -295,7 +295,7 @@ pub fn describe_stream(svc: &Service, input: DescribeStreamInput) -> ApiResult<V
     let shards: Vec<&ShardMeta> =
         meta.shards.iter().filter(|s| after.as_ref().is_none_or(|a| s.shard_id() > *a)).collect();
     let page = &shards[..shards.len().min(limit as usize)];
-    Ok(json!({
+    let mut out = json!({
         "StreamDescription": {
             "StreamName": meta.name,
             "StreamARN": svc.arn(&meta),
@@ -306,9 +306,21 @@ pub fn describe_stream(svc: &Service, input: DescribeStreamInput) -> ApiResult<V
             "RetentionPeriodHours": meta.retention_hours,
             "StreamCreationTimestamp": epoch_seconds(meta.created_ms),
             "EnhancedMonitoring": [{"ShardLevelMetrics": meta.shard_level_metrics}],
-            "EncryptionType": "NONE",
         }
-    }))
+    });
+    encryption_members(&meta, &mut out["StreamDescription"]);
+    Ok(out)
+}
+
+/// EncryptionType (and KeyId when encrypted), as DescribeStream(Summary) show them.
+fn encryption_members(meta: &StreamMeta, out: &mut Value) {
+    match &meta.encryption {
+        Some(key) => {
+            out["EncryptionType"] = json!("KMS");
+            out["KeyId"] = json!(key);
+        }
+        None => out["EncryptionType"] = json!("NONE"),
+    }
 }
 
 pub fn describe_stream_summary(svc: &Service, input: StreamRef) -> ApiResult<Value> {
@@ -323,13 +335,13 @@ pub fn describe_stream_summary(svc: &Service, input: StreamRef) -> ApiResult<Val
             "StreamCreationTimestamp": epoch_seconds(meta.created_ms),
             "StreamId": meta.stream_id(),
             "EnhancedMonitoring": [{"ShardLevelMetrics": meta.shard_level_metrics}],
-            "EncryptionType": "NONE",
             "OpenShardCount": meta.open_shard_count(),
             "ConsumerCount": meta.consumers.len(),
             "MaxRecordSizeInKiB": meta.max_record_size_kib,
             "RecordDistributionStrategy": meta.distribution.as_str(),
         }
     });
+    encryption_members(&meta, &mut out["StreamDescriptionSummary"]);
     if let Some(w) = super::settings::warm_throughput_json(&meta) {
         out["StreamDescriptionSummary"]["WarmThroughput"] = w;
     }
