@@ -44,6 +44,7 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         None => None,
     };
     let autoscaler = tokio::spawn(kinesis::ondemand::run(Arc::clone(&svc)));
+    let expiry = tokio::spawn(kinesis::expiry::run(Arc::clone(&svc)));
     tracing::info!(listen = %listener.local_addr()?, "ready");
     notify::notify("READY=1");
     let watchdog = notify::watchdog_period().map(|period| {
@@ -69,6 +70,7 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     http::serve(listener, Arc::clone(&svc), routes, stopping).await;
     svc.subscriptions.cancel_all();
     autoscaler.abort();
+    expiry.abort();
     if let Some(p) = push {
         p.abort();
     }

@@ -113,8 +113,9 @@ impl Service {
             let pending = meta.status == StreamStatus::Creating
                 || meta.status == StreamStatus::Updating
                 || meta.consumers.iter().any(|c| c.status != crate::stream::meta::ConsumerStatus::Active);
-            if pending {
+            if pending || meta.previous_layout.is_some() {
                 meta.status = StreamStatus::Active;
+                meta.previous_layout = None;
                 meta.consumers.retain(|c| c.status != crate::stream::meta::ConsumerStatus::Deleting);
                 for c in &mut meta.consumers {
                     c.status = crate::stream::meta::ConsumerStatus::Active;
@@ -308,6 +309,12 @@ pub fn validate_stream_name(name: &str) -> ApiResult<()> {
         Err(ApiError::validation(name, "streamName", "Member must have length less than or equal to 128"))
     } else {
         Err(ApiError::validation(name, "streamName", "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"))
+    }
+}
+
+impl crate::reader::stream::StreamSource for Service {
+    fn stream_by_id(&self, id: u64) -> Option<Arc<StreamMeta>> {
+        Service::stream_by_id(self, id)
     }
 }
 

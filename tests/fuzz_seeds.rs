@@ -162,6 +162,33 @@ fn push_seeds() -> Seeds {
         .collect()
 }
 
+/// `<Operation>\n<body>`: requests AWS accepts and ones it refuses, for the validator.
+fn validate_seeds() -> Seeds {
+    vec![
+        ("create_stream", b"CreateStream\n{\"StreamName\":\"s\",\"ShardCount\":1}".to_vec()),
+        ("create_stream_bad", b"CreateStream\n{\"StreamName\":\"\",\"ShardCount\":0}".to_vec()),
+        (
+            "put_records",
+            b"PutRecords\n{\"StreamName\":\"s\",\"Records\":[{\"Data\":\"aGk=\",\"PartitionKey\":\"k\"},{}]}".to_vec(),
+        ),
+        ("add_tags", b"AddTagsToStream\n{\"StreamName\":\"s\",\"Tags\":{\"a\":\"b\",\"\":\"c\"}}".to_vec()),
+        ("types", b"ListShards\n{\"MaxResults\":\"x\",\"StreamCreationTimestamp\":true}".to_vec()),
+    ]
+}
+
+/// `[D]<Authorization value>\n<query>` for the signature check.
+fn auth_seeds() -> Seeds {
+    vec![
+        (
+            "signed",
+            b"DAWS4-HMAC-SHA256 Credential=x/20261201/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=00\n"
+                .to_vec(),
+        ),
+        ("incomplete", b"AWS4- Signature=b, Credential=a\n".to_vec()),
+        ("query", b"\nX-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=x&X-Amz-Date=y".to_vec()),
+    ]
+}
+
 fn all() -> Vec<(&'static str, Seeds)> {
     vec![
         ("api_json", json_seeds()),
@@ -171,6 +198,8 @@ fn all() -> Vec<(&'static str, Seeds)> {
         ("recovery_scan", recovery_seeds()),
         ("eventstream", eventstream_seeds()),
         ("push_frame", push_seeds()),
+        ("validate", validate_seeds()),
+        ("auth_header", auth_seeds()),
     ]
 }
 
@@ -204,6 +233,14 @@ fn fuzz_seeds_are_valid_inputs() {
                 }
                 "eventstream" => assert!(matches!(eventstream::decode(&bytes), Ok(Some(_))), "{name}"),
                 "push_frame" => assert!(matches!(frame::decode(&bytes), Ok(Some(_))), "{name}"),
+                "validate" => {
+                    let (op, body) = bytes.split_at(bytes.iter().position(|&b| b == b'\n').unwrap());
+                    let mut v = decode_request(Protocol::Json, &body[1..], &sluice::kinesis::MEMBER_KINDS).unwrap();
+                    let op = std::str::from_utf8(op).unwrap();
+                    assert!(sluice::kinesis::MODEL.has_operation(op), "{name}");
+                    let _ = sluice::kinesis::MODEL.check(op, &mut v);
+                }
+                "auth_header" => assert!(std::str::from_utf8(&bytes).is_ok(), "{name}"),
                 _ => {
                     let text = std::str::from_utf8(&bytes).unwrap();
                     assert!(

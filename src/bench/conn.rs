@@ -81,6 +81,17 @@ pub(crate) async fn daemon_cpu_seconds(ep: &Endpoint) -> Option<f64> {
 }
 
 /// Creates the stream if needed and waits until it is ACTIVE.
+/// Seals the stream's records at rest from now on (waits out UPDATING).
+pub(crate) async fn start_encryption(ep: &Endpoint, stream: &str) -> anyhow::Result<()> {
+    let mut c = Conn::open(ep).await.context("connecting to the endpoint")?;
+    let body = serde_json::json!({"StreamName": stream, "EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"});
+    let (status, v) = c.json("StartStreamEncryption", body).await?;
+    if status != 200 {
+        anyhow::bail!("StartStreamEncryption failed: {status} {v}");
+    }
+    ensure_stream(ep, stream, 0).await
+}
+
 pub(crate) async fn ensure_stream(ep: &Endpoint, stream: &str, shards: u32) -> anyhow::Result<()> {
     let mut c = Conn::open(ep).await.context("connecting to the endpoint")?;
     let (status, v) = c.json("DescribeStreamSummary", serde_json::json!({"StreamName": stream})).await?;

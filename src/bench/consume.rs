@@ -282,6 +282,8 @@ pub async fn e2e(args: E2eArgs) -> anyhow::Result<()> {
         disk_baseline: None,
         json: false,
         plot: None,
+        encrypt: false,
+        compare_encryption: false,
     });
     let progress = Arc::new(Progress::default());
     let mut tasks = Vec::new();

@@ -19,7 +19,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::conn::{daemon_cpu_seconds, ensure_stream, parse_endpoint, Conn, Endpoint};
+use super::conn::{daemon_cpu_seconds, ensure_stream, parse_endpoint, start_encryption, Conn, Endpoint};
 use super::payload;
 use super::report::Latencies;
 
@@ -60,6 +60,13 @@ pub struct ProduceArgs {
     /// Write latency over time and the latency distribution as SVG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Seal the stream's records at rest (StartStreamEncryption with alias/aws/kinesis).
+    #[arg(long)]
+    pub encrypt: bool,
+    /// Measure twice in one run, on `<stream>-plain` and then on `<stream>-kms` (encrypted),
+    /// and report both and their ratio.
+    #[arg(long)]
+    pub compare_encryption: bool,
 }
 
 #[derive(Default)]
@@ -230,6 +237,46 @@ pub(crate) fn disk_baseline(
 }
 
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    if !args.compare_encryption {
+        let plot = args.plot.clone();
+        let json = args.json;
+        let (summary, latencies) = measure(args).await?;
+        return report(&summary, latencies, plot, json);
+    }
+    let mut runs = Vec::new();
+    for (suffix, encrypt) in [("plain", false), ("kms", true)] {
+        let mut a = args.clone();
+        a.stream = format!("{}-{suffix}", args.stream);
+        a.encrypt = encrypt;
+        a.compare_encryption = false;
+        a.disk_baseline = None;
+        let (summary, _) = measure(a).await?;
+        runs.push(summary);
+    }
+    let rate = |r: &Value| r["records_per_s"].as_f64().unwrap_or(0.0);
+    let ratio = rate(&runs[1]) / rate(&runs[0]).max(1e-9);
+    let combined = json!({"plain": runs[0], "encrypted": runs[1], "encrypted_over_plain": ratio});
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{combined:#}")?;
+        return Ok(());
+    }
+    for (name, r) in [("plain", &runs[0]), ("encrypted", &runs[1])] {
+        writeln!(
+            out,
+            "{name:>9}: {:.0} records/s, {:.1} MB/s, call p99 {:.2} ms, {} failed",
+            rate(r),
+            r["mb_per_s"].as_f64().unwrap_or(0.0),
+            r["call_latency"]["p99_ms"].as_f64().unwrap_or(0.0),
+            r["records_failed"]
+        )?;
+    }
+    writeln!(out, "    ratio: encrypted / plain throughput {ratio:.3}")?;
+    Ok(())
+}
+
+/// Runs one measurement and returns its summary (and the latencies, for plots).
+async fn measure(args: ProduceArgs) -> anyhow::Result<(Value, Latencies)> {
     if args.record_size < payload::HEADER_LEN {
         anyhow::bail!("--record-size must be at least {} bytes", payload::HEADER_LEN);
     }
@@ -247,6 +294,9 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         None => None,
     };
     ensure_stream(&ep, &args.stream, args.shards).await?;
+    if args.encrypt {
+        start_encryption(&ep, &args.stream).await?;
+    }
     let cpu_before = daemon_cpu_seconds(&ep).await;
     let args = Arc::new(args);
     let progress = Arc::new(Progress::default());
@@ -296,7 +346,6 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     };
     let rps = total.acked as f64 / secs;
     let mbps = rps * args.record_size as f64 / 1e6;
-    let [p50, p90, p99, p999, max] = total.latencies.summary_ms();
     let summary = json!({
         "endpoint": args.endpoint,
         "mode": if args.rate > 0 { "open-loop" } else { "closed-loop" },
@@ -317,38 +366,57 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             "mb_per_s": mb, "fdatasync_p99_us": p99, "fdatasync_4k_p99_us": small_p99, "ratio": mbps / mb,
         })),
     });
-    if let Some(path) = &args.plot {
-        let title = format!(
-            "PutRecords {} x {} B, {} producers, {:.0} records/s",
-            args.batch, args.record_size, args.producers, rps
-        );
-        std::fs::write(path, total.latencies.svg(&title))?;
+    Ok((summary, total.latencies))
+}
+
+/// Prints one measurement's summary (as JSON with `json`), and writes its plot.
+fn report(summary: &Value, latencies: Latencies, plot: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let f = |k: &str| summary[k].as_f64().unwrap_or(0.0);
+    let u = |k: &str| summary[k].as_u64().unwrap_or(0);
+    let (rps, mbps, secs) = (f("records_per_s"), f("mb_per_s"), f("seconds"));
+    let (batch, record_size, producers) = (u("batch"), u("record_size"), u("producers"));
+    if let Some(path) = &plot {
+        let title = format!("PutRecords {batch} x {record_size} B, {producers} producers, {rps:.0} records/s");
+        std::fs::write(path, latencies.svg(&title))?;
     }
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if json {
         writeln!(out, "{summary:#}")?;
         return Ok(());
     }
-    let mode = if args.rate > 0 { format!("open loop at {} records/s", args.rate) } else { "closed loop".into() };
-    writeln!(
-        out,
-        "produce: {} producers, {} x {} B per call, {mode}, {secs:.1} s",
-        args.producers, args.batch, args.record_size
-    )?;
-    writeln!(out, "  acknowledged {} records ({} failed)", total.acked, total.failed)?;
-    for (k, v) in &total.errors {
-        writeln!(out, "  errors: {v} records: {k}")?;
+    let rate = u("rate");
+    let mode = if rate > 0 { format!("open loop at {rate} records/s") } else { "closed loop".into() };
+    writeln!(out, "produce: {producers} producers, {batch} x {record_size} B per call, {mode}, {secs:.1} s")?;
+    writeln!(out, "  acknowledged {} records ({} failed)", u("records_acked"), u("records_failed"))?;
+    if let Some(errors) = summary["errors"].as_object() {
+        for (k, v) in errors {
+            writeln!(out, "  errors: {v} records: {k}")?;
+        }
     }
     writeln!(out, "  throughput   {rps:.0} records/s, {mbps:.1} MB/s of record data")?;
+    let l = |k: &str| summary["call_latency"][k].as_f64().unwrap_or(0.0);
     writeln!(
         out,
-        "  call latency p50 {p50:.2} ms, p90 {p90:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms, max {max:.2} ms"
+        "  call latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        l("p50_ms"),
+        l("p90_ms"),
+        l("p99_ms"),
+        l("p999_ms"),
+        l("max_ms")
     )?;
-    if let Some(c) = cpu {
+    if let Some(c) = summary["daemon_cpu_seconds_per_million_records"].as_f64() {
         writeln!(out, "  daemon cost  {c:.2} CPU-seconds per million records")?;
     }
-    if let Some((mb, p99_big, p99_small)) = baseline {
-        writeln!(out, "  disk baseline {mb:.1} MB/s durable sequential appends of {payload_per_call} B (fdatasync p99 {:.2} ms; 4 KiB fdatasync p99 {:.2} ms)", p99_big as f64 / 1e3, p99_small as f64 / 1e3)?;
+    let disk = &summary["disk_baseline"];
+    if let Some(mb) = disk["mb_per_s"].as_f64() {
+        let us = |k: &str| disk[k].as_f64().unwrap_or(0.0) / 1e3;
+        writeln!(
+            out,
+            "  disk baseline {mb:.1} MB/s durable sequential appends of {} B (fdatasync p99 {:.2} ms; 4 KiB fdatasync p99 {:.2} ms)",
+            batch.max(1) * record_size,
+            us("fdatasync_p99_us"),
+            us("fdatasync_4k_p99_us")
+        )?;
         writeln!(out, "  ratio        {:.2} of the disk's durable append bandwidth", mbps / mb)?;
     }
     Ok(())

@@ -16,6 +16,14 @@ pub fn check(mode: AuthMode, headers: &HeaderMap, query: Option<&str>) -> Result
     if mode == AuthMode::None {
         return Ok(());
     }
+    let header = headers.get(http::header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let dated = headers.contains_key("x-amz-date") || headers.contains_key(http::header::DATE);
+    check_parts(header.as_deref(), dated, query)
+}
+
+/// The same, on the parts that matter: the `Authorization` header, whether an `X-Amz-Date` or
+/// `Date` header is there, and the query string. Pure, for fuzzing.
+pub fn check_parts(header: Option<&str>, dated: bool, query: Option<&str>) -> Result<(), ApiError> {
     let params: Vec<(&str, &str)> = query
         .unwrap_or("")
         .split('&')
@@ -24,7 +32,6 @@ pub fn check(mode: AuthMode, headers: &HeaderMap, query: Option<&str>) -> Result
         .collect();
     let has_param = |name: &str| params.iter().any(|(k, _)| *k == name);
     let has_value = |name: &str| params.iter().any(|(k, v)| *k == name && !v.is_empty());
-    let header = headers.get(http::header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     match (header, has_param("X-Amz-Algorithm")) {
         (Some(_), true) => Err(ApiError::InvalidSignature(
             "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header.".into(),
@@ -59,7 +66,7 @@ pub fn check(mode: AuthMode, headers: &HeaderMap, query: Option<&str>) -> Result
                     problems.push_str(&format!("Authorization header requires '{p}' parameter. "));
                 }
             }
-            if !headers.contains_key("x-amz-date") && !headers.contains_key(http::header::DATE) {
+            if !dated {
                 problems
                     .push_str("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. ");
             }

@@ -11,6 +11,7 @@
 //! Limits: AWS's documented quotas (`docs/ARCHITECTURE.md`, section 17), enforced per shard when
 //! `[limits] enforce = true`.
 
+pub mod expiry;
 pub mod fanout;
 pub mod ondemand;
 pub mod ops;

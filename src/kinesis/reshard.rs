@@ -133,6 +133,9 @@ pub async fn apply(svc: &Arc<Service>, meta: &StreamMeta, steps: Vec<Step>) -> A
         }
     }
     m.status = StreamStatus::Updating;
+    if m.previous_layout.is_none() {
+        m.previous_layout = Some(meta.shards.clone());
+    }
     let saved = match outcome {
         Ok(()) => svc.save(m).await,
         Err(e) => Err(e),
@@ -168,6 +171,7 @@ pub fn schedule_active(svc: &Arc<Service>, id: u64, name: &str) {
             if current.id == id && current.status == StreamStatus::Updating {
                 let mut m = (*current).clone();
                 m.status = StreamStatus::Active;
+                m.previous_layout = None;
                 if let Err(e) = svc.save(m).await {
                     tracing::error!(stream = %name, error = %e, "could not return the stream to ACTIVE");
                 }

@@ -238,6 +238,10 @@ pub struct StreamMeta {
     /// Encryption at rest: the KMS KeyId new records are sealed under (`None`: not encrypted).
     #[serde(default)]
     pub encryption: Option<String>,
+    /// While a reshard's stream is UPDATING: the shards as they were before it, which
+    /// DescribeStream shows until the stream is ACTIVE again, as AWS does.
+    #[serde(default)]
+    pub previous_layout: Option<Vec<ShardMeta>>,
 }
 
 impl StreamMeta {
@@ -271,6 +275,7 @@ impl StreamMeta {
             warm_throughput_mibps: None,
             distribution: RecordDistribution::UserPartitionKey,
             encryption: None,
+            previous_layout: None,
         }
     }
 

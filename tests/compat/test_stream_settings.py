@@ -807,3 +807,28 @@ def test_cbor_timestamps(kinesis, endpoint, make_stream):
     recs = _cbor_read_all(endpoint, it)
     assert [r["Data"] for r in recs] == [b"cbor-second"]
     assert _epoch_ms(recs[0]["ApproximateArrivalTimestamp"]) == second_ms
+
+
+def test_describe_stream_shows_the_old_layout_until_a_reshard_is_done(new_daemon):
+    """As on AWS: while a reshard's stream is UPDATING, DescribeStream shows the shards as they
+    were; ListShards already shows the children."""
+    d = new_daemon('[streams]\ncreate_delay = "1500ms"\ndelete_delay = "0ms"\n')
+    k = make_client(d.endpoint)
+    k.create_stream(StreamName="layout", ShardCount=1)
+    deadline = time.monotonic() + 10
+    while k.describe_stream_summary(StreamName="layout")["StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    k.split_shard(StreamName="layout", ShardToSplit="shardId-000000000000", NewStartingHashKey=str(2**127))
+    desc = k.describe_stream(StreamName="layout")["StreamDescription"]
+    assert desc["StreamStatus"] == "UPDATING"
+    assert [s["ShardId"] for s in desc["Shards"]] == ["shardId-000000000000"]
+    assert "EndingSequenceNumber" not in desc["Shards"][0]["SequenceNumberRange"]
+    listed = k.list_shards(StreamName="layout")["Shards"]
+    assert len(listed) == 3
+    while k.describe_stream_summary(StreamName="layout")["StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    desc = k.describe_stream(StreamName="layout")["StreamDescription"]
+    assert [s["ShardId"] for s in desc["Shards"]] == ["shardId-000000000000", "shardId-000000000001", "shardId-000000000002"]
+    assert "EndingSequenceNumber" in desc["Shards"][0]["SequenceNumberRange"]

@@ -292,8 +292,9 @@ pub fn describe_stream(svc: &Service, input: DescribeStreamInput) -> ApiResult<V
         Some(id) => Some(shard_id_arg(id, "exclusiveStartShardId")?),
         None => None,
     };
-    let shards: Vec<&ShardMeta> =
-        meta.shards.iter().filter(|s| after.as_ref().is_none_or(|a| s.shard_id() > *a)).collect();
+    // Until a reshard's stream is ACTIVE again, AWS describes the shards as they were.
+    let layout = meta.previous_layout.as_ref().unwrap_or(&meta.shards);
+    let shards: Vec<&ShardMeta> = layout.iter().filter(|s| after.as_ref().is_none_or(|a| s.shard_id() > *a)).collect();
     let page = &shards[..shards.len().min(limit as usize)];
     let mut out = json!({
         "StreamDescription": {
