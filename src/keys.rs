@@ -69,6 +69,15 @@ impl KeyRing {
         }
     }
 
+    /// A fingerprint of the master key (not the key): the data directory records it when a
+    /// stream is first encrypted, and start-up refuses a different master key from then on.
+    pub fn fingerprint(&self) -> [u8; 16] {
+        let hk = Hkdf::<Sha256>::new(Some(b"sluice master key fingerprint v1"), &self.master);
+        let mut out = [0u8; 16];
+        hk.expand(b"fingerprint", &mut out).expect("16 bytes is a valid HKDF output length");
+        out
+    }
+
     fn kek(&self, key_id: &str) -> Aes256Gcm {
         let hk = Hkdf::<Sha256>::new(Some(b"sluice key-encryption key v1"), &self.master);
         let mut okm = [0u8; 32];
@@ -190,6 +199,9 @@ static GLOBAL: OnceLock<Arc<KeyRing>> = OnceLock::new();
 pub fn install(ring: KeyRing) -> Arc<KeyRing> {
     GLOBAL.get_or_init(|| Arc::new(ring)).clone()
 }
+
+/// The metadata key under which the data directory records its master key's fingerprint.
+pub const FINGERPRINT_META_KEY: &str = "keys/master_fingerprint";
 
 /// The key ring, once installed.
 pub fn global() -> Option<Arc<KeyRing>> {

@@ -51,7 +51,20 @@ impl Service {
         let key_path = cfg.encryption.master_key_file.clone().unwrap_or_else(|| cfg.data_dir.join("master.key"));
         let ring = crate::keys::KeyRing::load_or_create(&key_path)
             .with_context(|| format!("loading the master key {}", key_path.display()))?;
-        crate::keys::install(ring);
+        // A data directory with encrypted streams only starts with the master key they were
+        // written under: a missing or replaced key file must not pass for a fresh one.
+        if let Some(recorded) = store.get_meta(crate::keys::FINGERPRINT_META_KEY)? {
+            if recorded.as_slice() != ring.fingerprint() {
+                anyhow::bail!(
+                    "the master key at {} is not the one this data directory's encrypted streams were written with; refusing to start (restore that key file, or set [encryption] master_key_file to it)",
+                    key_path.display()
+                );
+            }
+        }
+        let fingerprint = ring.fingerprint();
+        if crate::keys::install(ring).fingerprint() != fingerprint {
+            anyhow::bail!("another master key is already in use in this process");
+        }
         let (index_tx, index_thread) = store.spawn_index_writer();
         let runtime = Runtime::start(&cfg, index_tx.clone()).context("starting core workers")?;
         let limits = cfg.limits.enforce.then(|| crate::limits::ShardLimits::new(cfg.limits.clone()));

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -551,42 +552,64 @@ def test_master_key_file_setting(new_daemon, tmp_path):
     assert not (d.data_dir / "master.key").exists()
 
 
-def test_another_master_key_makes_encrypted_records_unreadable(new_daemon):
+def test_another_master_key_is_refused_at_start(new_daemon):
+    """A data directory with encrypted streams starts only with the master key they were written
+    under: a replaced (or lost and recreated) key file stops the daemon with a clear message, and
+    nothing is served wrongly; the original key brings everything back."""
     d = new_daemon()
     client = make_client(d.endpoint)
     name = create_stream(client, unique_name("encmk"), shard_count=1)
     plain = b"PLAIN-" + marker()
-    r0 = client.put_record(StreamName=name, Data=plain, PartitionKey="p0")
+    client.put_record(StreamName=name, Data=plain, PartitionKey="p0")
     start_encryption(client, name)
     secrets = [b"SECRET-%d-" % i + marker() for i in range(3)]
-    acks = [client.put_record(StreamName=name, Data=s, PartitionKey=f"s{i}") for i, s in enumerate(secrets)]
+    for i, s in enumerate(secrets):
+        client.put_record(StreamName=name, Data=s, PartitionKey=f"s{i}")
     rc = d.stop()
     assert rc == 0, d.log_tail()
 
     key = d.data_dir / "master.key"
     old = key.read_bytes()
-    new = os.urandom(32)
-    while new == old:
-        new = os.urandom(32)
-    key.write_bytes(new)
+    for replacement in ("other", "missing"):
+        if replacement == "other":
+            key.write_bytes(bytes(b ^ 0xFF for b in old))
+        else:
+            key.unlink()
+        r = subprocess.run(
+            [str(d.binary), "serve", "--config", str(d.config_path), "--data-dir", str(d.data_dir),
+             "--listen", "127.0.0.1:0", "--push-listen", ""],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )
+        assert r.returncode != 0, f"started with a {replacement} master key"
+        assert "master key" in (r.stdout + r.stderr), r.stdout + r.stderr
+    key.write_bytes(old)
+    key.chmod(0o600)
     d.start()
     client = make_client(d.endpoint)
     wait_ready(client, name)
-
-    # The record from before encryption still reads back.
-    it = client.get_shard_iterator(StreamName=name, ShardId=SHARD0, ShardIteratorType="AT_SEQUENCE_NUMBER",
-                                   StartingSequenceNumber=r0["SequenceNumber"])["ShardIterator"]
-    r = client.get_records(ShardIterator=it, Limit=1)
-    assert [(x["SequenceNumber"], x["Data"]) for x in r["Records"]] == [(r0["SequenceNumber"], plain)]
-
-    # The encrypted ones: an error, never their bytes, never other bytes in their place.
-    for a in acks:
-        served, errors = probe_reads(client, name, {"ShardIteratorType": "AT_SEQUENCE_NUMBER",
-                                                    "StartingSequenceNumber": a["SequenceNumber"]}, calls=2)
-        assert not served, f"records served under another master key: {served}"
-        assert errors, "no error for a record whose key does not open"
-        code, status, message = errors[0]
-        assert code == "InternalFailure" and status == 500, errors[0]
     served, errors = probe_reads(client, name, {"ShardIteratorType": "TRIM_HORIZON"})
-    assert [x["Data"] for x in served] == [plain], served
-    assert errors and errors[0][:2] == ("InternalFailure", 500), errors
+    assert not errors, errors
+    assert [x["Data"] for x in served] == [plain] + secrets
+
+
+def test_stream_is_updating_while_encryption_changes(new_daemon):
+    """StartStreamEncryption puts the stream in UPDATING (here for the configured 1.5 s); while it
+    is, encryption and reshards are refused with ResourceInUseException, records still go in, and
+    then it is ACTIVE and encrypted."""
+    d = new_daemon('[streams]\ncreate_delay = "1500ms"\ndelete_delay = "0ms"\n')
+    c = make_client(d.endpoint)
+    name = unique_name()
+    c.create_stream(StreamName=name, ShardCount=1)
+    wait_ready(c, name)
+    c.start_stream_encryption(StreamName=name, EncryptionType="KMS", KeyId=DEFAULT_KEY)
+    s = c.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+    assert (s["StreamStatus"], s["EncryptionType"], s["KeyId"]) == ("UPDATING", "KMS", DEFAULT_KEY)
+    with pytest.raises(ClientError) as e:
+        c.stop_stream_encryption(StreamName=name, EncryptionType="KMS", KeyId=DEFAULT_KEY)
+    assert error_code(e) == "ResourceInUseException"
+    with pytest.raises(ClientError) as e:
+        c.split_shard(StreamName=name, ShardToSplit=SHARD0, NewStartingHashKey=str(2**127))
+    assert error_code(e) == "ResourceInUseException"
+    assert c.put_record(StreamName=name, Data=b"during", PartitionKey="k")["EncryptionType"] == "KMS"
+    s = wait_ready(c, name)
+    assert (s["StreamStatus"], s["EncryptionType"]) == ("ACTIVE", "KMS")

@@ -758,6 +758,14 @@ def test_stream_id(kinesis, endpoint, make_stream):
     status, body, _ = call(endpoint, "DescribeStreamSummary", {"StreamName": name, "StreamId": "Not-A-Stream-Id!"})
     assert (status, body.get("__type")) == (400, "ValidationException"), body
 
+    # Puts too (they take a faster decoding path): the right StreamId writes, another is refused.
+    record = {"StreamName": name, "PartitionKey": "k", "Data": "aGk="}
+    status, body, _ = call(endpoint, "PutRecord", {**record, "StreamId": sid})
+    assert status == 200, body
+    for op, req in [("PutRecord", record), ("PutRecords", {"StreamName": name, "Records": [{"PartitionKey": "k", "Data": "aGk="}]})]:
+        status, body, _ = call(endpoint, op, {**req, "StreamId": other})
+        assert (status, body.get("__type")) == (400, "ResourceNotFoundException"), (op, body)
+
 
 # ---------------------------------------------------------------------------------------------
 # 12. CBOR timestamps

@@ -41,6 +41,7 @@ pub struct PutRecordInput {
     partition_key: Option<String>,
     explicit_hash_key: Option<String>,
     sequence_number_for_ordering: Option<String>,
+    stream_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +59,7 @@ pub struct PutRecordsInput {
     #[serde(rename = "StreamARN")]
     stream_arn: Option<String>,
     records: Option<Vec<PutRecordsEntry>>,
+    stream_id: Option<String>,
 }
 
 fn decode_record(
@@ -86,6 +88,14 @@ fn decode_record(
         None => None,
     };
     Ok(Decoded { data: Bytes::from(bytes), partition_key, hash, member: member.to_owned() })
+}
+
+/// A StreamId given with a put (the typed fast path skips the generic check) must be the stream's.
+fn check_stream_id(svc: &Service, meta: &StreamMeta, id: Option<&str>) -> ApiResult<()> {
+    match id {
+        Some(id) if id != meta.stream_id() => Err(svc.not_found(&meta.name)),
+        _ => Ok(()),
+    }
 }
 
 /// A record as decoded, before the stream's own rules (size, distribution) apply.
@@ -144,6 +154,7 @@ pub async fn put_record(svc: &Arc<Service>, input: PutRecordInput) -> ApiResult<
     let decoded = decode_record(input.data, input.partition_key, input.explicit_hash_key.as_deref(), "")?;
     let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
     svc.writable(&meta)?;
+    check_stream_id(svc, &meta, input.stream_id.as_deref())?;
     let routed = route_for(&meta, vec![decoded])?.remove(0);
     if let Some(s) = &input.sequence_number_for_ordering {
         // Only a sequence number this stream has issued, of one of its shards, orders a put.
@@ -181,6 +192,7 @@ pub async fn put_records(svc: &Arc<Service>, input: PutRecordsInput) -> ApiResul
     }
     let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
     svc.writable(&meta)?;
+    check_stream_id(svc, &meta, input.stream_id.as_deref())?;
     let routed = route_for(&meta, decoded)?;
     let total: usize = routed.iter().map(|r| r.record.data.len() + r.record.partition_key.len()).sum();
     let limit = PUT_RECORDS_MAX_BYTES.max(meta.max_record_bytes());

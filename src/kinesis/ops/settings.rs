@@ -80,6 +80,9 @@ pub async fn stream_encryption(svc: &Arc<Service>, input: StreamInput, start: bo
     }
     let _guard = svc.control.lock().await;
     let meta = input.active(svc)?;
+    if start {
+        record_master_key(svc).await?;
+    }
     let mut m = (*meta).clone();
     m.encryption = start.then(|| key_id.clone());
     m.status = StreamStatus::Updating;
@@ -91,6 +94,17 @@ pub async fn stream_encryption(svc: &Arc<Service>, input: StreamInput, start: bo
     }
     crate::kinesis::reshard::schedule_active(svc, saved.id, &saved.name);
     Ok(json!({}))
+}
+
+/// Records the master key's fingerprint when a stream is first encrypted (see `Service::start`).
+async fn record_master_key(svc: &Service) -> ApiResult<()> {
+    let ring = crate::keys::global().ok_or_else(|| ApiError::InternalFailure("no key ring is installed".into()))?;
+    let known =
+        svc.store.get_meta(crate::keys::FINGERPRINT_META_KEY).map_err(|e| ApiError::InternalFailure(e.to_string()))?;
+    if known.is_none() {
+        svc.put_meta(crate::keys::FINGERPRINT_META_KEY, ring.fingerprint().to_vec()).await?;
+    }
+    Ok(())
 }
 
 /// `ALL` stands for every metric; the result is in AWS's order, without repeats.
