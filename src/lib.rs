@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod dynamodb;
 pub mod http;
 pub mod index;
 pub mod keys;
@@ -66,7 +67,9 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         // Long-lived subscriptions would otherwise hold the drain for its whole timeout.
         subscriptions.cancel_all();
     };
-    let routes = http::Routes::default().with(Arc::new(kinesis::Kinesis { svc: Arc::clone(&svc) }));
+    let routes = http::Routes::default()
+        .with(Arc::new(kinesis::Kinesis { svc: Arc::clone(&svc) }))
+        .with(Arc::new(dynamodb::DynamoDb::new(Arc::clone(&svc))));
     http::serve(listener, Arc::clone(&svc), routes, stopping).await;
     svc.subscriptions.cancel_all();
     autoscaler.abort();

@@ -189,6 +189,19 @@ fn auth_seeds() -> Seeds {
     ]
 }
 
+/// `<condition>\n<update>` as the KCL and the lock client write them.
+fn ddb_expr_seeds() -> Seeds {
+    vec![
+        ("lease", b"attribute_exists(leaseKey) AND leaseCounter = :n\nSET #n = :v ADD leaseCounter :n".to_vec()),
+        ("leader", b"(attribute_not_exists(#n) OR #n = :v) AND NOT size(leaseKey) < :n\nREMOVE m.a[0], s".to_vec()),
+        (
+            "between",
+            b"leaseCounter BETWEEN :n AND :n OR leaseCounter IN (:n)\nSET m.a = list_append(m.a, :l) DELETE s :s"
+                .to_vec(),
+        ),
+    ]
+}
+
 fn all() -> Vec<(&'static str, Seeds)> {
     vec![
         ("api_json", json_seeds()),
@@ -200,6 +213,7 @@ fn all() -> Vec<(&'static str, Seeds)> {
         ("push_frame", push_seeds()),
         ("validate", validate_seeds()),
         ("auth_header", auth_seeds()),
+        ("ddb_expr", ddb_expr_seeds()),
     ]
 }
 
@@ -241,6 +255,17 @@ fn fuzz_seeds_are_valid_inputs() {
                     let _ = sluice::kinesis::MODEL.check(op, &mut v);
                 }
                 "auth_header" => assert!(std::str::from_utf8(&bytes).is_ok(), "{name}"),
+                "ddb_expr" => {
+                    use sluice::dynamodb::expr::{parse_condition, parse_update, Placeholders};
+                    let names = serde_json::json!({"#n": "leaseOwner"});
+                    let values =
+                        serde_json::json!({":v": {"S": "w1"}, ":n": {"N": "1"}, ":l": {"L": []}, ":s": {"SS": ["a"]}});
+                    let ph = Placeholders { names: names.as_object(), values: values.as_object() };
+                    let text = std::str::from_utf8(&bytes).unwrap();
+                    let (c, u) = text.split_once('\n').unwrap();
+                    assert!(parse_condition(c, &ph).is_ok(), "{name}: condition");
+                    assert!(parse_update(u, &ph).is_ok(), "{name}: update");
+                }
                 _ => {
                     let text = std::str::from_utf8(&bytes).unwrap();
                     assert!(

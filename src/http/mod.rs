@@ -54,6 +54,10 @@ pub trait AwsService: Send + Sync + 'static {
     fn protocols(&self) -> &'static [Protocol];
     /// Whether it has operation `op`.
     fn has_operation(&self, op: &str) -> bool;
+    /// What its error `__type`s start with (DynamoDB: `com.amazonaws.dynamodb.v20120810#`).
+    fn error_prefix(&self) -> &'static str {
+        ""
+    }
     /// Which members of its shapes are blobs and timestamps (for CBOR).
     fn member_kinds(&self) -> &'static MemberKinds;
     /// Runs `op` on a body read whole, in `proto`. `auth` is the front end's verdict on the
@@ -295,7 +299,11 @@ fn respond(proto: Protocol, status: StatusCode, body: Vec<u8>, error_type: Optio
 }
 
 fn error_response(proto: Protocol, err: &ApiError) -> Resp {
-    let body = encode_response(proto, &err.body(), &PLAIN);
+    error_response_for(proto, "", err)
+}
+
+fn error_response_for(proto: Protocol, prefix: &str, err: &ApiError) -> Resp {
+    let body = encode_response(proto, &err.body_with_prefix(prefix), &PLAIN);
     respond(proto, err.status(), body, Some(err.type_name()))
 }
 
@@ -400,7 +408,7 @@ async fn api(svc: Arc<Service>, routes: Routes, budget: Arc<Semaphore>, req: Req
         return error_response(proto, &ApiError::UnknownOperation(String::new()));
     };
     match service.call(op.clone(), proto, body, auth).await {
-        Reply::Whole(result) => finish(&svc, proto, service.member_kinds(), &op, result),
+        Reply::Whole(result) => finish(&svc, proto, service.as_ref(), &op, result),
         Reply::Events(events) => {
             svc.metrics.record_request(&op, "ok");
             let mut r = Response::new(events);
@@ -450,7 +458,14 @@ fn xml_error(err: &ApiError) -> String {
 }
 
 /// Encodes an operation's result (or error) in the request's protocol, and counts it.
-fn finish(svc: &Service, proto: Protocol, kinds: &MemberKinds, op: &str, result: ApiResult<serde_json::Value>) -> Resp {
+fn finish(
+    svc: &Service,
+    proto: Protocol,
+    service: &dyn AwsService,
+    op: &str,
+    result: ApiResult<serde_json::Value>,
+) -> Resp {
+    let kinds = service.member_kinds();
     match result {
         Ok(v) => {
             svc.metrics.record_request(op, "ok");
@@ -463,7 +478,7 @@ fn finish(svc: &Service, proto: Protocol, kinds: &MemberKinds, op: &str, result:
             }
             let known = matches!(e, ApiError::UnknownOperation(_));
             svc.metrics.record_request(if known { "unknown" } else { op }, e.type_name());
-            error_response(proto, &e)
+            error_response_for(proto, service.error_prefix(), &e)
         }
     }
 }

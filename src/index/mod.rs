@@ -22,6 +22,11 @@ use crate::stream::meta::StreamMeta;
 const CF_STREAMS: &str = "streams";
 const CF_SEQIDX: &str = "seqidx";
 const CF_META: &str = "meta";
+/// A stored key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Items of the DynamoDB-compatible tables, keyed by table id and encoded primary key.
+const CF_TABLES: &str = "tables";
 const KEY_NEXT_STREAM_ID: &[u8] = b"next_stream_id";
 /// Index operations the writer thread batches into one rocksdb write.
 const INDEX_BATCH_OPS_MAX: usize = 4096;
@@ -90,7 +95,8 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
-        let cfs = [CF_STREAMS, CF_SEQIDX, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let cfs =
+            [CF_STREAMS, CF_SEQIDX, CF_META, CF_TABLES].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(Store { db: Arc::new(db) })
     }
@@ -147,6 +153,62 @@ impl Store {
 
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.cf(CF_META), key.as_bytes())?)
+    }
+
+    /// An item of a DynamoDB-compatible table.
+    pub fn item_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_TABLES), key)?)
+    }
+
+    /// Writes (`Some`) or deletes (`None`) an item, synced: durable before it is answered.
+    pub fn item_put(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        match value {
+            Some(v) => self.db.put_cf_opt(self.cf(CF_TABLES), key, v, &Self::synced())?,
+            None => self.db.delete_cf_opt(self.cf(CF_TABLES), key, &Self::synced())?,
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` items whose keys start with `prefix`, after `after` (exclusive), in key order.
+    pub fn item_scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        let start = after.map(|a| a.to_vec()).unwrap_or_else(|| prefix.to_vec());
+        let mode = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_TABLES), mode) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            if after.is_some_and(|a| &k[..] == a) {
+                continue;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Deletes every item whose key starts with `prefix` (a dropped table), synced.
+    pub fn item_delete_prefix(&self, prefix: &[u8]) -> Result<(), StoreError> {
+        let mut end = prefix.to_vec();
+        end.push(0xff);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_TABLES), prefix, &end[..]);
+        self.db.write_opt(batch, &Self::synced())?;
+        Ok(())
+    }
+
+    /// Metadata keys starting with `prefix`, in order, with their values.
+    pub fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mode = rocksdb::IteratorMode::From(prefix.as_bytes(), rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_META), mode) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Removes a metadata key (a synced write).

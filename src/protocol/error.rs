@@ -43,6 +43,10 @@ pub enum ApiError {
     AccessDenied(String),
     #[error("{0}")]
     UnrecognizedClient(String),
+    /// DynamoDB: a condition did not hold; the item as it was, as JSON, when the caller asked
+    /// for it (ReturnValuesOnConditionCheckFailure ALL_OLD).
+    #[error("{0}")]
+    ConditionalCheckFailed(String, Option<String>),
     /// Internal: an append reached a shard a reshard had just closed. The API layer routes the
     /// records again; a client sees InternalFailure only if that keeps failing.
     #[error("{0}")]
@@ -70,6 +74,7 @@ impl ApiError {
             ApiError::InvalidSignature(_) => "InvalidSignatureException",
             ApiError::AccessDenied(_) => "AccessDeniedException",
             ApiError::UnrecognizedClient(_) => "UnrecognizedClientException",
+            ApiError::ConditionalCheckFailed(..) => "ConditionalCheckFailedException",
             ApiError::ShardClosed(_) => "InternalFailure",
         }
     }
@@ -103,6 +108,7 @@ impl ApiError {
             ApiError::InvalidSignature(_) => 17,
             ApiError::AccessDenied(_) => 18,
             ApiError::UnrecognizedClient(_) => 19,
+            ApiError::ConditionalCheckFailed(..) => 20,
             ApiError::ShardClosed(_) => 6,
         }
     }
@@ -126,6 +132,7 @@ impl ApiError {
             | ApiError::InvalidSignature(m)
             | ApiError::AccessDenied(m)
             | ApiError::UnrecognizedClient(m)
+            | ApiError::ConditionalCheckFailed(m, _)
             | ApiError::ShardClosed(m) => m,
         }
     }
@@ -133,12 +140,25 @@ impl ApiError {
     /// The JSON error body: `__type` and the message. AWS's Java-based services name the message
     /// `Message` in a SerializationException and `message` everywhere else.
     pub fn body(&self) -> serde_json::Value {
+        self.body_with_prefix("")
+    }
+
+    /// The JSON error body with `__type` prefixed as the service writes it (DynamoDB:
+    /// `com.amazonaws.dynamodb.v20120810#`).
+    pub fn body_with_prefix(&self, prefix: &str) -> serde_json::Value {
         let member = if matches!(self, ApiError::Serialization(_)) { "Message" } else { "message" };
+        let kind = format!("{prefix}{}", self.type_name());
         if self.message().is_empty() {
             // AWS sends some errors (a body that is not an object, an unknown operation) bare.
-            return serde_json::json!({"__type": self.type_name()});
+            return serde_json::json!({ "__type": kind });
         }
-        serde_json::json!({"__type": self.type_name(), member: self.message()})
+        let mut body = serde_json::json!({"__type": kind, member: self.message()});
+        if let ApiError::ConditionalCheckFailed(_, Some(item)) = self {
+            if let Ok(item) = serde_json::from_str::<serde_json::Value>(item) {
+                body["Item"] = item;
+            }
+        }
+        body
     }
 
     /// AWS's wording for a single failed member constraint.
