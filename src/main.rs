@@ -64,6 +64,8 @@ enum BenchCommand {
     Consume(sluice::bench::consume::ConsumeArgs),
     /// Produce and consume a fresh stream at once: put -> get latency and loss check.
     E2e(sluice::bench::consume::E2eArgs),
+    /// Checkpoint latency of a DynamoDB-compatible lease table (conditional UpdateItem).
+    Lease(sluice::bench::lease::LeaseArgs),
 }
 
 #[derive(clap::Args)]
@@ -115,6 +117,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::E2e(args)) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(sluice::bench::consume::e2e(args))
+        }
+        Command::Bench(BenchCommand::Lease(args)) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(sluice::bench::lease::run(args))
         }
         Command::Bench(BenchCommand::Produce(args)) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -44,10 +44,20 @@ impl Conn {
     }
 
     pub(crate) async fn call(&mut self, op: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
+        self.call_target(&format!("Kinesis_20131202.{op}"), "application/x-amz-json-1.1", body).await
+    }
+
+    /// A call to any service: its full `X-Amz-Target` and content type.
+    pub(crate) async fn call_target(
+        &mut self,
+        target: &str,
+        content_type: &'static str,
+        body: Bytes,
+    ) -> anyhow::Result<(u16, Bytes)> {
         let req = Request::post("/")
             .header("host", &self.host)
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-target", format!("Kinesis_20131202.{op}"))
+            .header("content-type", content_type)
+            .header("x-amz-target", target)
             // Peers (and Sluice in its default auth mode) check that a signature is present.
             .header("x-amz-date", BENCH_DATE)
             .header("authorization", BENCH_AUTHORIZATION)

@@ -1,8 +1,10 @@
-//! `sluice bench`: load generators for any Kinesis-compatible endpoint.
+//! `sluice bench`: load generators for any Kinesis-compatible endpoint (and the lease table of
+//! a DynamoDB-compatible one).
 
 mod conn;
 pub mod consume;
 pub mod fanout;
+pub mod lease;
 pub mod payload;
 pub mod produce;
 pub mod report;

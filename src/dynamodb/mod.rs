@@ -4,7 +4,8 @@
 //! Owns its operations, its errors (`com.amazonaws.dynamodb.v20120810#…`), its tables (definitions
 //! in the metadata store under `ddb/table/<name>`) and their items (the `tables` column family,
 //! keyed by table id and encoded primary key). Every write is a synced rocksdb write before it is
-//! answered, and writes are serialized, so a conditional write is atomic against any other.
+//! answered, and the writes of one item are serialized (a striped lock), so a conditional write is
+//! atomic against any other.
 //!
 //! Served: CreateTable, DescribeTable, UpdateTable, DeleteTable, ListTables, GetItem, PutItem,
 //! UpdateItem, DeleteItem, Scan (paging, Segment/TotalSegments, FilterExpression), Query (on the
@@ -66,15 +67,26 @@ const OPERATIONS: &[&str] = &[
     "UpdateTable",
 ];
 
+/// Items are locked in this many stripes (by key hash): a read-modify-write of one item (a
+/// conditional one above all) is atomic, and writes of different items proceed at once, so that
+/// their synced rocksdb writes share a commit.
+const WRITE_STRIPES: usize = 64;
+
+fn stripe_of(key: &[u8]) -> usize {
+    crc32fast::hash(key) as usize % WRITE_STRIPES
+}
+
 pub struct DynamoDb {
     pub svc: Arc<Service>,
-    /// Serializes writes: each read-modify-write (a conditional one above all) is atomic.
-    writes: Arc<tokio::sync::Mutex<()>>,
+    writes: Arc<Vec<tokio::sync::Mutex<()>>>,
+    /// Serializes table creation, change and deletion.
+    tables_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl DynamoDb {
     pub fn new(svc: Arc<Service>) -> DynamoDb {
-        DynamoDb { svc, writes: Arc::default() }
+        let writes = (0..WRITE_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
+        DynamoDb { svc, writes: Arc::new(writes), tables_lock: Arc::default() }
     }
 }
 
@@ -95,12 +107,16 @@ impl AwsService for DynamoDb {
         ERROR_PREFIX
     }
 
+    fn framing_error_prefix(&self) -> &'static str {
+        "com.amazon.coral.service#"
+    }
+
     fn member_kinds(&self) -> &'static MemberKinds {
         &PLAIN
     }
 
     fn call(&self, op: String, proto: Protocol, body: Bytes, auth: ApiResult<()>) -> BoxFuture<Reply> {
-        let ctx = Ctx { svc: self.svc.clone(), writes: self.writes.clone() };
+        let ctx = Ctx { svc: self.svc.clone(), writes: self.writes.clone(), tables_lock: self.tables_lock.clone() };
         Box::pin(async move {
             let req = match decode_request(proto, &body, &PLAIN).and_then(|v| auth.map(|()| v)) {
                 Ok(v) => v,
@@ -113,7 +129,8 @@ impl AwsService for DynamoDb {
 
 struct Ctx {
     svc: Arc<Service>,
-    writes: Arc<tokio::sync::Mutex<()>>,
+    writes: Arc<Vec<tokio::sync::Mutex<()>>>,
+    tables_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn invalid(msg: impl Into<String>) -> ApiError {
@@ -471,6 +488,10 @@ impl Ctx {
         }
     }
 
+    fn stripe(&self, key: &[u8]) -> &tokio::sync::Mutex<()> {
+        &self.writes[stripe_of(key)]
+    }
+
     fn table(&self, name: &str) -> ApiResult<Table> {
         let stored = self.svc.store.get_meta(&table_key(name)).map_err(internal)?.ok_or_else(not_found)?;
         serde_json::from_slice(&stored).map_err(internal)
@@ -532,7 +553,7 @@ impl Ctx {
         if attributes.iter().any(|a| !["S", "N", "B"].contains(&a.1.as_str())) {
             return Err(invalid("One or more parameter values were invalid: An attribute type must be S, N or B"));
         }
-        let _w = self.writes.lock().await;
+        let _w = self.tables_lock.lock().await;
         if self.table(name).is_ok() {
             return Err(ApiError::ResourceInUse(format!("Table already exists: {name}")));
         }
@@ -576,7 +597,7 @@ impl Ctx {
 
     async fn update_table(&self, req: &Value) -> ApiResult<Value> {
         let name = required_str(req, "TableName")?;
-        let _w = self.writes.lock().await;
+        let _w = self.tables_lock.lock().await;
         let mut t = self.table(name)?;
         for update in req.get("GlobalSecondaryIndexUpdates").and_then(Value::as_array).cloned().unwrap_or_default() {
             if let Some(create) = update.get("Create") {
@@ -611,7 +632,7 @@ impl Ctx {
 
     async fn delete_table(&self, req: &Value) -> ApiResult<Value> {
         let name = required_str(req, "TableName")?;
-        let _w = self.writes.lock().await;
+        let _w = self.tables_lock.lock().await;
         let t = self.table(name)?;
         let (n, bytes) = self.counts(&t)?;
         let store = self.svc.store.clone();
@@ -681,7 +702,7 @@ impl Ctx {
         let item = &normalized(item);
         let key = t.item_key(item, "item")?;
         let g = guard(req)?;
-        let _w = self.writes.lock().await;
+        let _w = self.stripe(&key).lock().await;
         let old = self.load(&key)?;
         if !guard_holds(&g, old.as_ref().unwrap_or(&Item::new()))? {
             return Err(failed(req, old.as_ref()));
@@ -697,7 +718,7 @@ impl Ctx {
         let t = self.table(required_str(req, "TableName")?)?;
         let key = t.item_key(self.key_of(req)?, "key")?;
         let g = guard(req)?;
-        let _w = self.writes.lock().await;
+        let _w = self.stripe(&key).lock().await;
         let old = self.load(&key)?;
         if !guard_holds(&g, old.as_ref().unwrap_or(&Item::new()))? {
             return Err(failed(req, old.as_ref()));
@@ -744,7 +765,7 @@ impl Ctx {
                 "One or more parameter values were invalid: Cannot update attribute {k}. This attribute is part of the key"
             )));
         }
-        let _w = self.writes.lock().await;
+        let _w = self.stripe(&key).lock().await;
         let old = self.load(&key)?;
         let base = old.clone().unwrap_or_default();
         if !guard_holds(&g, &base)? {
@@ -1045,10 +1066,18 @@ impl Ctx {
                 }
             }
         }
-        let _w = self.writes.lock().await;
+        // Every stripe the batch touches, in order (no deadlock with single writes).
+        let mut stripes: Vec<usize> = writes.iter().map(|(k, _)| stripe_of(k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.writes[i].lock().await);
+        }
         for (key, item) in writes {
             self.store(key, item.as_ref()).await?;
         }
+        drop(guards);
         Ok(json!({"UnprocessedItems": {}}))
     }
 }

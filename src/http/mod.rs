@@ -58,6 +58,12 @@ pub trait AwsService: Send + Sync + 'static {
     fn error_prefix(&self) -> &'static str {
         ""
     }
+    /// What the `__type`s of the front end's own errors about its requests (a body that is not
+    /// an object, an unknown operation) start with: DynamoDB writes
+    /// `com.amazon.coral.service#`, Kinesis nothing.
+    fn framing_error_prefix(&self) -> &'static str {
+        ""
+    }
     /// Which members of its shapes are blobs and timestamps (for CBOR).
     fn member_kinds(&self) -> &'static MemberKinds;
     /// Runs `op` on a body read whole, in `proto`. `auth` is the front end's verdict on the
@@ -388,7 +394,8 @@ async fn api(svc: Arc<Service>, routes: Routes, budget: Arc<Semaphore>, req: Req
             _ => ApiError::UnknownOperation(String::new()),
         };
         svc.metrics.record_request(if routed.is_some() { &op } else { "unknown" }, err.type_name());
-        return error_response(proto, &err);
+        let prefix = routed.as_ref().map_or("", |(s, _)| s.framing_error_prefix());
+        return error_response_for(proto, prefix, &err);
     }
     let Some(proto) = spoken else {
         svc.metrics.record_request("unknown", "UnknownOperationException");
@@ -402,7 +409,8 @@ async fn api(svc: Arc<Service>, routes: Routes, budget: Arc<Semaphore>, req: Req
         let err =
             if object { ApiError::UnknownOperation(String::new()) } else { ApiError::Serialization(String::new()) };
         svc.metrics.record_request("unknown", err.type_name());
-        return error_response(proto, &err);
+        let prefix = routed.as_ref().map_or("", |(s, _)| s.framing_error_prefix());
+        return error_response_for(proto, prefix, &err);
     }
     let Some((service, op)) = routed else {
         return error_response(proto, &ApiError::UnknownOperation(String::new()));
