@@ -11,6 +11,7 @@ pub mod config;
 pub mod dynamodb;
 pub mod http;
 pub mod index;
+pub mod kcl;
 pub mod keys;
 pub mod kinesis;
 pub mod limits;

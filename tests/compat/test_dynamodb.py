@@ -1322,3 +1322,71 @@ def test_kinesis_on_the_same_port(endpoint, ddb):
     assert isinstance(r["StreamNames"], list)
     assert name not in r["StreamNames"], "a table is not a stream"
     assert name in ddb.list_tables()["TableNames"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. Query (table and index) and the batch calls
+
+
+def test_query_on_the_table_and_on_an_index(ddb):
+    name = table_name("q")
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "h", "KeyType": "HASH"}, {"AttributeName": "r", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "h", "AttributeType": "S"}, {"AttributeName": "r", "AttributeType": "N"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for r in [10, 2, 33, 4]:
+        ddb.put_item(TableName=name, Item={"h": {"S": "a"}, "r": {"N": str(r)}, "owner": {"S": f"w{r % 2}"}, "x": {"S": "payload"}})
+    ddb.put_item(TableName=name, Item={"h": {"S": "b"}, "r": {"N": "1"}})
+    # Range conditions compare numbers as numbers; results come in range-key order.
+    got = ddb.query(TableName=name, KeyConditionExpression="h = :h AND r > :x",
+                    ExpressionAttributeValues={":h": {"S": "a"}, ":x": {"N": "3"}})
+    assert [i["r"]["N"] for i in got["Items"]] == ["4", "10", "33"]
+    assert got["Count"] == 3
+    # Backwards, two at a time, resumed from LastEvaluatedKey: every item once.
+    page = ddb.query(TableName=name, KeyConditionExpression="h = :h", ExpressionAttributeValues={":h": {"S": "a"}},
+                     Limit=2, ScanIndexForward=False)
+    assert [i["r"]["N"] for i in page["Items"]] == ["33", "10"]
+    assert page["LastEvaluatedKey"] == {"h": {"S": "a"}, "r": {"N": "10"}}
+    rest = ddb.query(TableName=name, KeyConditionExpression="h = :h", ExpressionAttributeValues={":h": {"S": "a"}},
+                     Limit=2, ScanIndexForward=False, ExclusiveStartKey=page["LastEvaluatedKey"])
+    assert [i["r"]["N"] for i in rest["Items"]] == ["4", "2"]
+    between = ddb.query(TableName=name, KeyConditionExpression="h = :h AND r BETWEEN :lo AND :hi",
+                        ExpressionAttributeValues={":h": {"S": "a"}, ":lo": {"N": "3"}, ":hi": {"N": "10"}})
+    assert [i["r"]["N"] for i in between["Items"]] == ["4", "10"]
+    # A KEYS_ONLY index, as KCL 3.x's LeaseOwnerToLeaseKeyIndex: owner's items, keys only.
+    ddb.update_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "owner", "AttributeType": "S"}],
+        GlobalSecondaryIndexUpdates=[{"Create": {
+            "IndexName": "byOwner",
+            "KeySchema": [{"AttributeName": "owner", "KeyType": "HASH"}, {"AttributeName": "h", "KeyType": "RANGE"}],
+            "Projection": {"ProjectionType": "KEYS_ONLY"},
+        }}],
+    )
+    idx = ddb.query(TableName=name, IndexName="byOwner", KeyConditionExpression="#o = :o",
+                    ExpressionAttributeNames={"#o": "owner"}, ExpressionAttributeValues={":o": {"S": "w0"}})
+    assert sorted(i["r"]["N"] for i in idx["Items"]) == ["10", "2", "4"]
+    assert all(set(i) == {"h", "r", "owner"} for i in idx["Items"]), idx["Items"]
+    with pytest.raises(ClientError) as e:
+        ddb.query(TableName=name, IndexName="missing", KeyConditionExpression="h = :h",
+                  ExpressionAttributeValues={":h": {"S": "a"}})
+    assert code(e) == "ValidationException"
+
+
+def test_batch_write_and_get(ddb):
+    name = make_table(ddb)
+    ddb.put_item(TableName=name, Item={"pk": {"S": "gone"}})
+    out = ddb.batch_write_item(RequestItems={name: [
+        {"PutRequest": {"Item": {"pk": {"S": f"k{i}"}, "n": {"N": str(i)}}}} for i in range(20)
+    ] + [{"DeleteRequest": {"Key": {"pk": {"S": "gone"}}}}]})
+    assert out["UnprocessedItems"] == {}
+    got = ddb.batch_get_item(RequestItems={name: {"Keys": [{"pk": {"S": "k3"}}, {"pk": {"S": "gone"}}, {"pk": {"S": "k19"}}]}})
+    assert sorted(i["pk"]["S"] for i in got["Responses"][name]) == ["k19", "k3"]
+    assert got["UnprocessedKeys"] == {}
+    with pytest.raises(ClientError) as e:
+        ddb.batch_write_item(RequestItems={name: [
+            {"PutRequest": {"Item": {"pk": {"S": f"x{i}"}}}} for i in range(26)]})
+    assert code(e) == "ValidationException"
+    assert ddb.scan(TableName=name, Select="COUNT")["Count"] == 20, "the refused batch wrote nothing"
