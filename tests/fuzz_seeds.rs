@@ -202,6 +202,16 @@ fn ddb_expr_seeds() -> Seeds {
     ]
 }
 
+/// KPL aggregates as the KPL writes them, and one plain record.
+fn kpl_seeds() -> Seeds {
+    use sluice::kcl::kpl::aggregate;
+    vec![
+        ("aggregate", aggregate(&[("sensor-1", None, b"{\"t\":1}"), ("sensor-2", Some("42"), b"")])),
+        ("single", aggregate(&[("k", None, &[7u8; 100][..])])),
+        ("plain", b"not an aggregate".to_vec()),
+    ]
+}
+
 fn all() -> Vec<(&'static str, Seeds)> {
     vec![
         ("api_json", json_seeds()),
@@ -214,6 +224,7 @@ fn all() -> Vec<(&'static str, Seeds)> {
         ("validate", validate_seeds()),
         ("auth_header", auth_seeds()),
         ("ddb_expr", ddb_expr_seeds()),
+        ("kpl", kpl_seeds()),
     ]
 }
 
@@ -255,6 +266,10 @@ fn fuzz_seeds_are_valid_inputs() {
                     let _ = sluice::kinesis::MODEL.check(op, &mut v);
                 }
                 "auth_header" => assert!(std::str::from_utf8(&bytes).is_ok(), "{name}"),
+                "kpl" => {
+                    let out = sluice::kcl::kpl::deaggregate("k", &bytes, None);
+                    assert_eq!(out.iter().all(|r| r.aggregated), name != "plain", "{name}");
+                }
                 "ddb_expr" => {
                     use sluice::dynamodb::expr::{parse_condition, parse_update, Placeholders};
                     let names = serde_json::json!({"#n": "leaseOwner"});

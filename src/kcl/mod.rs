@@ -2,7 +2,9 @@
 //! talks to the Kinesis and DynamoDB APIs of the endpoints it is given (Sluice, or AWS) and
 //! coordinates workers through a KCL lease table.
 //!
-//! So far: the MultiLangDaemon properties file ([`properties`]). The lease worker, the child
-//! processes speaking the multi-language protocol, and KPL de-aggregation come next.
+//! So far: the MultiLangDaemon properties file ([`properties`]) and KPL de-aggregation
+//! ([`kpl`]). The lease worker and the child processes speaking the multi-language protocol come
+//! next.
 
+pub mod kpl;
 pub mod properties;
