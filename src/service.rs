@@ -167,6 +167,16 @@ impl Service {
         ApiError::ResourceNotFound(format!("Stream {name} under account {} not found.", self.cfg.account_id))
     }
 
+    /// AWS's ResourceInUseException for a change to a stream that is not ACTIVE.
+    pub fn not_active(&self, meta: &StreamMeta) -> ApiError {
+        ApiError::ResourceInUse(format!(
+            "Stream {} under account {} not ACTIVE, instead in state {}",
+            meta.name,
+            self.cfg.account_id,
+            meta.status.as_str()
+        ))
+    }
+
     /// The stream named by `StreamName` or `StreamARN` (either may be given; if both, they agree).
     pub fn resolve(&self, name: Option<&str>, arn: Option<&str>) -> ApiResult<Arc<StreamMeta>> {
         let name = self.resolve_name(name, arn)?;

@@ -29,15 +29,6 @@ fn resolve_for_reshard(
     })
 }
 
-fn in_use(svc: &Service, meta: &StreamMeta) -> ApiError {
-    ApiError::ResourceInUse(format!(
-        "Stream {} under account {} not ACTIVE, instead in state {}",
-        meta.name,
-        svc.cfg.account_id,
-        meta.status.as_str()
-    ))
-}
-
 fn open_shard<'a>(svc: &Service, meta: &'a StreamMeta, id: &str) -> ApiResult<&'a ShardMeta> {
     let s = find_shard_to_reshard(svc, meta, id)?;
     if !s.is_open() {
@@ -67,7 +58,7 @@ pub async fn split_shard(svc: &Arc<Service>, input: SplitInput) -> ApiResult<Val
     let _guard = svc.control.lock().await;
     let meta = resolve_for_reshard(svc, input.stream_name.as_deref(), input.stream_arn.as_deref(), &[&shard_id])?;
     if meta.status != StreamStatus::Active {
-        return Err(in_use(svc, &meta));
+        return Err(svc.not_active(&meta));
     }
     let parent = open_shard(svc, &meta, &shard_id)?;
     let (start, end) = parent.range();
@@ -100,7 +91,7 @@ pub async fn merge_shards(svc: &Arc<Service>, input: MergeInput) -> ApiResult<Va
     let _guard = svc.control.lock().await;
     let meta = resolve_for_reshard(svc, input.stream_name.as_deref(), input.stream_arn.as_deref(), &[&a_id, &b_id])?;
     if meta.status != StreamStatus::Active {
-        return Err(in_use(svc, &meta));
+        return Err(svc.not_active(&meta));
     }
     let a = open_shard(svc, &meta, &a_id)?;
     let b = open_shard(svc, &meta, &b_id)?;
@@ -145,7 +136,7 @@ pub async fn update_shard_count(svc: &Arc<Service>, input: UpdateShardCountInput
     let _guard = svc.control.lock().await;
     let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
     if meta.status != StreamStatus::Active {
-        return Err(in_use(svc, &meta));
+        return Err(svc.not_active(&meta));
     }
     let current = i64::from(meta.open_shard_count());
     if target > current * 2 || target * 2 < current || target > SHARDS_PER_STREAM_MAX {
@@ -198,7 +189,7 @@ pub async fn update_stream_mode(svc: &Arc<Service>, input: UpdateStreamModeInput
     let _guard = svc.control.lock().await;
     let meta = svc.resolve(None, Some(&arn))?;
     if meta.status != StreamStatus::Active {
-        return Err(in_use(svc, &meta));
+        return Err(svc.not_active(&meta));
     }
     if mode == StreamMode::OnDemand && meta.mode != StreamMode::OnDemand {
         let on_demand = svc.all_streams().iter().filter(|s| s.mode == StreamMode::OnDemand).count() as u32;

@@ -47,19 +47,10 @@ impl StreamInput {
     fn active(&self, svc: &Service) -> ApiResult<Arc<StreamMeta>> {
         let meta = svc.resolve(self.stream_name.as_deref(), self.stream_arn.as_deref())?;
         if meta.status != StreamStatus::Active {
-            return Err(not_active(svc, &meta));
+            return Err(svc.not_active(&meta));
         }
         Ok(meta)
     }
-}
-
-fn not_active(svc: &Service, meta: &StreamMeta) -> ApiError {
-    ApiError::ResourceInUse(format!(
-        "Stream {} under account {} not ACTIVE, instead in state {}",
-        meta.name,
-        svc.cfg.account_id,
-        meta.status.as_str()
-    ))
 }
 
 /// StartStreamEncryption (`key` Some) and StopStreamEncryption: the stream is UPDATING for a
