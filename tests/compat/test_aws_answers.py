@@ -31,7 +31,6 @@ import base64
 import http.client
 import json
 import re
-import struct
 import time
 import urllib.parse
 import uuid
@@ -42,6 +41,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from cbor import cbor_decode
 from conftest import Daemon, create_stream, make_client, unique_name, wait_active, wait_gone
 
 ACCOUNT = "000000000000"  # src/config.rs: Config::default().account_id
@@ -54,81 +54,6 @@ UUID_RE = re.compile(r"[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{
 
 # ---------------------------------------------------------------------------------------------
 # Raw HTTP
-
-
-def _decode_cbor(data: bytes):
-    """Just enough CBOR to read AWS's small error bodies (maps, strings, numbers, simple values)."""
-    pos = 0
-
-    def arg(info):
-        nonlocal pos
-        if info < 24:
-            return info
-        size = {24: 1, 25: 2, 26: 4, 27: 8}[info]
-        v = int.from_bytes(data[pos:pos + size], "big")
-        pos += size
-        return v
-
-    def item():
-        nonlocal pos
-        b = data[pos]
-        pos += 1
-        major, info = b >> 5, b & 31
-        if major == 7:
-            if info in (20, 21):
-                return info == 21
-            if info in (22, 23):
-                return None
-            if info == 25:
-                (v,) = struct.unpack(">e", data[pos:pos + 2]); pos += 2; return v
-            if info == 26:
-                (v,) = struct.unpack(">f", data[pos:pos + 4]); pos += 4; return v
-            if info == 27:
-                (v,) = struct.unpack(">d", data[pos:pos + 8]); pos += 8; return v
-            raise ValueError(f"unsupported CBOR simple value {info}")
-        if major in (0, 1):
-            v = arg(info)
-            return v if major == 0 else -1 - v
-        if major in (2, 3):
-            if info == 31:  # indefinite: chunks until break
-                chunks = []
-                while data[pos] != 0xFF:
-                    chunks.append(item())
-                pos += 1
-                return (b"" if major == 2 else "").join(chunks)
-            n = arg(info)
-            raw = data[pos:pos + n]
-            pos += n
-            return raw if major == 2 else raw.decode("utf-8")
-        if major == 4:
-            if info == 31:
-                out = []
-                while data[pos] != 0xFF:
-                    out.append(item())
-                pos += 1
-                return out
-            return [item() for _ in range(arg(info))]
-        if major == 5:
-            out = {}
-            if info == 31:
-                while data[pos] != 0xFF:
-                    k = item()
-                    out[k] = item()
-                pos += 1
-                return out
-            for _ in range(arg(info)):
-                k = item()
-                out[k] = item()
-            return out
-        if major == 6:  # tag: ignore it, keep the value
-            arg(info)
-            return item()
-        raise ValueError(f"unsupported CBOR major type {major}")
-
-    value = item()
-    if pos != len(data):
-        raise ValueError("trailing bytes after CBOR item")
-    return value
 
 
 def call(
@@ -181,7 +106,7 @@ def call(
         parsed = ""
     elif ctype.startswith(AMZ_CBOR):
         try:
-            parsed = _decode_cbor(payload)
+            parsed = cbor_decode(payload, keep_tags=False)
         except (ValueError, IndexError, KeyError, UnicodeDecodeError):
             parsed = payload
     else:
