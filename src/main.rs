@@ -32,6 +32,18 @@ enum Command {
     Bench(BenchCommand),
     /// Print a shard's records as they arrive, through the push protocol.
     Subscribe(SubscribeArgs),
+    /// Run a KCL multi-language application (the MultiLangDaemon's properties file).
+    Kcl(KclArgs),
+}
+
+#[derive(clap::Args)]
+struct KclArgs {
+    /// The MultiLangDaemon properties file.
+    #[arg(long, visible_alias = "properties", value_name = "FILE")]
+    properties_file: PathBuf,
+    /// Log filter, e.g. "info" or "sluice=debug".
+    #[arg(long, env = "SLUICE_LOG", default_value = "info")]
+    log: String,
 }
 
 #[derive(clap::Args)]
@@ -105,6 +117,15 @@ fn main() -> anyhow::Result<()> {
         Command::Subscribe(args) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(subscribe(args))
+        }
+        Command::Kcl(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(sluice::kcl::run_multilang(&args.properties_file))
         }
         Command::Bench(BenchCommand::Fanout(args)) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -4,8 +4,9 @@
 //! Format: the magic `F3 89 9A C2`, a protobuf `AggregatedRecord` (decoded with `prost`), then the
 //! MD5 of the protobuf bytes. Data without the magic, or whose MD5 does not match, or that does not
 //! decode, is one ordinary record, as the KCL treats it. Each user record gets the Kinesis record's
-//! sequence number and its index as the sub-sequence number; one whose hash key lies outside the
-//! shard's range (the KPL aggregated by a stale shard map) is dropped, as the KCL drops it.
+//! sequence number and its index as the sub-sequence number. If one sub-record's hash key lies
+//! outside the shard's range (the KPL aggregated by a stale shard map), the KCL drops the whole
+//! aggregate (`AggregatorUtil.deaggregate` removes what it had added and stops); so do we.
 
 use md5::{Digest, Md5};
 use prost::Message;
@@ -55,8 +56,9 @@ pub struct UserRecord {
     pub aggregated: bool,
 }
 
-/// The user records in a Kinesis record's data. `shard_range` (inclusive hash keys) drops the
-/// user records that do not belong to the shard; `None` keeps them all.
+/// The user records in a Kinesis record's data. With `shard_range` (inclusive hash keys), an
+/// aggregate holding a record that does not belong to the shard yields nothing, as in the KCL;
+/// `None` keeps them all.
 pub fn deaggregate(partition_key: &str, data: &[u8], shard_range: Option<(u128, u128)>) -> Vec<UserRecord> {
     let plain = || {
         vec![UserRecord {
@@ -93,7 +95,7 @@ pub fn deaggregate(partition_key: &str, data: &[u8], shard_range: Option<(u128, 
                 None => Some(crate::stream::hashing::hash_partition_key(key)),
             };
             if hash.is_some_and(|h| h < lo || h > hi) {
-                continue;
+                return Vec::new();
             }
         }
         out.push(UserRecord {
@@ -166,11 +168,11 @@ mod tests {
     }
 
     #[test]
-    fn records_outside_the_shard_are_dropped() {
-        let packed = aggregate(&[("a", Some("10"), b"in"), ("b", Some("1000"), b"out")]);
-        let out = deaggregate("k", &packed, Some((0, 100)));
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].data, b"in");
-        assert_eq!(out[0].sub_sequence_number, 0);
+    fn an_aggregate_reaching_outside_the_shard_is_dropped_whole() {
+        let packed = aggregate(&[("a", Some("10"), b"in"), ("b", Some("1000"), b"out"), ("c", Some("20"), b"in")]);
+        assert!(deaggregate("k", &packed, Some((0, 100))).is_empty());
+        let inside = deaggregate("k", &packed, Some((0, 1000)));
+        assert_eq!(inside.len(), 3);
+        assert_eq!(inside[2].sub_sequence_number, 2);
     }
 }
