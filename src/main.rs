@@ -78,6 +78,8 @@ enum BenchCommand {
     E2e(sluice::bench::consume::E2eArgs),
     /// Checkpoint latency of a DynamoDB-compatible lease table (conditional UpdateItem).
     Lease(sluice::bench::lease::LeaseArgs),
+    /// Records/s through `sluice kcl` with a trivial processor, against a plain GetRecords read.
+    Kcl(sluice::bench::kcl::KclBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -142,6 +144,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Lease(args)) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(sluice::bench::lease::run(args))
+        }
+        Command::Bench(BenchCommand::Kcl(args)) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(sluice::bench::kcl::run(args))
         }
         Command::Bench(BenchCommand::Produce(args)) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

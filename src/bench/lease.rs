@@ -130,16 +130,7 @@ async fn worker(
 
 pub async fn run(args: LeaseArgs) -> anyhow::Result<()> {
     let ep = Arc::new(parse_endpoint(&args.endpoint)?);
-    let baseline = match &args.disk_baseline {
-        Some(dir) => {
-            let dir = dir.clone();
-            let (_, _, small_p99) =
-                tokio::task::spawn_blocking(move || super::produce::disk_baseline(&dir, 4096, Duration::from_secs(2)))
-                    .await??;
-            Some(small_p99)
-        }
-        None => None,
-    };
+    let baseline = super::produce::small_write_p99(args.disk_baseline.clone()).await?;
     ensure_table(&ep, &args.table).await?;
     let args = Arc::new(args);
     let t0 = Instant::now();

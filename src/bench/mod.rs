@@ -4,6 +4,7 @@
 mod conn;
 pub mod consume;
 pub mod fanout;
+pub mod kcl;
 pub mod lease;
 pub mod payload;
 pub mod produce;

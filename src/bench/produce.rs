@@ -236,6 +236,14 @@ pub(crate) fn disk_baseline(
     Ok((mb_s, big.all.value_at_quantile(0.99), small.all.value_at_quantile(0.99)))
 }
 
+/// The disk's 4 KiB write + fdatasync p99 in µs, measured in `dir` for 2 s (None without a dir).
+pub(crate) async fn small_write_p99(dir: Option<std::path::PathBuf>) -> anyhow::Result<Option<u64>> {
+    let Some(dir) = dir else { return Ok(None) };
+    let (_, _, small) =
+        tokio::task::spawn_blocking(move || disk_baseline(&dir, 4096, Duration::from_secs(2))).await??;
+    Ok(Some(small))
+}
+
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     if !args.compare_encryption {
         let plot = args.plot.clone();

@@ -151,6 +151,33 @@ const KNOWN: &[&str] = &[
 ];
 
 impl KclConfig {
+    /// KCL's defaults for a library worker of `application_name` on the stream `stream_name`
+    /// (no child process; the lease table is named after the application).
+    pub fn new(application_name: &str, stream_name: &str) -> KclConfig {
+        KclConfig {
+            executable_name: String::new(),
+            application_name: application_name.to_owned(),
+            table_name: application_name.to_owned(),
+            stream_name: Some(stream_name.to_owned()),
+            stream_arn: None,
+            region_name: "us-east-1".into(),
+            kinesis_endpoint: None,
+            dynamodb_endpoint: None,
+            initial_position: InitialPosition::Latest,
+            worker_id: None,
+            failover_time_millis: 10_000,
+            shard_sync_interval_millis: 60_000,
+            max_leases_for_worker: None,
+            max_leases_to_steal_at_one_time: 1,
+            parent_shard_poll_interval_millis: 10_000,
+            retrieval_mode: RetrievalMode::FanOut,
+            max_records: 10_000,
+            idle_time_between_reads_millis: 1_000,
+            metrics_level: "DETAILED".into(),
+            ignored: Vec::new(),
+        }
+    }
+
     /// The settings a properties file gives, or what is wrong with it.
     pub fn from_properties(text: &str) -> Result<KclConfig, String> {
         let p = parse(text);
@@ -198,28 +225,33 @@ impl KclConfig {
             .cloned()
             .collect();
         ignored.sort();
+        let d = KclConfig::new(&application_name, "");
         Ok(KclConfig {
             table_name: get("tableName").unwrap_or(&application_name).to_owned(),
             executable_name,
             application_name,
             stream_name,
             stream_arn,
-            region_name: get("regionName").unwrap_or("us-east-1").to_owned(),
+            region_name: get("regionName").unwrap_or(&d.region_name).to_owned(),
             kinesis_endpoint: get("kinesisEndpoint").map(str::to_owned),
             dynamodb_endpoint: get("dynamoDBEndpoint").map(str::to_owned),
             initial_position,
             worker_id: get("workerId").map(str::to_owned),
-            failover_time_millis: num("failoverTimeMillis", 10_000)?,
-            shard_sync_interval_millis: num("shardSyncIntervalMillis", 60_000)?,
+            failover_time_millis: num("failoverTimeMillis", d.failover_time_millis)?,
+            shard_sync_interval_millis: num("shardSyncIntervalMillis", d.shard_sync_interval_millis)?,
             max_leases_for_worker: get("maxLeasesForWorker")
                 .map(|v| v.parse().map_err(|_| format!("maxLeasesForWorker = {v} is not a number")))
                 .transpose()?,
-            max_leases_to_steal_at_one_time: num("maxLeasesToStealAtOneTime", 1)? as u32,
-            parent_shard_poll_interval_millis: num("parentShardPollIntervalMillis", 10_000)?,
+            max_leases_to_steal_at_one_time: num("maxLeasesToStealAtOneTime", d.max_leases_to_steal_at_one_time.into())?
+                as u32,
+            parent_shard_poll_interval_millis: num(
+                "parentShardPollIntervalMillis",
+                d.parent_shard_poll_interval_millis,
+            )?,
             retrieval_mode,
-            max_records: num("maxRecords", 10_000)? as u32,
-            idle_time_between_reads_millis: num("idleTimeBetweenReadsInMillis", 1_000)?,
-            metrics_level: get("metricsLevel").unwrap_or("DETAILED").to_owned(),
+            max_records: num("maxRecords", d.max_records.into())? as u32,
+            idle_time_between_reads_millis: num("idleTimeBetweenReadsInMillis", d.idle_time_between_reads_millis)?,
+            metrics_level: get("metricsLevel").unwrap_or(&d.metrics_level).to_owned(),
             ignored,
         })
     }

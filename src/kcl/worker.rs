@@ -148,6 +148,7 @@ impl Held {
 pub struct Checkpointer {
     held: Arc<Held>,
     table: Arc<LeaseTable>,
+    latency: Arc<CheckpointLatency>,
     /// The last record handed to the processor.
     largest: Option<(String, u64)>,
     at_shard_end: bool,
@@ -213,7 +214,10 @@ impl Checkpointer {
                 )));
             }
         }
-        match self.table.checkpoint(&mut lease, &target, target_sub, &self.children).await {
+        let started = Instant::now();
+        let written = self.table.checkpoint(&mut lease, &target, target_sub, &self.children).await;
+        self.latency.record(started.elapsed());
+        match written {
             Ok(true) => Ok(()),
             Ok(false) => {
                 self.held.mark_lost();
@@ -222,6 +226,28 @@ impl Checkpointer {
             Err(e) if e.is_retryable() && e.status != 0 => Err(CheckpointError::Throttling),
             Err(e) => Err(CheckpointError::Dependency(e.to_string())),
         }
+    }
+}
+
+/// The lease-table write latency of a worker's checkpoints, in microseconds.
+pub struct CheckpointLatency(std::sync::Mutex<hdrhistogram::Histogram<u64>>);
+
+impl CheckpointLatency {
+    fn new() -> CheckpointLatency {
+        CheckpointLatency(std::sync::Mutex::new(
+            hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        ))
+    }
+
+    fn record(&self, d: Duration) {
+        let us = (d.as_micros() as u64).clamp(1, 60_000_000);
+        let _ = self.0.lock().unwrap_or_else(|p| p.into_inner()).record(us);
+    }
+
+    /// (count, p50, p99, max) in microseconds.
+    pub fn summary(&self) -> (u64, u64, u64, u64) {
+        let h = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        (h.len(), h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max())
     }
 }
 
@@ -248,6 +274,7 @@ struct Ctx<F> {
     factory: F,
     /// The registered consumer, in fan-out mode.
     consumer_arn: std::sync::OnceLock<String>,
+    latency: Arc<CheckpointLatency>,
 }
 
 /// A KCL worker of one application on one stream.
@@ -327,12 +354,18 @@ impl<F: ProcessorFactory> Worker<F> {
                 stream,
                 factory,
                 consumer_arn: std::sync::OnceLock::new(),
+                latency: Arc::new(CheckpointLatency::new()),
             }),
         })
     }
 
     pub fn worker_id(&self) -> &str {
         &self.ctx.worker_id
+    }
+
+    /// How long this worker's checkpoints take to write (kept while it runs).
+    pub fn checkpoint_latency(&self) -> Arc<CheckpointLatency> {
+        self.ctx.latency.clone()
     }
 
     /// Runs until `shutdown` completes, then asks each processor to shut down, waits for them
@@ -807,6 +840,7 @@ async fn consume<F: ProcessorFactory>(ctx: Arc<Ctx<F>>, held: Arc<Held>, mut sto
     let mut checkpointer = Checkpointer {
         held: held.clone(),
         table: ctx.table.clone(),
+        latency: ctx.latency.clone(),
         largest: None,
         at_shard_end: false,
         children: Vec::new(),
@@ -957,6 +991,7 @@ mod tests {
         let mut cp = Checkpointer {
             held: Held::new(lease),
             table: Arc::new(LeaseTable::new(client, "t")),
+            latency: Arc::new(CheckpointLatency::new()),
             largest: Some(("200".into(), 0)),
             at_shard_end: false,
             children: vec![],
