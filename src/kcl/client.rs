@@ -2,13 +2,16 @@
 //! `POST /` calls over keep-alive HTTP/1.1 connections (a small pool), and AWS-shaped errors
 //! decoded from `__type`.
 //!
-//! Limits: `http://` endpoints only (TLS arrives with the security work); credentials from the
+//! `https://` endpoints use TLS (rustls) with the system's trusted roots, or the PEM bundle named
+//! by `AWS_CA_BUNDLE` as the AWS SDKs read it; over TLS, SubscribeToShard goes over HTTP/2 (ALPN
+//! `h2`), as AWS requires, and every other call over HTTP/1.1. Credentials come from the
 //! environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or the shared
 //! credentials file (`AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`, profile
-//! `AWS_PROFILE` or `default`); without either, a fixed local key pair that Sluice accepts.
+//! `AWS_PROFILE` or `default`); without either, a fixed local key pair that Sluice accepts. Not
+//! read: instance metadata, SSO and web-identity credentials.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -23,33 +26,98 @@ use serde_json::Value;
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
+    pub tls: bool,
 }
 
 impl Endpoint {
-    /// `http://host[:port][/]`. A bare `host:port` is taken as `http://`.
+    /// `http://host[:port][/]` or `https://...`. A bare `host:port` is taken as `http://`.
     pub fn parse(url: &str) -> anyhow::Result<Endpoint> {
-        if url.starts_with("https://") {
-            anyhow::bail!("'{url}': https endpoints are not supported by this client yet; use http://");
-        }
-        let rest = url.strip_prefix("http://").unwrap_or(url);
+        let (tls, rest) = match url.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (false, url.strip_prefix("http://").unwrap_or(url)),
+        };
         let authority = rest.split('/').next().unwrap_or(rest);
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) => (h.to_owned(), p.parse().with_context(|| format!("port of endpoint '{url}'"))?),
-            None => (authority.to_owned(), 80),
+            None => (authority.to_owned(), if tls { 443 } else { 80 }),
         };
         if host.is_empty() {
             anyhow::bail!("endpoint '{url}' has no host");
         }
-        Ok(Endpoint { host, port })
+        Ok(Endpoint { host, port, tls })
     }
 
     fn authority(&self) -> String {
-        if self.port == 80 {
+        if self.port == if self.tls { 443 } else { 80 } {
             self.host.clone()
         } else {
             format!("{}:{}", self.host, self.port)
         }
     }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// The TLS client configurations of an `https://` endpoint: HTTP/1.1 and HTTP/2 by ALPN.
+struct Tls {
+    http1: tokio_rustls::TlsConnector,
+    h2: tokio_rustls::TlsConnector,
+    name: tokio_rustls::rustls::pki_types::ServerName<'static>,
+}
+
+impl Tls {
+    fn new(host: &str, roots: tokio_rustls::rustls::RootCertStore) -> anyhow::Result<Tls> {
+        use tokio_rustls::rustls;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = |alpn: &[u8]| -> anyhow::Result<Arc<rustls::ClientConfig>> {
+            let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            c.alpn_protocols = vec![alpn.to_vec()];
+            Ok(Arc::new(c))
+        };
+        Ok(Tls {
+            http1: config(b"http/1.1")?.into(),
+            h2: config(b"h2")?.into(),
+            name: rustls::pki_types::ServerName::try_from(host.to_owned())
+                .with_context(|| format!("TLS server name '{host}'"))?,
+        })
+    }
+}
+
+/// The roots to trust: the PEM bundle `AWS_CA_BUNDLE` names, else the system's.
+pub fn trusted_roots() -> anyhow::Result<tokio_rustls::rustls::RootCertStore> {
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    if let Some(path) = std::env::var_os("AWS_CA_BUNDLE").filter(|p| !p.is_empty()) {
+        let pem = std::fs::read(&path).with_context(|| format!("reading AWS_CA_BUNDLE {}", path.to_string_lossy()))?;
+        add_pem(&mut roots, &pem)?;
+    } else {
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+    }
+    Ok(roots)
+}
+
+/// Adds every certificate of a PEM bundle.
+pub fn add_pem(roots: &mut tokio_rustls::rustls::RootCertStore, pem: &[u8]) -> anyhow::Result<()> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots.add(cert.context("a certificate of the CA bundle")?)?;
+        n += 1;
+    }
+    if n == 0 {
+        anyhow::bail!("the CA bundle holds no certificate");
+    }
+    Ok(())
 }
 
 /// An access key, its secret, and a session token if the key is temporary.
@@ -168,6 +236,7 @@ pub struct AwsClient {
     credentials: Credentials,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
     timeout: Duration,
+    tls: Option<Tls>,
 }
 
 impl AwsClient {
@@ -196,7 +265,28 @@ impl AwsClient {
             credentials,
             idle: Mutex::new(Vec::new()),
             timeout: Duration::from_secs(30),
+            tls: None,
         }
+    }
+
+    /// Trusts these roots for an `https://` endpoint (required before calls to one).
+    pub fn with_roots(mut self, roots: tokio_rustls::rustls::RootCertStore) -> anyhow::Result<AwsClient> {
+        if self.endpoint.tls {
+            self.tls = Some(Tls::new(&self.endpoint.host, roots)?);
+        }
+        Ok(self)
+    }
+
+    async fn tcp(&self) -> Result<tokio::net::TcpStream, CallError> {
+        let tcp = tokio::net::TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port))
+            .await
+            .map_err(CallError::transport)?;
+        let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
+    fn tls(&self) -> Result<&Tls, CallError> {
+        self.tls.as_ref().ok_or_else(|| CallError::transport("an https endpoint needs trusted roots (with_roots)"))
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -215,15 +305,19 @@ impl AwsClient {
                 None => break,
             }
         }
-        let tcp = tokio::net::TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port))
-            .await
-            .map_err(CallError::transport)?;
-        let _ = tcp.set_nodelay(true);
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(CallError::transport)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let tcp = self.tcp().await?;
+        let (sender, conn) = if self.endpoint.tls {
+            let tls = self.tls()?;
+            let stream = tls.http1.connect(tls.name.clone(), tcp).await.map_err(CallError::transport)?;
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(CallError::transport)?;
+            (sender, tokio::spawn(async move { conn.await.is_ok() }))
+        } else {
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(CallError::transport)?;
+            (sender, tokio::spawn(async move { conn.await.is_ok() }))
+        };
+        drop(conn);
         Ok(sender)
     }
 
@@ -231,7 +325,7 @@ impl AwsClient {
     pub fn request(&self, op: &str, body: Bytes) -> Result<http::Request<Full<Bytes>>, CallError> {
         let target = format!("{}.{op}", self.target_prefix);
         let host = self.endpoint.authority();
-        let uri = format!("http://{host}/");
+        let uri = format!("{}://{host}/", self.endpoint.scheme());
         let mut req = http::Request::post(uri.as_str())
             .header("host", &host)
             .header("content-type", self.content_type)
@@ -314,9 +408,24 @@ impl AwsClient {
         Ok(out)
     }
 
-    /// Sends a signed request for a streaming answer (SubscribeToShard) on a connection of its own.
+    /// Sends a signed request for a streaming answer (SubscribeToShard) on a connection of its
+    /// own: HTTP/2 over TLS (as AWS requires), HTTP/1.1 otherwise (as Sluice serves it).
     pub async fn stream(&self, op: &str, body: &Value) -> Result<hyper::Response<hyper::body::Incoming>, CallError> {
-        let req = self.request(op, Bytes::from(body.to_string()))?;
+        let mut req = self.request(op, Bytes::from(body.to_string()))?;
+        if self.endpoint.tls {
+            let tls = self.tls()?;
+            let stream = tls.h2.connect(tls.name.clone(), self.tcp().await?).await.map_err(CallError::transport)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .map_err(CallError::transport)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            // HTTP/2 carries the host as :authority.
+            req.headers_mut().remove("host");
+            return sender.send_request(req).await.map_err(CallError::transport);
+        }
         let mut sender = self.connection().await?;
         sender.send_request(req).await.map_err(CallError::transport)
     }
@@ -328,13 +437,13 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(
-            Endpoint::parse("http://127.0.0.1:4567").unwrap(),
-            Endpoint { host: "127.0.0.1".into(), port: 4567 }
-        );
-        assert_eq!(Endpoint::parse("localhost:99/").unwrap(), Endpoint { host: "localhost".into(), port: 99 });
+        let ep = |h: &str, port, tls| Endpoint { host: h.into(), port, tls };
+        assert_eq!(Endpoint::parse("http://127.0.0.1:4567").unwrap(), ep("127.0.0.1", 4567, false));
+        assert_eq!(Endpoint::parse("localhost:99/").unwrap(), ep("localhost", 99, false));
         assert_eq!(Endpoint::parse("http://example.com").unwrap().port, 80);
-        assert!(Endpoint::parse("https://kinesis.us-east-1.amazonaws.com").is_err());
+        let aws = Endpoint::parse("https://kinesis.us-east-1.amazonaws.com").unwrap();
+        assert_eq!(aws, ep("kinesis.us-east-1.amazonaws.com", 443, true));
+        assert_eq!(aws.authority(), "kinesis.us-east-1.amazonaws.com");
         assert!(Endpoint::parse("http://:1").is_err());
         assert!(Endpoint::parse("http://h:notaport").is_err());
     }
@@ -348,6 +457,66 @@ mod tests {
         let o = profile_credentials(text, "other").unwrap();
         assert_eq!(o.session_token.as_deref(), Some("T"));
         assert!(profile_credentials(text, "missing").is_none());
+    }
+
+    /// A TLS server with a certificate of our own CA answers as a service would; the client
+    /// trusts that CA only, and a client without it is refused.
+    #[tokio::test]
+    async fn https_endpoints_over_tls() {
+        use tokio_rustls::rustls;
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
+        let mut server =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert], key)
+                .unwrap();
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                        let target = req.headers()["x-amz-target"].to_str().unwrap_or("").to_owned();
+                        let signed = req.headers().contains_key("authorization");
+                        let version = format!("{:?}", req.version());
+                        let body =
+                            serde_json::json!({"target": target, "signed": signed, "version": version}).to_string();
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                    });
+                    let auto = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    let _ = auto.serve_connection(TokioIo::new(tls), svc).await;
+                });
+            }
+        });
+        let creds = Credentials { access_key_id: "a".into(), secret_access_key: "b".into(), session_token: None };
+        let ep = Endpoint::parse(&format!("https://localhost:{port}")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        add_pem(&mut roots, ck.cert.pem().as_bytes()).unwrap();
+        let client = AwsClient::kinesis(ep.clone(), "us-east-1", creds.clone()).with_roots(roots).unwrap();
+        for _ in 0..2 {
+            let v = client.call("ListShards", &serde_json::json!({})).await.unwrap();
+            assert_eq!(
+                v,
+                serde_json::json!({"target": "Kinesis_20131202.ListShards", "signed": true, "version": "HTTP/1.1"})
+            );
+        }
+        // A streaming call goes over HTTP/2, as AWS serves SubscribeToShard.
+        let resp = client.stream("SubscribeToShard", &serde_json::json!({})).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((v["version"].as_str(), v["signed"].as_bool()), (Some("HTTP/2.0"), Some(true)), "{v}");
+        let stranger = AwsClient::kinesis(ep, "us-east-1", creds).with_roots(rustls::RootCertStore::empty()).unwrap();
+        let e = stranger.call("ListShards", &serde_json::json!({})).await.unwrap_err();
+        assert_eq!(e.status, 0, "an untrusted certificate is refused: {e}");
+        assert!(add_pem(&mut rustls::RootCertStore::empty(), b"not pem").is_err());
     }
 
     #[test]

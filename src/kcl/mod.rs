@@ -11,7 +11,7 @@
 //! - [`multilang`]: the multi-language protocol with a child process per shard.
 //!
 //! Limits: KCL 2.x's lease protocol (no 3.x leader or worker-metrics items, no graceful lease
-//! handoff); no CloudWatch metrics (metricsLevel is read and ignored); http:// endpoints only.
+//! handoff); no CloudWatch metrics (metricsLevel is read and ignored); one stream per application.
 
 pub mod client;
 pub mod kpl;

@@ -210,6 +210,7 @@ pub struct Poller {
     last_seq: Option<String>,
     skip: Option<(String, u64)>,
     last_call: Option<Instant>,
+    was_empty: bool,
 }
 
 impl Poller {
@@ -236,6 +237,7 @@ impl Poller {
             last_seq: None,
             skip,
             last_call: None,
+            was_empty: false,
         }
     }
 
@@ -259,8 +261,9 @@ impl Poller {
 
     pub async fn next(&mut self) -> Result<Batch, CallError> {
         if let Some(at) = self.last_call {
-            let due = at + self.idle;
-            tokio::time::sleep_until(due.into()).await;
+            // At the tip, at least 50 ms between calls even when idleTimeBetweenReadsInMillis is 0.
+            let idle = if self.was_empty { self.idle.max(Duration::from_millis(50)) } else { self.idle };
+            tokio::time::sleep_until((at + idle).into()).await;
         }
         let iterator = match self.iterator.take() {
             Some(i) => i,
@@ -282,6 +285,7 @@ impl Poller {
         if let Some(last) = raw.last().and_then(|r| r["SequenceNumber"].as_str()) {
             self.last_seq = Some(last.to_owned());
         }
+        self.was_empty = raw.is_empty();
         let records = user_records(&raw, self.hash_range, &mut self.skip);
         let mut batch =
             Batch { records, millis_behind_latest: v["MillisBehindLatest"].as_i64().unwrap_or(0), shard_end: None };

@@ -328,16 +328,17 @@ impl<F: ProcessorFactory> Worker<F> {
     pub fn new(cfg: KclConfig, factory: F) -> anyhow::Result<Worker<F>> {
         let default = "http://127.0.0.1:4567";
         let credentials = Credentials::from_environment();
-        let kinesis = AwsClient::kinesis(
-            Endpoint::parse(cfg.kinesis_endpoint.as_deref().unwrap_or(default))?,
-            &cfg.region_name,
-            credentials.clone(),
-        );
-        let dynamodb = AwsClient::dynamodb(
-            Endpoint::parse(cfg.dynamodb_endpoint.as_deref().or(cfg.kinesis_endpoint.as_deref()).unwrap_or(default))?,
-            &cfg.region_name,
-            credentials,
-        );
+        let kinesis_ep = Endpoint::parse(cfg.kinesis_endpoint.as_deref().unwrap_or(default))?;
+        let dynamodb_ep =
+            Endpoint::parse(cfg.dynamodb_endpoint.as_deref().or(cfg.kinesis_endpoint.as_deref()).unwrap_or(default))?;
+        let roots = if kinesis_ep.tls || dynamodb_ep.tls {
+            super::client::trusted_roots()?
+        } else {
+            tokio_rustls::rustls::RootCertStore::empty()
+        };
+        let kinesis =
+            AwsClient::kinesis(kinesis_ep, &cfg.region_name, credentials.clone()).with_roots(roots.clone())?;
+        let dynamodb = AwsClient::dynamodb(dynamodb_ep, &cfg.region_name, credentials).with_roots(roots)?;
         let stream = match (&cfg.stream_arn, &cfg.stream_name) {
             (Some(a), _) => StreamRef::Arn(a.clone()),
             (None, Some(n)) => StreamRef::Name(n.clone()),
