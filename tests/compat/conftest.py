@@ -66,6 +66,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def terminate_process(proc: subprocess.Popen | None, timeout: float, what: str, log_tail) -> int:
+    """SIGTERM, then waits; returns the exit code (SIGKILL and a failure after `timeout`)."""
+    assert proc is not None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"{what} did not stop within {timeout}s of SIGTERM; log:\n{log_tail()}")
+
+
 class Daemon:
     """One sluice process at a time on a fixed data dir; restartable on the same port."""
 
@@ -165,15 +178,7 @@ class Daemon:
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then waits; returns the exit code."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"sluice did not stop within {timeout}s of SIGTERM; log:\n{self.log_tail()}")
+        return terminate_process(self.proc, timeout, "sluice", self.log_tail)
 
     def kill9(self) -> None:
         """SIGKILL: no chance to sync or flush anything."""
