@@ -54,7 +54,17 @@ pub struct Config {
     pub ondemand: OnDemandConfig,
     pub auth: AuthConfig,
     pub encryption: EncryptionConfig,
+    pub delivery: DeliveryConfig,
     pub debug: DebugConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Caps every delivery stream's buffering interval (for tests and demos); unset, each
+    /// stream's own IntervalInSeconds holds.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub buffering_interval_cap: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -261,6 +271,7 @@ impl Default for Config {
             ondemand: OnDemandConfig::default(),
             auth: AuthConfig::default(),
             encryption: EncryptionConfig::default(),
+            delivery: DeliveryConfig::default(),
             debug: DebugConfig::default(),
         }
     }
@@ -459,6 +470,11 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let t = String::deserialize(d)?;
     parse_duration(&t).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let t = String::deserialize(d)?;
+    parse_duration(&t).map(Some).map_err(serde::de::Error::custom)
 }
 
 impl fmt::Display for Durability {

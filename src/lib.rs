@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod config;
 pub mod dynamodb;
+pub mod firehose;
 pub mod http;
 pub mod index;
 pub mod kcl;
@@ -70,7 +71,8 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     };
     let routes = http::Routes::default()
         .with(Arc::new(kinesis::Kinesis { svc: Arc::clone(&svc) }))
-        .with(Arc::new(dynamodb::DynamoDb::new(Arc::clone(&svc))));
+        .with(Arc::new(dynamodb::DynamoDb::new(Arc::clone(&svc))))
+        .with(Arc::new(firehose::Firehose::start(Arc::clone(&svc))));
     http::serve(listener, Arc::clone(&svc), routes, stopping).await;
     svc.subscriptions.cancel_all();
     autoscaler.abort();

@@ -135,7 +135,7 @@ fn check_stream_id(svc: &Service, req: &Value) -> ApiResult<()> {
 }
 
 /// The Kinesis request shapes and constraints (generated from AWS's service model by
-/// `scripts/gen_kinesis_model.py`).
+/// `scripts/gen_model.py`).
 pub static MODEL: LazyLock<Model> = LazyLock::new(|| Model::from_json(include_str!("model.json")));
 
 /// The operations this daemon serves. The model's others (queues, channels) answer

@@ -47,6 +47,9 @@ pub enum ApiError {
     /// for it (ReturnValuesOnConditionCheckFailure ALL_OLD).
     #[error("{0}")]
     ConditionalCheckFailed(String, Option<String>),
+    /// Firehose: the version a change was based on is no longer current.
+    #[error("{0}")]
+    ConcurrentModification(String),
     /// Internal: an append reached a shard a reshard had just closed. The API layer routes the
     /// records again; a client sees InternalFailure only if that keeps failing.
     #[error("{0}")]
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::AccessDenied(_) => "AccessDeniedException",
             ApiError::UnrecognizedClient(_) => "UnrecognizedClientException",
             ApiError::ConditionalCheckFailed(..) => "ConditionalCheckFailedException",
+            ApiError::ConcurrentModification(_) => "ConcurrentModificationException",
             ApiError::ShardClosed(_) => "InternalFailure",
         }
     }
@@ -109,6 +113,7 @@ impl ApiError {
             ApiError::AccessDenied(_) => 18,
             ApiError::UnrecognizedClient(_) => 19,
             ApiError::ConditionalCheckFailed(..) => 20,
+            ApiError::ConcurrentModification(_) => 21,
             ApiError::ShardClosed(_) => 6,
         }
     }
@@ -133,6 +138,7 @@ impl ApiError {
             | ApiError::AccessDenied(m)
             | ApiError::UnrecognizedClient(m)
             | ApiError::ConditionalCheckFailed(m, _)
+            | ApiError::ConcurrentModification(m)
             | ApiError::ShardClosed(m) => m,
         }
     }

@@ -2,7 +2,7 @@
 //! out.
 //!
 //! A service ships its request shapes as JSON (generated from botocore's service model by
-//! `scripts/gen_kinesis_model.py`), and [`Model::check`] answers a request as AWS's Java-based
+//! `scripts/gen_model.py`), and [`Model::check`] answers a request as AWS's Java-based
 //! front ends do, in two passes:
 //! 1. **Types.** Each member is checked against its shape's type, in member order; the first
 //!    mismatch is a `SerializationException` with the text AWS sends (`class java.lang.String can
@@ -77,7 +77,12 @@ impl Model {
             if let Some(p) = &shape.pattern {
                 if !patterns.contains_key(p) {
                     // Java's String.matches: the whole value must match.
-                    let re = regex::Regex::new(&format!("^(?:{p})$")).expect("model patterns are valid regexes");
+                    // Some of AWS's patterns repeat Unicode classes hundreds of times: more room
+                    // than the default compiled size.
+                    let re = regex::RegexBuilder::new(&format!("^(?:{p})$"))
+                        .size_limit(256 << 20)
+                        .build()
+                        .expect("model patterns are valid regexes");
                     patterns.insert(p.clone(), re);
                 }
             }

@@ -210,6 +210,12 @@ pub fn parse_consumer_arn(arn: &str) -> Option<(&str, &str, i64)> {
     Some((stream, name, epoch.parse().ok()?))
 }
 
+/// Streams that services inside the daemon keep for themselves (a DirectPut delivery stream's
+/// records) are named with a leading `~`, which the Kinesis name pattern refuses.
+pub fn is_internal_name(name: &str) -> bool {
+    name.starts_with('~')
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamMeta {
     pub name: String,

@@ -66,6 +66,46 @@ pub struct CreateStreamInput {
     record_distribution_strategy: Option<String>,
 }
 
+/// Saves a new stream's metadata, then opens its shards (undone if a shard cannot be opened).
+/// The caller holds the control lock.
+async fn open_new_stream(svc: &Arc<Service>, meta: StreamMeta) -> ApiResult<Arc<StreamMeta>> {
+    // Metadata first: a crash after this point recovers the stream and opens its shards.
+    let meta = svc.save(meta).await?;
+    for shard in &meta.shards {
+        let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
+        let opened = svc.runtime.open(key, svc.shard_dir(key), Vec::new(), meta.retention_hours, false).await;
+        if let Err(e) = opened {
+            // Undo, so that the name is not left stuck in CREATING.
+            tracing::error!(stream = %meta.name, error = %e, "could not open a new shard; removing the stream");
+            if let Err(undo) = svc.finish_delete(&meta).await {
+                tracing::error!(stream = %meta.name, error = %undo, "could not remove the half-created stream");
+            }
+            return Err(e);
+        }
+    }
+    Ok(meta)
+}
+
+/// A stream only services inside the daemon use (a DirectPut delivery stream's records): ACTIVE
+/// at once, outside the account's shard limit, hidden from ListStreams; its name is outside the
+/// Kinesis name pattern ([`crate::stream::meta::is_internal_name`]), so no client names it.
+/// Answers the existing stream if there is one.
+pub async fn create_internal_stream(svc: &Arc<Service>, name: &str, shard_count: u32) -> ApiResult<Arc<StreamMeta>> {
+    debug_assert!(crate::stream::meta::is_internal_name(name));
+    let _guard = svc.control.lock().await;
+    if let Ok(existing) = svc.stream(name) {
+        return Ok(existing);
+    }
+    let store = svc.store.clone();
+    let id = tokio::task::spawn_blocking(move || store.allocate_stream_id())
+        .await
+        .map_err(|e| ApiError::InternalFailure(e.to_string()))?
+        .map_err(|e| ApiError::InternalFailure(e.to_string()))?;
+    let mut meta = StreamMeta::new(name.to_owned(), id, StreamMode::Provisioned, shard_count, svc.now_ms());
+    meta.status = StreamStatus::Active;
+    open_new_stream(svc, meta).await
+}
+
 pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiResult<Value> {
     let name = required(input.stream_name, "streamName")?;
     validate_stream_name(&name)?;
@@ -108,7 +148,8 @@ pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiR
             svc.cfg.account_id
         )));
     }
-    let streams = svc.all_streams();
+    let streams: Vec<Arc<StreamMeta>> =
+        svc.all_streams().into_iter().filter(|s| !crate::stream::meta::is_internal_name(&s.name)).collect();
     let open: u32 = streams.iter().map(|s| s.open_shard_count()).sum();
     let limit = svc.cfg.streams.shard_limit;
     if open + shard_count > limit {
@@ -142,20 +183,7 @@ pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiR
     if auto {
         meta.distribution = RecordDistribution::Auto;
     }
-    // Metadata first: a crash after this point recovers the stream and opens its shards.
-    let meta = svc.save(meta).await?;
-    for shard in &meta.shards {
-        let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
-        let opened = svc.runtime.open(key, svc.shard_dir(key), Vec::new(), meta.retention_hours, false).await;
-        if let Err(e) = opened {
-            // Undo, so that the name is not left stuck in CREATING.
-            tracing::error!(stream = %meta.name, error = %e, "could not open a new shard; removing the stream");
-            if let Err(undo) = svc.finish_delete(&meta).await {
-                tracing::error!(stream = %meta.name, error = %undo, "could not remove the half-created stream");
-            }
-            return Err(e);
-        }
-    }
+    open_new_stream(svc, meta).await?;
     drop(_guard);
     let delay = svc.cfg.streams.create_delay;
     let svc2 = svc.clone();
@@ -229,8 +257,12 @@ pub fn list_streams(svc: &Service, input: ListStreamsInput) -> ApiResult<Value> 
         Some(t) => Some(decode_token(svc, t)?.after),
         None => input.exclusive_start_stream_name.clone(),
     };
-    let streams: Vec<Arc<StreamMeta>> =
-        svc.all_streams().into_iter().filter(|s| after.as_ref().is_none_or(|a| s.name.as_str() > a.as_str())).collect();
+    let streams: Vec<Arc<StreamMeta>> = svc
+        .all_streams()
+        .into_iter()
+        .filter(|s| !crate::stream::meta::is_internal_name(&s.name))
+        .filter(|s| after.as_ref().is_none_or(|a| s.name.as_str() > a.as_str()))
+        .collect();
     let page: Vec<&Arc<StreamMeta>> = streams.iter().take(limit as usize).collect();
     let more = streams.len() > page.len();
     let mut out = json!({

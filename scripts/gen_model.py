@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Writes src/kinesis/model.json: the request shapes and constraints of every Kinesis operation,
-taken from botocore's service model, for the daemon's model-driven validation
-(src/protocol/validate.rs).
+"""Writes src/<service>/model.json: the request shapes and constraints of every operation of a
+service (kinesis, firehose), taken from botocore's service model, for the daemon's model-driven
+validation (src/protocol/validate.rs).
 
 Only what validation needs is kept: for each operation its input shape and whether it has an
 output; for each shape reachable from an input its type, members (in the order AWS validates
@@ -9,8 +9,8 @@ them), required members and constraints (min, max, pattern, enum). The member or
 model's, except where AWS has been observed to report violations in another order
 (MEMBER_ORDER below); enum lists likewise (ENUM_ORDER).
 
-Usage: scripts/gen_kinesis_model.py [path to service-2.json or .json.gz]
-(default: the kinesis model of the botocore in .venv).
+Usage: scripts/gen_model.py [kinesis|firehose] [path to service-2.json or .json.gz]
+(default: kinesis, from the botocore in .venv).
 """
 
 import glob
@@ -48,11 +48,29 @@ ENUM_ORDER = {
 }
 
 
-def default_model():
-    pattern = os.path.join(ROOT, ".venv/lib/python3*/site-packages/botocore/data/kinesis/2013-12-02/service-2.json*")
+# Per service: botocore's folder, and the Java package AWS's validation messages name.
+SERVICES = {
+    "kinesis": ("kinesis/2013-12-02", "com.amazonaws.kinesis.v20131202"),
+    "firehose": ("firehose/2015-08-04", "com.amazonaws.firehose.v20150804"),
+}
+
+
+# Patterns with look-around, which the daemon's regex engine lacks, as equivalents without it
+# (TagKey's "not aws:" prefix rule is checked by the service itself).
+PATTERN_REWRITE = {
+    r"^(?!\s*$).+": r"^.*\S.*$",
+    r"^(?!aws:)[\p{L}\p{Z}\p{N}_.:\/=+\-@%]*$": r"^[\p{L}\p{Z}\p{N}_.:\/=+\-@%]*$",
+    r"jdbc:(redshift|postgresql)://((?!-)[A-Za-z0-9-]{1,63}(?<!-)\.)+(redshift(-serverless)?)\.([a-zA-Z0-9\.\-]+):\d{1,5}/[a-zA-Z0-9_$-]+":
+        r"jdbc:(redshift|postgresql)://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(redshift(-serverless)?)\.([a-zA-Z0-9\.\-]+):\d{1,5}/[a-zA-Z0-9_$-]+",
+}
+
+
+def default_model(service):
+    folder = SERVICES[service][0]
+    pattern = os.path.join(ROOT, f".venv/lib/python3*/site-packages/botocore/data/{folder}/service-2.json*")
     found = sorted(glob.glob(pattern))
     if not found:
-        sys.exit("no botocore kinesis model found; run scripts/venv.sh or pass a path")
+        sys.exit(f"no botocore {service} model found; run scripts/venv.sh or pass a path")
     return found[0]
 
 
@@ -63,7 +81,9 @@ def load(path):
 
 
 def main():
-    path = sys.argv[1] if len(sys.argv) > 1 else default_model()
+    args = sys.argv[1:]
+    service = args.pop(0) if args and args[0] in SERVICES else "kinesis"
+    path = args[0] if args else default_model(service)
     model = load(path)
     shapes = model["shapes"]
     out_shapes = {}
@@ -77,6 +97,10 @@ def main():
         for k in ("min", "max", "pattern"):
             if k in s:
                 o[k] = s[k]
+        if "pattern" in o:
+            o["pattern"] = PATTERN_REWRITE.get(o["pattern"], o["pattern"])
+            if "(?!" in o["pattern"] or "(?=" in o["pattern"] or "(?<" in o["pattern"]:
+                sys.exit(f"{name}: pattern {o['pattern']!r} uses look-around; add it to PATTERN_REWRITE")
         if "enum" in s:
             o["enum"] = ENUM_ORDER.get(name, s["enum"])
         out_shapes[name] = o
@@ -107,11 +131,11 @@ def main():
     doc = {
         "service": model["metadata"]["serviceId"],
         "api_version": model["metadata"]["apiVersion"],
-        "java_package": "com.amazonaws.kinesis.v20131202",
+        "java_package": SERVICES[service][1],
         "operations": ops,
         "shapes": dict(sorted(out_shapes.items())),
     }
-    target = os.path.join(ROOT, "src/kinesis/model.json")
+    target = os.path.join(ROOT, f"src/{service}/model.json")
     with open(target, "w") as f:
         json.dump(doc, f, indent=1, sort_keys=False)
         f.write("\n")
