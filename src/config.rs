@@ -65,6 +65,20 @@ pub struct DeliveryConfig {
     /// stream's own IntervalInSeconds holds.
     #[serde(deserialize_with = "de_opt_duration")]
     pub buffering_interval_cap: Option<Duration>,
+    /// What runs the Lambda functions of delivery streams' ProcessingConfiguration.
+    pub functions: Vec<FunctionConfig>,
+}
+
+/// A `[[delivery.functions]]` entry: the Lambda ARNs it serves (exact, or a glob where `*`
+/// matches any run of characters) and how to run it, either a command (the invocation event as
+/// JSON on stdin, the response JSON on stdout) or an HTTP endpoint taking the event as a POST
+/// body (such as the Lambda Runtime Interface Emulator's invoke URL).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FunctionConfig {
+    pub arn: String,
+    pub command: Vec<String>,
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -344,6 +358,20 @@ impl Config {
         }
         if s.retention_check_interval.is_zero() {
             return Err(ConfigError("storage.retention_check_interval must be greater than zero".into()));
+        }
+        for f in &self.delivery.functions {
+            if f.arn.is_empty() {
+                return Err(ConfigError("delivery.functions: every entry needs an arn".into()));
+            }
+            if f.command.is_empty() == f.url.is_none() {
+                return Err(ConfigError(format!(
+                    "delivery.functions entry for {}: give either command (a list) or url",
+                    f.arn
+                )));
+            }
+            if f.url.as_deref().is_some_and(|u| !u.starts_with("http://")) {
+                return Err(ConfigError(format!("delivery.functions entry for {}: url must be http://", f.arn)));
+            }
         }
         if self.streams.shard_limit == 0 {
             return Err(ConfigError("streams.shard_limit must be at least 1".into()));

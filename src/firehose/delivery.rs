@@ -53,6 +53,9 @@ pub struct Cursor {
 pub struct Planned {
     pub bucket: String,
     pub key: String,
+    /// Where records that fail processing go (written only if some do).
+    #[serde(default)]
+    pub error_key: String,
     pub compression: String,
     /// The source records in it, in order: (shard index, first ordinal, end ordinal).
     pub segments: Vec<(u32, u64, u64)>,
@@ -161,7 +164,8 @@ fn hints(svc: &Service, ds: &DeliveryStream) -> (usize, Duration) {
 
 #[derive(Default)]
 struct Buffer {
-    data: Vec<u8>,
+    records_in: Vec<(u32, crate::log::Record)>,
+    bytes: usize,
     segments: Vec<(u32, u64, u64)>,
     oldest_ms: Option<i64>,
     started: Option<Instant>,
@@ -175,7 +179,8 @@ impl Buffer {
         }
         self.started.get_or_insert_with(Instant::now);
         for r in records {
-            self.data.extend_from_slice(&r.data);
+            self.bytes += r.data.len();
+            self.records_in.push((shard, r.clone()));
             self.oldest_ms = Some(self.oldest_ms.map_or(r.ts_ms, |o| o.min(r.ts_ms)));
             match self.segments.last_mut() {
                 Some((s, _, end)) if *s == shard && *end == r.ordinal => *end = r.ordinal + 1,
@@ -223,14 +228,96 @@ fn plan(ds: &DeliveryStream, buf: &Buffer, end: StreamPosition, number: u64) -> 
         name = object_name(&ds.name, ds.version_id, ts, &uuid_from(id), ext);
     }
     let bucket = dest["BucketARN"].as_str().unwrap_or_default().trim_start_matches("arn:aws:s3:::").to_owned();
+    let error_prefix = error_prefix(dest["ErrorOutputPrefix"].as_str(), "processing-failed", ts, seed);
+    let error_name = object_name(&ds.name, ds.version_id, ts, &uuid_from(id), "");
     Planned {
         bucket,
         key: format!("{evaluated}{name}"),
+        error_key: format!("{error_prefix}{error_name}"),
         compression,
         segments: buf.segments.clone(),
         end,
         records: buf.records,
     }
+}
+
+/// An error prefix, evaluated: one without `!{firehose:error-output-type}` gets the type and a
+/// `/` appended (then the date, as every prefix without a timestamp); no prefix is the type.
+fn error_prefix(text: Option<&str>, kind: &str, ts: i64, seed: u64) -> String {
+    let text = text.unwrap_or("");
+    let p = match Prefix::parse(text) {
+        Ok(p) if p.has_error_output_type() => p,
+        _ => Prefix::parse(&format!("{text}!{{firehose:error-output-type}}/"))
+            .unwrap_or_else(|_| Prefix::parse("").expect("the empty prefix parses")),
+    };
+    let mut n = 1000;
+    p.evaluate(
+        ts,
+        kind,
+        &mut || {
+            n += 1;
+            random_string(seed.wrapping_add(n))
+        },
+        &|_, _| None,
+    )
+}
+
+/// A plan's object bodies: the records as delivered (transformed, delimited) and the
+/// processing-failed error records, either possibly empty.
+async fn render(
+    svc: &Arc<Service>,
+    ds: &DeliveryStream,
+    records: &[(u32, crate::log::Record)],
+    source_id: u64,
+) -> (Vec<u8>, Vec<u8>) {
+    let (lambda, delimiter) =
+        super::transform::processors(ds.destination.get("ProcessingConfiguration")).unwrap_or((None, false));
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let push = |out: &mut Vec<u8>, d: &[u8]| {
+        out.extend_from_slice(d);
+        if delimiter {
+            out.push(b'\n');
+        }
+    };
+    match lambda {
+        None => {
+            for (_, r) in records {
+                push(&mut out, &r.data);
+            }
+        }
+        Some(p) => {
+            let input: Vec<super::transform::InRecord> = records
+                .iter()
+                .map(|(shard, r)| super::transform::InRecord {
+                    id: crate::stream::seqno::SeqNo::record(source_id, *shard, r.ordinal).encode(),
+                    ts_ms: r.ts_ms,
+                    data: r.data.to_vec(),
+                    shard_id: format!("shardId-{shard:012}"),
+                    partition_key: r.partition_key.clone(),
+                })
+                .collect();
+            let arn = ds.arn(svc);
+            let inv = super::transform::Invocation {
+                delivery_stream_arn: &arn,
+                region: &svc.cfg.region,
+                source_stream_arn: ds.source_stream_arn.as_deref(),
+            };
+            let seed = input.first().map(|r| r.id.clone()).unwrap_or_default();
+            let outcomes = super::transform::run(&p, &svc.cfg.delivery.functions, &inv, &input, &seed).await;
+            let now = svc.now_ms();
+            for (r, o) in input.iter().zip(outcomes) {
+                match o {
+                    super::transform::Outcome::Ok(d) => push(&mut out, &d),
+                    super::transform::Outcome::Dropped => {}
+                    super::transform::Outcome::Failed(code, msg, attempts) => {
+                        errors.extend(super::transform::error_record(r, &code, &msg, attempts, &p.arn, now))
+                    }
+                }
+            }
+        }
+    }
+    (out, errors)
 }
 
 async fn deliver(svc: &Arc<Service>, config: &mut watch::Receiver<DeliveryStream>) -> Result<(), String> {
@@ -239,8 +326,9 @@ async fn deliver(svc: &Arc<Service>, config: &mut watch::Receiver<DeliveryStream
     let mut cursor = load_cursor(svc, &ds.name).await?;
     if let Some(p) = cursor.pending.clone() {
         tracing::info!(delivery_stream = %ds.name, key = %p.key, "writing an object planned before a restart again");
-        let data = read_segments(svc, source.id, &p.segments).await?;
-        write_object(svc, &p, &data).await?;
+        let records = read_segments(svc, source.id, &p.segments).await?;
+        let (data, errors) = render(svc, &ds, &records, source.id).await;
+        write_objects(svc, &p, &data, &errors).await?;
         cursor = Cursor { position: Some(p.end.clone()), pending: None, objects: cursor.objects + 1 };
         save_cursor(svc, &ds.name, &cursor).await?;
     }
@@ -264,14 +352,15 @@ async fn deliver(svc: &Arc<Service>, config: &mut watch::Receiver<DeliveryStream
         if let Some(b) = batch {
             buf.add(b.shard_index, &b.records);
         }
-        let due = buf.started.is_some_and(|t| buf.data.len() >= size || t.elapsed() >= interval);
+        let due = buf.started.is_some_and(|t| buf.bytes >= size || t.elapsed() >= interval);
         if !due {
             continue;
         }
         let planned = plan(&ds, &buf, reader.position().clone(), cursor.objects);
         cursor.pending = Some(planned.clone());
         save_cursor(svc, &ds.name, &cursor).await?;
-        write_object(svc, &planned, &buf.data).await?;
+        let (data, errors) = render(svc, &ds, &buf.records_in, source.id).await;
+        write_objects(svc, &planned, &data, &errors).await?;
         cursor = Cursor { position: Some(planned.end.clone()), pending: None, objects: cursor.objects + 1 };
         save_cursor(svc, &ds.name, &cursor).await?;
         tracing::debug!(delivery_stream = %ds.name, key = %planned.key, records = planned.records, "object delivered");
@@ -280,7 +369,11 @@ async fn deliver(svc: &Arc<Service>, config: &mut watch::Receiver<DeliveryStream
 }
 
 /// The records of a plan, read again from the log by their ordinals.
-async fn read_segments(svc: &Arc<Service>, stream_id: u64, segments: &[(u32, u64, u64)]) -> Result<Vec<u8>, String> {
+async fn read_segments(
+    svc: &Arc<Service>,
+    stream_id: u64,
+    segments: &[(u32, u64, u64)],
+) -> Result<Vec<(u32, crate::log::Record)>, String> {
     let mut data = Vec::new();
     for &(shard, from, to) in segments {
         let key = ShardKey { stream_id, shard_index: shard };
@@ -291,9 +384,7 @@ async fn read_segments(svc: &Arc<Service>, stream_id: u64, segments: &[(u32, u64
             if d.records.is_empty() {
                 return Err(format!("records {from}..{to} of shard {shard} are no longer in the log"));
             }
-            for r in d.records.iter().filter(|r| r.ordinal < to) {
-                data.extend_from_slice(&r.data);
-            }
+            data.extend(d.records.into_iter().filter(|r| r.ordinal < to).map(|r| (shard, r)));
         }
     }
     Ok(data)
@@ -307,12 +398,23 @@ pub fn object_path(data_dir: &Path, bucket: &str, key: &str) -> Option<PathBuf> 
     Some(data_dir.join("buckets").join(bucket).join(key))
 }
 
-async fn write_object(svc: &Arc<Service>, p: &Planned, data: &[u8]) -> Result<(), String> {
-    let c = Compression::parse(&p.compression).unwrap_or(Compression::Uncompressed);
-    let entry = p.key.rsplit('/').next().unwrap_or(&p.key).trim_end_matches(c.extension()).to_owned();
-    let body = c.encode(data, &entry).map_err(|e| e.to_string())?;
-    let path = object_path(&svc.cfg.data_dir, &p.bucket, &p.key)
-        .ok_or_else(|| format!("object key {} is not a path", p.key))?;
+/// Writes a plan's object (compressed as the destination says) and its error object
+/// (uncompressed JSON lines), each only if it has something in it.
+async fn write_objects(svc: &Arc<Service>, p: &Planned, data: &[u8], errors: &[u8]) -> Result<(), String> {
+    if !data.is_empty() {
+        let c = Compression::parse(&p.compression).unwrap_or(Compression::Uncompressed);
+        let entry = p.key.rsplit('/').next().unwrap_or(&p.key).trim_end_matches(c.extension()).to_owned();
+        let body = c.encode(data, &entry).map_err(|e| e.to_string())?;
+        write_file(svc, &p.bucket, &p.key, body).await?;
+    }
+    if !errors.is_empty() && !p.error_key.is_empty() {
+        write_file(svc, &p.bucket, &p.error_key, errors.to_vec()).await?;
+    }
+    Ok(())
+}
+
+async fn write_file(svc: &Arc<Service>, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), String> {
+    let path = object_path(&svc.cfg.data_dir, bucket, key).ok_or_else(|| format!("object key {key} is not a path"))?;
     let root = svc.cfg.data_dir.join("buckets");
     tokio::task::spawn_blocking(move || write_durably(&root, &path, &body))
         .await

@@ -8,15 +8,18 @@
 //! ([`prefix`]) derive from the records they hold, to a directory per bucket under the data
 //! directory (`buckets/<bucket>/<key>`).
 //!
+//! Transformation ([`transform`]): a Lambda processor runs what a `[[delivery.functions]]`
+//! entry names; AppendDelimiterToRecord.
+//!
 //! Limits (this stage): destinations ExtendedS3 and S3 only, to the bucket directories; no
-//! transformation (a stream with an enabled Lambda processor is refused), no dynamic
-//! partitioning, no format conversion, no S3 backup; encryption settings are recorded, not
-//! applied; one internal shard per DirectPut stream.
+//! dynamic partitioning, de-aggregation, format conversion or S3 backup; encryption settings are
+//! recorded, not applied; one internal shard per DirectPut stream.
 
 pub mod compress;
 pub mod delivery;
 pub mod ops;
 pub mod prefix;
+pub mod transform;
 
 use std::sync::{Arc, LazyLock};
 

@@ -130,12 +130,8 @@ fn s3_description(cfg: &Value, extended: bool) -> ApiResult<Value> {
     );
     if extended {
         if let Some(pc) = cfg.get("ProcessingConfiguration") {
-            let enabled = pc.get("Enabled").and_then(Value::as_bool).unwrap_or(false);
-            if enabled && pc.get("Processors").and_then(Value::as_array).is_some_and(|p| !p.is_empty()) {
-                return Err(ApiError::InvalidArgument(
-                    "ProcessingConfiguration: record transformation is not supported by this daemon yet.".into(),
-                ));
-            }
+            super::transform::processors(Some(pc))
+                .map_err(|e| ApiError::InvalidArgument(format!("ProcessingConfiguration: {e}.")))?;
             d.insert("ProcessingConfiguration".into(), pc.clone());
         }
         if cfg.pointer("/DynamicPartitioningConfiguration/Enabled") == Some(&json!(true)) {

@@ -1,0 +1,187 @@
+"""The seed's Firehose example end to end, with its Lambda processor run by a
+`[[delivery.functions]]` command: its create call unchanged, the seed's producer putting sensor
+readings into the Kinesis stream, objects under the seed's time-based prefix with every record
+once, in per-shard order, byte-identical. And transformation as Firehose does it: records
+transformed, dropped, failed (in AWS's error JSON under the error prefix), a function that
+fails every time, and a Lambda ARN that no entry runs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from conftest import FAST_CONFIG, make_client, unique_name
+
+TRANSFORM = Path(__file__).resolve().parent / "firehose" / "transform.py"
+ROLE = "arn:aws:iam::123456789012:role/FirehoseRole"
+
+
+def config(mode: str = "identity", arn: str = "arn:aws:lambda:*") -> str:
+    return (
+        FAST_CONFIG
+        + '[delivery]\nbuffering_interval_cap = "1s"\n'
+        + f'[[delivery.functions]]\narn = "{arn}"\ncommand = ["{sys.executable}", "{TRANSFORM}", "{mode}"]\n'
+    )
+
+
+def objects(d, bucket: str) -> dict[str, bytes]:
+    root = Path(d.data_dir) / "buckets" / bucket
+    if not root.exists():
+        return {}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith(".sluice-tmp")
+    }
+
+
+def json_values(blob: bytes) -> list[dict]:
+    """The JSON objects of an object body, concatenated with no delimiter."""
+    text, out, at = blob.decode(), [], 0
+    dec = json.JSONDecoder()
+    while at < len(text):
+        v, at = dec.raw_decode(text, at)
+        out.append(v)
+    return out
+
+
+def wait_for(pred, what: str, d, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}; daemon log:\n{d.log_tail()}")
+
+
+def seed_create(firehose, stream_arn: str, bucket: str, lambda_arn: str = "arn:aws:lambda:..."):
+    # The seed's call, as the seed writes it (the bucket and names made unique for the test).
+    return firehose.create_delivery_stream(
+        DeliveryStreamName=unique_name("sensor-data-firehose"),
+        DeliveryStreamType="KinesisStreamAsSource",
+        KinesisStreamSourceConfiguration={"KinesisStreamARN": stream_arn, "RoleARN": ROLE},
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": ROLE,
+            "BucketARN": f"arn:aws:s3:::{bucket}",
+            "Prefix": "sensor-data/year=!{timestamp:yyyy}/month=!{timestamp:MM}/day=!{timestamp:dd}/",
+            "ErrorOutputPrefix": "errors/",
+            "BufferingHints": {"SizeInMBs": 64, "IntervalInSeconds": 300},
+            "CompressionFormat": "UNCOMPRESSED",
+            "ProcessingConfiguration": {
+                "Enabled": True,
+                "Processors": [
+                    {"Type": "Lambda", "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": lambda_arn}]}
+                ],
+            },
+        },
+    )
+
+
+def put_readings(kinesis, stream: str, start: int, count: int) -> list[dict]:
+    records = [{"sensor_id": f"sensor-{i % 8}", "value": i} for i in range(start, start + count)]
+    # The seed's producer.
+    response = kinesis.put_records(
+        StreamName=stream, Records=[{"Data": json.dumps(r), "PartitionKey": r["sensor_id"]} for r in records]
+    )
+    assert response["FailedRecordCount"] == 0
+    return records
+
+
+def setup(new_daemon, mode="identity", arn="arn:aws:lambda:*", shards=4):
+    d = new_daemon(config(mode, arn))
+    kinesis = make_client(d.endpoint)
+    firehose = boto3.client(
+        "firehose",
+        endpoint_url=d.endpoint,
+        region_name="us-east-1",
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+    )
+    stream = unique_name("sensor-data-stream")
+    kinesis.create_stream(StreamName=stream, ShardCount=shards, StreamModeDetails={"StreamMode": "PROVISIONED"})
+    return d, kinesis, firehose, stream, f"arn:aws:kinesis:us-east-1:123456789012:stream/{stream}"
+
+
+def test_the_seed_example_end_to_end(new_daemon):
+    d, kinesis, firehose, stream, arn = setup(new_daemon)
+    bucket = unique_name("data-lake-raw").lower()
+    name = seed_create(firehose, arn, bucket)["DeliveryStreamARN"].rsplit("/", 1)[1]
+    sent = put_readings(kinesis, stream, 0, 200) + put_readings(kinesis, stream, 200, 100)
+    today = datetime.now(timezone.utc)
+
+    def delivered():
+        got = [v for body in objects(d, bucket).values() for v in json_values(body)]
+        return got if len(got) >= len(sent) else None
+
+    got = wait_for(delivered, "every reading delivered", d)
+    keys = list(objects(d, bucket))
+    prefix = f"sensor-data/year={today:%Y}/month={today:%m}/day={today:%d}/"
+    assert keys and all(k.startswith(prefix) for k in keys), keys
+    assert all(Path(k).name.startswith(f"{name}-1-{today:%Y-%m-%d}-") for k in keys), keys
+    # Every reading once, byte-identical (the identity transform), in order per partition key
+    # (a shard holds whole partition keys, and objects are read in key order = time order).
+    assert sorted(json.dumps(v) for v in got) == sorted(json.dumps(r) for r in sent)
+    blob = b"".join(objects(d, bucket).values())
+    assert blob.count(b"{") == len(sent)
+    for sensor in {r["sensor_id"] for r in sent}:
+        seen = [v["value"] for v in got if v["sensor_id"] == sensor]
+        assert seen == sorted(seen), f"{sensor} out of order"
+    assert not any(k.startswith("errors/") for k in keys)
+
+
+def test_transform_upper_cases_drops_and_fails_records(new_daemon):
+    d, kinesis, firehose, stream, arn = setup(new_daemon, mode="mixed", shards=1)
+    bucket = unique_name("transformed").lower()
+    seed_create(firehose, arn, bucket)
+    sent = put_readings(kinesis, stream, 1, 70)
+    failed = [r for r in sent if r["value"] % 5 and r["value"] % 7 == 0]
+    kept = [r for r in sent if r["value"] % 5 and r["value"] % 7]
+
+    def done():
+        objs = objects(d, bucket)
+        data = [v for k, b in objs.items() if k.startswith("sensor-data/") for v in json_values(b)]
+        errs = [json.loads(line) for k, b in objs.items() if k.startswith("errors/") for line in b.splitlines()]
+        return (data, errs, objs) if len(data) >= len(kept) and len(errs) >= len(failed) else None
+
+    data, errs, objs = wait_for(done, "transformed and failed records", d)
+    expected = [json.loads(json.dumps(r).upper()) if r["value"] % 2 == 0 else r for r in kept]
+    assert data == expected, "Ok records transformed, in order; Dropped ones gone"
+    assert sorted(json.loads(base64.b64decode(e["rawData"]))["value"] for e in errs) == [r["value"] for r in failed]
+    for e in errs:
+        assert e["errorCode"] == "Lambda.ProcessingFailed"
+        assert e["lambdaArn"] == "arn:aws:lambda:..."
+        assert e["attemptsMade"] >= 1 and e["arrivalTimestamp"] > 0 and e["attemptEndingTimestamp"] >= e["arrivalTimestamp"]
+    today = datetime.now(timezone.utc)
+    error_keys = [k for k in objs if k.startswith("errors/")]
+    assert all(k.startswith(f"errors/processing-failed/{today:%Y/%m/%d}/") for k in error_keys), error_keys
+
+
+@pytest.mark.parametrize("case", ["no-entry", "failing"])
+def test_records_the_function_cannot_take_go_to_processing_failed(new_daemon, case):
+    if case == "no-entry":
+        d, kinesis, firehose, stream, arn = setup(new_daemon, arn="arn:aws:lambda:us-west-2:*", shards=1)
+    else:
+        d, kinesis, firehose, stream, arn = setup(new_daemon, mode="fail", shards=1)
+    bucket = unique_name("failing").lower()
+    seed_create(firehose, arn, bucket)
+    sent = put_readings(kinesis, stream, 0, 10)
+
+    def errors():
+        errs = [json.loads(l) for k, b in objects(d, bucket).items() if k.startswith("errors/") for l in b.splitlines()]
+        return errs if len(errs) >= len(sent) else None
+
+    errs = wait_for(errors, "processing-failed records", d, timeout=60)
+    code = "Lambda.FunctionNotFound" if case == "no-entry" else "Lambda.FunctionError"
+    assert {e["errorCode"] for e in errs} == {code}
+    assert [json.loads(base64.b64decode(e["rawData"])) for e in errs] == sent
+    assert not any(k.startswith("sensor-data/") for k in objects(d, bucket))
+    if case == "failing":
+        assert {e["attemptsMade"] for e in errs} == {4}, "NumberOfRetries 3 by default: 4 attempts"
