@@ -23,6 +23,7 @@ release: deps
 
 test: deps
 	scripts/venv.sh
+	scripts/test-servers.sh >/dev/null
 	cargo build --bins
 	cargo test
 	SLUICE_BIN=$(SLUICE_BIN) .venv/bin/python -m pytest -q tests/compat
@@ -32,6 +33,7 @@ test-rust: deps
 
 test-compat: build
 	scripts/venv.sh
+	scripts/test-servers.sh >/dev/null
 	SLUICE_BIN=$(SLUICE_BIN) .venv/bin/python -m pytest -q tests/compat
 
 # Every fuzz target for FUZZ_SECONDS each (CI runs 20).

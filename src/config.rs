@@ -67,6 +67,32 @@ pub struct DeliveryConfig {
     pub buffering_interval_cap: Option<Duration>,
     /// What runs the Lambda functions of delivery streams' ProcessingConfiguration.
     pub functions: Vec<FunctionConfig>,
+    /// An S3-compatible server to deliver buckets to; unset, a bucket is the directory
+    /// `<data_dir>/buckets/<bucket>`.
+    pub s3: Option<S3Config>,
+}
+
+/// `[delivery.s3]`: where S3 destinations really go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// e.g. `http://127.0.0.1:9000`.
+    pub endpoint: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Path-style requests (`endpoint/bucket/key`), as most S3-compatible servers want.
+    #[serde(default = "yes")]
+    pub path_style: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A `[[delivery.functions]]` entry: the Lambda ARNs it serves (exact, or a glob where `*`

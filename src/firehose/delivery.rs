@@ -75,6 +75,69 @@ pub struct Engine {
     running: Mutex<HashMap<String, Running>>,
 }
 
+/// Where objects go: the bucket directories, or an S3-compatible server (`[delivery.s3]`).
+pub struct Sink {
+    data_dir: PathBuf,
+    s3: Option<crate::config::S3Config>,
+    buckets: Mutex<HashMap<String, Arc<dyn object_store::ObjectStore>>>,
+}
+
+impl Sink {
+    fn new(svc: &Service) -> Sink {
+        Sink {
+            data_dir: svc.cfg.data_dir.clone(),
+            s3: svc.cfg.delivery.s3.clone(),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn bucket(&self, s3: &crate::config::S3Config, bucket: &str) -> Result<Arc<dyn object_store::ObjectStore>, String> {
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = b.get(bucket) {
+            return Ok(s.clone());
+        }
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&s3.endpoint)
+            .with_region(&s3.region)
+            .with_bucket_name(bucket)
+            .with_access_key_id(&s3.access_key_id)
+            .with_secret_access_key(&s3.secret_access_key)
+            .with_virtual_hosted_style_request(!s3.path_style)
+            .with_allow_http(s3.endpoint.starts_with("http://"))
+            .build()
+            .map_err(|e| format!("S3 bucket {bucket}: {e}"))?;
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(store);
+        b.insert(bucket.to_owned(), store.clone());
+        Ok(store)
+    }
+
+    /// Writes one object whole: to S3 with a single PUT (S3 makes it visible whole), or to a
+    /// directory durably.
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, encoding: Option<&str>) -> Result<(), String> {
+        if let Some(s3) = &self.s3 {
+            use object_store::{Attribute, Attributes, PutOptions, PutPayload};
+            let store = self.bucket(s3, bucket)?;
+            let mut attributes = Attributes::new();
+            attributes.insert(Attribute::ContentType, "application/octet-stream".into());
+            if let Some(e) = encoding {
+                attributes.insert(Attribute::ContentEncoding, e.to_owned().into());
+            }
+            let opts = PutOptions { attributes, ..Default::default() };
+            store
+                .put_opts(&object_store::path::Path::from(key), PutPayload::from(body), opts)
+                .await
+                .map_err(|e| format!("S3 PUT {bucket}/{key}: {e}"))?;
+            return Ok(());
+        }
+        let path = object_path(&self.data_dir, bucket, key).ok_or_else(|| format!("object key {key} is not a path"))?;
+        let root = self.data_dir.join("buckets");
+        tokio::task::spawn_blocking(move || write_durably(&root, &path, &body))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+}
+
 impl Engine {
     pub fn new(svc: Arc<Service>) -> Arc<Engine> {
         Arc::new(Engine { svc, running: Mutex::new(HashMap::new()) })
@@ -90,7 +153,7 @@ impl Engine {
             return;
         }
         let (tx, rx) = watch::channel(ds.clone());
-        let task = tokio::spawn(run(self.svc.clone(), rx));
+        let task = tokio::spawn(run(self.svc.clone(), rx, Arc::new(Sink::new(&self.svc))));
         if let Some(old) = running.insert(ds.name.clone(), Running { incarnation: ds.incarnation, config: tx, task }) {
             old.task.abort();
         }
@@ -114,10 +177,10 @@ impl Engine {
 }
 
 /// Delivers until aborted; a failure is logged and the delivery starts again from its cursor.
-async fn run(svc: Arc<Service>, mut config: watch::Receiver<DeliveryStream>) {
+async fn run(svc: Arc<Service>, mut config: watch::Receiver<DeliveryStream>, sink: Arc<Sink>) {
     loop {
         let name = config.borrow().name.clone();
-        if let Err(e) = deliver(&svc, &mut config).await {
+        if let Err(e) = deliver(&svc, &mut config, &sink).await {
             tracing::warn!(delivery_stream = %name, error = %e, "delivery interrupted; resuming from its cursor in 1 s");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -320,7 +383,7 @@ async fn render(
     (out, errors)
 }
 
-async fn deliver(svc: &Arc<Service>, config: &mut watch::Receiver<DeliveryStream>) -> Result<(), String> {
+async fn deliver(svc: &Arc<Service>, config: &mut watch::Receiver<DeliveryStream>, sink: &Sink) -> Result<(), String> {
     let ds = config.borrow().clone();
     let source = source_stream(svc, &ds)?;
     let mut cursor = load_cursor(svc, &ds.name).await?;
@@ -328,7 +391,7 @@ async fn deliver(svc: &Arc<Service>, config: &mut watch::Receiver<DeliveryStream
         tracing::info!(delivery_stream = %ds.name, key = %p.key, "writing an object planned before a restart again");
         let records = read_segments(svc, source.id, &p.segments).await?;
         let (data, errors) = render(svc, &ds, &records, source.id).await;
-        write_objects(svc, &p, &data, &errors).await?;
+        write_objects(sink, &p, &data, &errors).await?;
         cursor = Cursor { position: Some(p.end.clone()), pending: None, objects: cursor.objects + 1 };
         save_cursor(svc, &ds.name, &cursor).await?;
     }
@@ -360,7 +423,7 @@ async fn deliver(svc: &Arc<Service>, config: &mut watch::Receiver<DeliveryStream
         cursor.pending = Some(planned.clone());
         save_cursor(svc, &ds.name, &cursor).await?;
         let (data, errors) = render(svc, &ds, &buf.records_in, source.id).await;
-        write_objects(svc, &planned, &data, &errors).await?;
+        write_objects(sink, &planned, &data, &errors).await?;
         cursor = Cursor { position: Some(planned.end.clone()), pending: None, objects: cursor.objects + 1 };
         save_cursor(svc, &ds.name, &cursor).await?;
         tracing::debug!(delivery_stream = %ds.name, key = %planned.key, records = planned.records, "object delivered");
@@ -400,26 +463,17 @@ pub fn object_path(data_dir: &Path, bucket: &str, key: &str) -> Option<PathBuf> 
 
 /// Writes a plan's object (compressed as the destination says) and its error object
 /// (uncompressed JSON lines), each only if it has something in it.
-async fn write_objects(svc: &Arc<Service>, p: &Planned, data: &[u8], errors: &[u8]) -> Result<(), String> {
+async fn write_objects(sink: &Sink, p: &Planned, data: &[u8], errors: &[u8]) -> Result<(), String> {
     if !data.is_empty() {
         let c = Compression::parse(&p.compression).unwrap_or(Compression::Uncompressed);
         let entry = p.key.rsplit('/').next().unwrap_or(&p.key).trim_end_matches(c.extension()).to_owned();
         let body = c.encode(data, &entry).map_err(|e| e.to_string())?;
-        write_file(svc, &p.bucket, &p.key, body).await?;
+        sink.put(&p.bucket, &p.key, body, c.content_encoding()).await?;
     }
     if !errors.is_empty() && !p.error_key.is_empty() {
-        write_file(svc, &p.bucket, &p.error_key, errors.to_vec()).await?;
+        sink.put(&p.bucket, &p.error_key, errors.to_vec(), None).await?;
     }
     Ok(())
-}
-
-async fn write_file(svc: &Arc<Service>, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), String> {
-    let path = object_path(&svc.cfg.data_dir, bucket, key).ok_or_else(|| format!("object key {key} is not a path"))?;
-    let root = svc.cfg.data_dir.join("buckets");
-    tokio::task::spawn_blocking(move || write_durably(&root, &path, &body))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
 }
 
 /// Writes `path` whole or not at all: a temporary file beside it, fsync, rename, fsync of the

@@ -1,0 +1,135 @@
+"""Firehose delivery into a real S3-compatible server: s3s-fs (installed by
+scripts/test-servers.sh, which `make test` runs), started here on loopback. The daemon's
+`[delivery.s3]` points every bucket there; objects are read back with boto3's s3 client, with
+their Content-Encoding, under the keys AWS would give them."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from conftest import FAST_CONFIG, free_port, make_client, unique_name
+
+AK, SK = "sluice-test-key", "sluice-test-secret"
+ROLE = "arn:aws:iam::123456789012:role/FirehoseRole"
+
+
+def s3s_binary() -> Path:
+    env = os.environ.get("S3S_FS")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("SLUICE_TOOLS", Path.home() / ".cache" / "sluice-tools")) / "bin" / "s3s-fs"
+
+
+@pytest.fixture
+def s3(tmp_path):
+    binary = s3s_binary()
+    if not binary.exists():
+        pytest.fail(f"s3s-fs not found at {binary}: run scripts/test-servers.sh (make test does)")
+    port = free_port()
+    root = tmp_path / "s3"
+    root.mkdir()
+    log = open(tmp_path / "s3s.log", "wb")
+    proc = subprocess.Popen(
+        [str(binary), "--host", "127.0.0.1", "--port", str(port), "--access-key", AK, "--secret-key", SK, str(root)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("s3s-fs did not start")
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=AK,
+        aws_secret_access_key=SK,
+        config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 2, "mode": "standard"}),
+    )
+    yield endpoint, client
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+def test_delivery_into_an_s3_compatible_server(new_daemon, s3):
+    endpoint, s3c = s3
+    bucket = unique_name("data-lake-raw").lower()
+    s3c.create_bucket(Bucket=bucket)
+    d = new_daemon(
+        FAST_CONFIG
+        + '[delivery]\nbuffering_interval_cap = "1s"\n'
+        + f'[delivery.s3]\nendpoint = "{endpoint}"\naccess_key_id = "{AK}"\nsecret_access_key = "{SK}"\n'
+    )
+    kinesis = make_client(d.endpoint)
+    firehose = boto3.client("firehose", endpoint_url=d.endpoint, region_name="us-east-1",
+                            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+    stream = unique_name("sensor-data-stream")
+    kinesis.create_stream(StreamName=stream, ShardCount=2)
+    name = unique_name("to-s3")
+    firehose.create_delivery_stream(
+        DeliveryStreamName=name,
+        DeliveryStreamType="KinesisStreamAsSource",
+        KinesisStreamSourceConfiguration={
+            "KinesisStreamARN": f"arn:aws:kinesis:us-east-1:123456789012:stream/{stream}", "RoleARN": ROLE},
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": ROLE,
+            "BucketARN": f"arn:aws:s3:::{bucket}",
+            "Prefix": "sensor-data/year=!{timestamp:yyyy}/month=!{timestamp:MM}/day=!{timestamp:dd}/",
+            "ErrorOutputPrefix": "errors/",
+            "CompressionFormat": "GZIP",
+        },
+    )
+    sent = [{"sensor_id": f"sensor-{i % 5}", "value": i} for i in range(300)]
+    for i in range(0, len(sent), 100):
+        r = kinesis.put_records(StreamName=stream, Records=[
+            {"Data": json.dumps(x), "PartitionKey": x["sensor_id"]} for x in sent[i:i + 100]])
+        assert r["FailedRecordCount"] == 0
+
+    def fetch():
+        out = {}
+        for page in s3c.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for o in page.get("Contents", []):
+                out[o["Key"]] = s3c.get_object(Bucket=bucket, Key=o["Key"])
+        return out
+
+    deadline = time.monotonic() + 30
+    while True:
+        objs = fetch()
+        bodies = {k: gzip.decompress(o["Body"].read()) for k, o in objs.items()}
+        got = []
+        for b in bodies.values():
+            text, at, dec = b.decode(), 0, json.JSONDecoder()
+            while at < len(text):
+                v, at = dec.raw_decode(text, at)
+                got.append(v)
+        if len(got) >= len(sent) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert sorted(json.dumps(v) for v in got) == sorted(json.dumps(v) for v in sent), d.log_tail()
+    for key, o in objs.items():
+        assert key.startswith("sensor-data/year=") and key.endswith(".gz"), key
+        assert f"/{name}-1-" in key
+        assert o["ContentEncoding"] == "gzip"
+    for sensor in {r["sensor_id"] for r in sent}:
+        seen = [v["value"] for v in got if v["sensor_id"] == sensor]
+        assert seen == sorted(seen)
+    # Nothing went to the bucket directory: every object is on the server.
+    assert not (Path(d.data_dir) / "buckets").exists()
