@@ -78,8 +78,24 @@ struct Histogram {
     sum_s: f64,
 }
 
+/// A Firehose delivery stream's counters and the two times its gauges derive from.
+#[derive(Default, Clone, Copy)]
+pub struct DeliveryCounters {
+    pub records_in: u64,
+    pub bytes_in: u64,
+    pub records_delivered: u64,
+    pub bytes_delivered: u64,
+    pub records_failed: u64,
+    pub objects: u64,
+    /// When the current buffer took its first record (epoch ms; 0: empty).
+    pub buffer_started_ms: i64,
+    /// The arrival time of the oldest record not yet delivered (epoch ms; 0: none).
+    pub oldest_undelivered_ms: i64,
+}
+
 #[derive(Default)]
 struct Inner {
+    delivery: BTreeMap<String, DeliveryCounters>,
     shards: BTreeMap<(String, String), ShardCounters>,
     put_latency: BTreeMap<String, Histogram>,
     requests: BTreeMap<(String, String), u64>,
@@ -186,6 +202,20 @@ impl Metrics {
         })
     }
 
+    /// Updates a delivery stream's counters.
+    pub fn delivery(&self, name: &str, f: impl FnOnce(&mut DeliveryCounters)) {
+        self.with(|i| {
+            let key = if i.delivery.contains_key(name) || i.delivery.len() < LABEL_SETS_MAX { name } else { OTHER };
+            f(i.delivery.entry(key.to_owned()).or_default())
+        })
+    }
+
+    pub fn forget_delivery(&self, name: &str) {
+        self.with(|i| {
+            i.delivery.remove(name);
+        })
+    }
+
     pub fn forget_stream(&self, stream: &str) {
         self.with(|i| {
             i.shards.retain(|(s, _), _| s != stream);
@@ -246,6 +276,42 @@ impl Metrics {
                 for (stream, c) in &i.fanout {
                     let v = if field == 0 { c.records } else { c.bytes };
                     let _ = writeln!(out, "{name}{{stream=\"{}\"}} {v}", escape(stream));
+                }
+            }
+            type DeliverySeries = (&'static str, &'static str, bool, fn(&DeliveryCounters, i64) -> f64);
+            let delivery: [DeliverySeries; 8] = [
+                ("sluice_delivery_incoming_records_total", "Records a delivery stream read from its source.", false, |c, _| {
+                    c.records_in as f64
+                }),
+                ("sluice_delivery_incoming_bytes_total", "Data bytes a delivery stream read from its source.", false, |c, _| {
+                    c.bytes_in as f64
+                }),
+                ("sluice_delivery_records_total", "Records delivered in objects (DeliveryToS3.Records).", false, |c, _| {
+                    c.records_delivered as f64
+                }),
+                ("sluice_delivery_bytes_total", "Data bytes delivered, before compression (DeliveryToS3.Bytes).", false, |c, _| {
+                    c.bytes_delivered as f64
+                }),
+                ("sluice_delivery_failed_records_total", "Records that failed processing (to the error prefix).", false, |c, _| {
+                    c.records_failed as f64
+                }),
+                ("sluice_delivery_objects_total", "Objects written.", false, |c, _| c.objects as f64),
+                ("sluice_delivery_buffer_age_seconds", "Age of the buffer being filled (0: empty).", true, |c, now| {
+                    if c.buffer_started_ms > 0 { (now - c.buffer_started_ms).max(0) as f64 / 1e3 } else { 0.0 }
+                }),
+                (
+                    "sluice_delivery_data_freshness_seconds",
+                    "Age of the oldest record not yet delivered (DeliveryToS3.DataFreshness).",
+                    true,
+                    |c, now| if c.oldest_undelivered_ms > 0 { (now - c.oldest_undelivered_ms).max(0) as f64 / 1e3 } else { 0.0 },
+                ),
+            ];
+            let now = crate::time::now_ms();
+            for (name, help, gauge, get) in delivery {
+                let kind = if gauge { "gauge" } else { "counter" };
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for (ds, c) in &i.delivery {
+                    let _ = writeln!(out, "{name}{{delivery_stream=\"{}\"}} {}", escape(ds), get(c, now));
                 }
             }
             let name = "sluice_ondemand_scaling_total";

@@ -232,6 +232,8 @@ struct Buffer {
     segments: Vec<(u32, u64, u64)>,
     oldest_ms: Option<i64>,
     started: Option<Instant>,
+    /// The same instant as `started`, in epoch ms (for the metrics).
+    started_ms: i64,
     records: u64,
 }
 
@@ -240,7 +242,10 @@ impl Buffer {
         if records.is_empty() {
             return;
         }
-        self.started.get_or_insert_with(Instant::now);
+        if self.started.is_none() {
+            self.started = Some(Instant::now());
+            self.started_ms = crate::time::now_ms();
+        }
         for r in records {
             self.bytes += r.data.len();
             self.records_in.push((shard, r.clone()));
@@ -413,7 +418,15 @@ async fn deliver(svc: &Arc<Service>, config: &mut watch::Receiver<DeliveryStream
         };
         let batch = reader.next(DELIVERY_BYTES_MAX.min(size.max(64 << 10)), wait).await.map_err(|e| e.to_string())?;
         if let Some(b) = batch {
+            let bytes: usize = b.records.iter().map(|r| r.data.len()).sum();
             buf.add(b.shard_index, &b.records);
+            let (started, oldest) = (buf.started_ms, buf.oldest_ms.unwrap_or(0));
+            svc.metrics.delivery(&ds.name, |c| {
+                c.records_in += b.records.len() as u64;
+                c.bytes_in += bytes as u64;
+                c.buffer_started_ms = started;
+                c.oldest_undelivered_ms = oldest;
+            });
         }
         let due = buf.started.is_some_and(|t| buf.bytes >= size || t.elapsed() >= interval);
         if !due {
@@ -424,6 +437,15 @@ async fn deliver(svc: &Arc<Service>, config: &mut watch::Receiver<DeliveryStream
         save_cursor(svc, &ds.name, &cursor).await?;
         let (data, errors) = render(svc, &ds, &buf.records_in, source.id).await;
         write_objects(sink, &planned, &data, &errors).await?;
+        let failed = errors.iter().filter(|b| **b == b'\n').count() as u64;
+        svc.metrics.delivery(&ds.name, |c| {
+            c.records_delivered += buf.records - failed.min(buf.records);
+            c.bytes_delivered += data.len() as u64;
+            c.records_failed += failed;
+            c.objects += u64::from(!data.is_empty());
+            c.buffer_started_ms = 0;
+            c.oldest_undelivered_ms = 0;
+        });
         cursor = Cursor { position: Some(planned.end.clone()), pending: None, objects: cursor.objects + 1 };
         save_cursor(svc, &ds.name, &cursor).await?;
         tracing::debug!(delivery_stream = %ds.name, key = %planned.key, records = planned.records, "object delivered");

@@ -396,6 +396,7 @@ async fn delete(f: &Arc<State>, req: Value) -> ApiResult<Value> {
 /// Stops a DELETING stream's delivery and removes it, its cursor and its internal stream.
 pub async fn finish_delete(f: &Arc<State>, ds: &DeliveryStream) {
     f.engine.stop(&ds.name).await;
+    f.svc.metrics.forget_delivery(&ds.name);
     if let Some(internal) = &ds.internal_stream {
         if let Ok(meta) = f.svc.stream(internal) {
             if let Err(e) = f.svc.finish_delete(&meta).await {

@@ -11,6 +11,7 @@ import base64
 import json
 import sys
 import time
+import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -135,6 +136,16 @@ def test_the_seed_example_end_to_end(new_daemon):
         seen = [v["value"] for v in got if v["sensor_id"] == sensor]
         assert seen == sorted(seen), f"{sensor} out of order"
     assert not any(k.startswith("errors/") for k in keys)
+    # The delivery stream's metrics.
+    metrics = urllib.request.urlopen(d.endpoint + "/metrics").read().decode()
+    series = dict(
+        line.rsplit(" ", 1) for line in metrics.splitlines() if line.startswith("sluice_delivery_") and name in line
+    )
+    label = f'{{delivery_stream="{name}"}}'
+    assert float(series[f"sluice_delivery_records_total{label}"]) == len(sent), series
+    assert float(series[f"sluice_delivery_incoming_records_total{label}"]) == len(sent)
+    assert float(series[f"sluice_delivery_objects_total{label}"]) == len(keys)
+    assert float(series[f"sluice_delivery_data_freshness_seconds{label}"]) == 0, "nothing left undelivered"
 
 
 def test_transform_upper_cases_drops_and_fails_records(new_daemon):
