@@ -80,6 +80,8 @@ enum BenchCommand {
     Lease(sluice::bench::lease::LeaseArgs),
     /// Records/s through `sluice kcl` with a trivial processor, against a plain GetRecords read.
     Kcl(sluice::bench::kcl::KclBenchArgs),
+    /// Firehose delivery: MB/s from PutRecordBatch to objects per compression, put-to-object time.
+    Delivery(sluice::bench::delivery::DeliveryArgs),
 }
 
 #[derive(clap::Args)]
@@ -144,6 +146,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Lease(args)) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(sluice::bench::lease::run(args))
+        }
+        Command::Bench(BenchCommand::Delivery(args)) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(sluice::bench::delivery::run(args))
         }
         Command::Bench(BenchCommand::Kcl(args)) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

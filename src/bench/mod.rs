@@ -3,6 +3,7 @@
 
 mod conn;
 pub mod consume;
+pub mod delivery;
 pub mod fanout;
 pub mod kcl;
 pub mod lease;
