@@ -338,8 +338,8 @@ async fn render(
     records: &[(u32, crate::log::Record)],
     source_id: u64,
 ) -> (Vec<u8>, Vec<u8>) {
-    let (lambda, delimiter) =
-        super::transform::processors(ds.destination.get("ProcessingConfiguration")).unwrap_or((None, false));
+    let processing = super::transform::processors(ds.destination.get("ProcessingConfiguration")).unwrap_or_default();
+    let delimiter = processing.delimiter;
     let mut out = Vec::new();
     let mut errors = Vec::new();
     let push = |out: &mut Vec<u8>, d: &[u8]| {
@@ -348,23 +348,38 @@ async fn render(
             out.push(b'\n');
         }
     };
-    match lambda {
+    // KPL aggregates from a Kinesis source, then RecordDeAggregation: each user record with an
+    // id of its own (the sequence number, and the sub-record's index when there are several).
+    let mut input: Vec<super::transform::InRecord> = Vec::with_capacity(records.len());
+    for (shard, r) in records {
+        let seq = crate::stream::seqno::SeqNo::record(source_id, *shard, r.ordinal).encode();
+        let users: Vec<Vec<u8>> = if ds.source_stream_arn.is_some() {
+            crate::kcl::kpl::deaggregate(&r.partition_key, &r.data, None).into_iter().map(|u| u.data).collect()
+        } else {
+            vec![r.data.to_vec()]
+        };
+        let pieces: Vec<Vec<u8>> = match &processing.deaggregation {
+            Some(how) => users.iter().flat_map(|u| super::transform::split(u, how)).collect(),
+            None => users,
+        };
+        let many = pieces.len() > 1;
+        for (i, data) in pieces.into_iter().enumerate() {
+            input.push(super::transform::InRecord {
+                id: if many { format!("{seq}:{i}") } else { seq.clone() },
+                ts_ms: r.ts_ms,
+                data,
+                shard_id: format!("shardId-{shard:012}"),
+                partition_key: r.partition_key.clone(),
+            });
+        }
+    }
+    match processing.lambda {
         None => {
-            for (_, r) in records {
+            for r in &input {
                 push(&mut out, &r.data);
             }
         }
         Some(p) => {
-            let input: Vec<super::transform::InRecord> = records
-                .iter()
-                .map(|(shard, r)| super::transform::InRecord {
-                    id: crate::stream::seqno::SeqNo::record(source_id, *shard, r.ordinal).encode(),
-                    ts_ms: r.ts_ms,
-                    data: r.data.to_vec(),
-                    shard_id: format!("shardId-{shard:012}"),
-                    partition_key: r.partition_key.clone(),
-                })
-                .collect();
             let arn = ds.arn(svc);
             let inv = super::transform::Invocation {
                 delivery_stream_arn: &arn,

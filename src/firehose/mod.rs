@@ -8,11 +8,13 @@
 //! ([`prefix`]) derive from the records they hold, to a directory per bucket under the data
 //! directory (`buckets/<bucket>/<key>`).
 //!
-//! Transformation ([`transform`]): a Lambda processor runs what a `[[delivery.functions]]`
-//! entry names; AppendDelimiterToRecord.
+//! Transformation ([`transform`]): KPL de-aggregation of Kinesis sources, RecordDeAggregation,
+//! a Lambda processor running what a `[[delivery.functions]]` entry names,
+//! AppendDelimiterToRecord. Objects go to the bucket directories, or to an S3-compatible server
+//! (`[delivery.s3]`).
 //!
-//! Limits (this stage): destinations ExtendedS3 and S3 only, to the bucket directories; no
-//! dynamic partitioning, de-aggregation, format conversion or S3 backup; encryption settings are
+//! Limits (this stage): destinations ExtendedS3 and S3 only; no dynamic partitioning, format
+//! conversion or S3 backup; encryption settings are
 //! recorded, not applied; one internal shard per DirectPut stream.
 
 pub mod compress;

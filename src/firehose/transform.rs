@@ -46,15 +46,74 @@ pub struct LambdaProcessor {
     pub buffer_bytes: usize,
 }
 
+/// How RecordDeAggregation splits a record's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubRecords {
+    /// Concatenated JSON objects.
+    Json,
+    /// Records separated by this delimiter.
+    Delimited(Vec<u8>),
+}
+
+/// The processors of a destination, in the order Firehose applies them: de-aggregation, the
+/// Lambda function, the delimiter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Processing {
+    pub deaggregation: Option<SubRecords>,
+    pub lambda: Option<LambdaProcessor>,
+    pub delimiter: bool,
+}
+
+/// Splits a record's data as RecordDeAggregation does; data that does not split is one record.
+pub fn split(data: &[u8], how: &SubRecords) -> Vec<Vec<u8>> {
+    match how {
+        SubRecords::Json => {
+            let mut out = Vec::new();
+            let mut stream = serde_json::Deserializer::from_slice(data).into_iter::<serde::de::IgnoredAny>();
+            let mut at = 0;
+            while let Some(item) = stream.next() {
+                if item.is_err() {
+                    return vec![data.to_vec()];
+                }
+                let end = stream.byte_offset();
+                let piece = data[at..end].trim_ascii();
+                if !piece.is_empty() {
+                    out.push(piece.to_vec());
+                }
+                at = end;
+            }
+            if out.is_empty() {
+                vec![data.to_vec()]
+            } else {
+                out
+            }
+        }
+        SubRecords::Delimited(d) if !d.is_empty() => {
+            let mut out = Vec::new();
+            let mut rest = data;
+            while let Some(i) = rest.windows(d.len()).position(|w| w == d.as_slice()) {
+                out.push(rest[..i].to_vec());
+                rest = &rest[i + d.len()..];
+            }
+            if !rest.is_empty() || out.is_empty() {
+                out.push(rest.to_vec());
+            }
+            out
+        }
+        SubRecords::Delimited(_) => vec![data.to_vec()],
+    }
+}
+
 /// The processors of a ProcessingConfiguration this daemon runs; the error names what it
 /// cannot run.
-pub fn processors(pc: Option<&Value>) -> Result<(Option<LambdaProcessor>, bool), String> {
-    let Some(pc) = pc else { return Ok((None, false)) };
+pub fn processors(pc: Option<&Value>) -> Result<Processing, String> {
+    let Some(pc) = pc else { return Ok(Processing::default()) };
     if pc.get("Enabled").and_then(Value::as_bool) != Some(true) {
-        return Ok((None, false));
+        return Ok(Processing::default());
     }
     let mut lambda = None;
     let mut delimiter = false;
+    let mut deaggregation = None;
     for p in pc.get("Processors").and_then(Value::as_array).into_iter().flatten() {
         let params: HashMap<&str, &str> = p
             .get("Parameters")
@@ -81,10 +140,24 @@ pub fn processors(pc: Option<&Value>) -> Result<(Option<LambdaProcessor>, bool),
                     Some(LambdaProcessor { arn: arn.to_string(), retries, buffer_bytes: (mb * 1_048_576.0) as usize });
             }
             "AppendDelimiterToRecord" => delimiter = true,
+            "RecordDeAggregation" => {
+                deaggregation = Some(match params.get("SubRecordType").copied().unwrap_or("JSON") {
+                    "JSON" => SubRecords::Json,
+                    "DELIMITED" => {
+                        let d = params.get("Delimiter").ok_or("SubRecordType DELIMITED needs a Delimiter (base64)")?;
+                        SubRecords::Delimited(
+                            base64::engine::general_purpose::STANDARD
+                                .decode(d)
+                                .map_err(|_| format!("Delimiter {d} is not base64"))?,
+                        )
+                    }
+                    other => return Err(format!("SubRecordType {other} is not one of JSON, DELIMITED")),
+                });
+            }
             other => return Err(format!("the {other} processor is not supported by this daemon yet")),
         }
     }
-    Ok((lambda, delimiter))
+    Ok(Processing { deaggregation, lambda, delimiter })
 }
 
 /// `*` matches any run of characters; everything else itself.
@@ -373,6 +446,18 @@ mod tests {
     }
 
     #[test]
+    fn sub_records() {
+        assert_eq!(
+            split(br#"{"a":1} {"b":[2]}{"c":"}"}"#, &SubRecords::Json),
+            [&br#"{"a":1}"#[..], br#"{"b":[2]}"#, br#"{"c":"}"}"#]
+        );
+        assert_eq!(split(b"not json", &SubRecords::Json), [b"not json"]);
+        assert_eq!(split(b"a||b||", &SubRecords::Delimited(b"||".to_vec())), [b"a", b"b"]);
+        assert_eq!(split(b"a||b", &SubRecords::Delimited(b"||".to_vec())), [b"a", b"b"]);
+        assert_eq!(split(b"", &SubRecords::Delimited(b"|".to_vec())), [b""]);
+    }
+
+    #[test]
     fn responses() {
         let recs = [rec("1", "a"), rec("2", "b"), rec("3", "c")];
         let ok = br#"{"records":[{"recordId":"1","result":"Ok","data":"QQ=="},{"recordId":"2","result":"Dropped"},
@@ -396,13 +481,17 @@ mod tests {
             {"Type": "Lambda", "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:..."},
                                               {"ParameterName": "NumberOfRetries", "ParameterValue": "1"}]},
             {"Type": "AppendDelimiterToRecord", "Parameters": []}]});
-        let (l, d) = processors(Some(&pc)).unwrap();
+        let p = processors(Some(&pc)).unwrap();
         assert_eq!(
-            l.unwrap(),
+            p.lambda.unwrap(),
             LambdaProcessor { arn: "arn:aws:lambda:...".into(), retries: 1, buffer_bytes: 1_048_576 }
         );
-        assert!(d);
-        assert_eq!(processors(Some(&json!({"Enabled": false, "Processors": [{"Type": "X"}]}))).unwrap(), (None, false));
+        assert!(p.delimiter && p.deaggregation.is_none());
+        let off = json!({"Enabled": false, "Processors": [{"Type": "X"}]});
+        assert_eq!(processors(Some(&off)).unwrap(), Processing::default());
+        let d = json!({"Enabled": true, "Processors": [{"Type": "RecordDeAggregation", "Parameters": [
+            {"ParameterName": "SubRecordType", "ParameterValue": "DELIMITED"}, {"ParameterName": "Delimiter", "ParameterValue": "fHw="}]}]});
+        assert_eq!(processors(Some(&d)).unwrap().deaggregation, Some(SubRecords::Delimited(b"||".to_vec())));
         assert!(processors(Some(&json!({"Enabled": true, "Processors": [{"Type": "MetadataExtraction"}]}))).is_err());
         assert!(
             processors(Some(&json!({"Enabled": true, "Processors": [{"Type": "Lambda", "Parameters": []}]}))).is_err()

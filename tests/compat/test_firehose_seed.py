@@ -196,3 +196,33 @@ def test_records_the_function_cannot_take_go_to_processing_failed(new_daemon, ca
     assert not any(k.startswith("sensor-data/") for k in objects(d, bucket))
     if case == "failing":
         assert {e["attemptsMade"] for e in errs} == {4}, "NumberOfRetries 3 by default: 4 attempts"
+
+
+def test_record_deaggregation_and_delimiters(new_daemon):
+    """RecordDeAggregation (JSON) splits records of concatenated JSON objects, and
+    AppendDelimiterToRecord puts each on a line of its own."""
+    d = new_daemon(FAST_CONFIG + '[delivery]\nbuffering_interval_cap = "1s"\n')
+    firehose = boto3.client("firehose", endpoint_url=d.endpoint, region_name="us-east-1",
+                            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+    bucket = unique_name("deagg").lower()
+    name = unique_name("deagg")
+    firehose.create_delivery_stream(
+        DeliveryStreamName=name,
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": ROLE,
+            "BucketARN": f"arn:aws:s3:::{bucket}",
+            "ProcessingConfiguration": {"Enabled": True, "Processors": [
+                {"Type": "RecordDeAggregation", "Parameters": [{"ParameterName": "SubRecordType", "ParameterValue": "JSON"}]},
+                {"Type": "AppendDelimiterToRecord", "Parameters": []},
+            ]},
+        },
+    )
+    wait_for(lambda: firehose.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"][
+        "DeliveryStreamStatus"] == "ACTIVE", "ACTIVE", d)
+    batches = [b"".join(json.dumps({"n": 3 * i + j}).encode() for j in range(3)) for i in range(20)]
+    r = firehose.put_record_batch(DeliveryStreamName=name, Records=[{"Data": b} for b in batches])
+    assert r["FailedPutCount"] == 0
+    lines = wait_for(lambda: (lambda ls: ls if len(ls) >= 60 else None)(
+        [l for b in objects(d, bucket).values() for l in b.decode().splitlines()]), "60 lines", d)
+    assert [json.loads(l)["n"] for l in lines] == list(range(60))
+    assert all(b.endswith(b"\n") for b in objects(d, bucket).values())
