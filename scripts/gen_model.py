@@ -56,8 +56,10 @@ SERVICES = {
 
 
 # Patterns with look-around, which the daemon's regex engine lacks, as equivalents without it
-# (TagKey's "not aws:" prefix rule is checked by the service itself).
+# (TagKey's "not aws:" prefix rule is checked by the service itself); and an HTTP endpoint URL
+# may also be plain http on loopback, for endpoints on the daemon's own host.
 PATTERN_REWRITE = {
+    r"https://.*": r"https://.*|http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?(/.*)?",
     r"^(?!\s*$).+": r"^.*\S.*$",
     r"^(?!aws:)[\p{L}\p{Z}\p{N}_.:\/=+\-@%]*$": r"^[\p{L}\p{Z}\p{N}_.:\/=+\-@%]*$",
     r"jdbc:(redshift|postgresql)://((?!-)[A-Za-z0-9-]{1,63}(?<!-)\.)+(redshift(-serverless)?)\.([a-zA-Z0-9\.\-]+):\d{1,5}/[a-zA-Z0-9_$-]+":

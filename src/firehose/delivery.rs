@@ -56,6 +56,9 @@ pub struct Planned {
     /// Where records that fail processing go (written only if some do).
     #[serde(default)]
     pub error_key: String,
+    /// HTTP endpoint destinations: where records the endpoint never accepted go.
+    #[serde(default)]
+    pub http_error_key: String,
     pub compression: String,
     /// The source records in it, in order: (shard index, first ordinal, end ordinal).
     pub segments: Vec<(u32, u64, u64)>,
@@ -216,7 +219,7 @@ async fn save_cursor(svc: &Service, name: &str, c: &Cursor) -> Result<(), String
 
 /// Size and interval of a stream's buffers.
 fn hints(svc: &Service, ds: &DeliveryStream) -> (usize, Duration) {
-    let h = &ds.destination["BufferingHints"];
+    let h = &ds.http.as_ref().unwrap_or(&ds.destination)["BufferingHints"];
     let size = h["SizeInMBs"].as_u64().unwrap_or(super::ops::DEFAULT_SIZE_MB) as usize * (1 << 20);
     let mut interval = Duration::from_secs(h["IntervalInSeconds"].as_u64().unwrap_or(super::ops::DEFAULT_INTERVAL_S));
     if let Some(cap) = svc.cfg.delivery.buffering_interval_cap {
@@ -296,12 +299,14 @@ fn plan(ds: &DeliveryStream, buf: &Buffer, end: StreamPosition, number: u64) -> 
         name = object_name(&ds.name, ds.version_id, ts, &uuid_from(id), ext);
     }
     let bucket = dest["BucketARN"].as_str().unwrap_or_default().trim_start_matches("arn:aws:s3:::").to_owned();
-    let error_prefix = error_prefix(dest["ErrorOutputPrefix"].as_str(), "processing-failed", ts, seed);
+    let processing_failed = error_prefix(dest["ErrorOutputPrefix"].as_str(), "processing-failed", ts, seed);
     let error_name = object_name(&ds.name, ds.version_id, ts, &uuid_from(id), "");
+    let http_failed = error_prefix(dest["ErrorOutputPrefix"].as_str(), "http-endpoint-failed", ts, seed);
     Planned {
         bucket,
         key: format!("{evaluated}{name}"),
-        error_key: format!("{error_prefix}{error_name}"),
+        error_key: format!("{processing_failed}{error_name}"),
+        http_error_key: format!("{http_failed}{error_name}"),
         compression,
         segments: buf.segments.clone(),
         end,
@@ -337,16 +342,18 @@ async fn render(
     ds: &DeliveryStream,
     records: &[(u32, crate::log::Record)],
     source_id: u64,
-) -> (Vec<u8>, Vec<u8>) {
-    let processing = super::transform::processors(ds.destination.get("ProcessingConfiguration")).unwrap_or_default();
+) -> (Vec<Vec<u8>>, Vec<u8>) {
+    let dest = ds.http.as_ref().unwrap_or(&ds.destination);
+    let processing = super::transform::processors(dest.get("ProcessingConfiguration")).unwrap_or_default();
     let delimiter = processing.delimiter;
-    let mut out = Vec::new();
+    let mut out: Vec<Vec<u8>> = Vec::new();
     let mut errors = Vec::new();
-    let push = |out: &mut Vec<u8>, d: &[u8]| {
-        out.extend_from_slice(d);
+    let push = |out: &mut Vec<Vec<u8>>, d: &[u8]| {
+        let mut r = d.to_vec();
         if delimiter {
-            out.push(b'\n');
+            r.push(b'\n');
         }
+        out.push(r);
     };
     // KPL aggregates from a Kinesis source, then RecordDeAggregation: each user record with an
     // id of its own (the sequence number, and the sub-record's index when there are several).
@@ -411,7 +418,8 @@ async fn deliver(svc: &Arc<Service>, config: &mut watch::Receiver<DeliveryStream
         tracing::info!(delivery_stream = %ds.name, key = %p.key, "writing an object planned before a restart again");
         let records = read_segments(svc, source.id, &p.segments).await?;
         let (data, errors) = render(svc, &ds, &records, source.id).await;
-        write_objects(sink, &p, &data, &errors).await?;
+        let oldest = records.iter().map(|(_, r)| r.ts_ms).min().unwrap_or(0);
+        send(svc, sink, &ds, &p, data, &errors, oldest).await?;
         cursor = Cursor { position: Some(p.end.clone()), pending: None, objects: cursor.objects + 1 };
         save_cursor(svc, &ds.name, &cursor).await?;
     }
@@ -451,13 +459,15 @@ async fn deliver(svc: &Arc<Service>, config: &mut watch::Receiver<DeliveryStream
         cursor.pending = Some(planned.clone());
         save_cursor(svc, &ds.name, &cursor).await?;
         let (data, errors) = render(svc, &ds, &buf.records_in, source.id).await;
-        write_objects(sink, &planned, &data, &errors).await?;
+        let bytes: usize = data.iter().map(Vec::len).sum();
+        let objects = u64::from(!data.is_empty());
+        send(svc, sink, &ds, &planned, data, &errors, buf.oldest_ms.unwrap_or(0)).await?;
         let failed = errors.iter().filter(|b| **b == b'\n').count() as u64;
         svc.metrics.delivery(&ds.name, |c| {
             c.records_delivered += buf.records - failed.min(buf.records);
-            c.bytes_delivered += data.len() as u64;
+            c.bytes_delivered += bytes as u64;
             c.records_failed += failed;
-            c.objects += u64::from(!data.is_empty());
+            c.objects += objects;
             c.buffer_started_ms = 0;
             c.oldest_undelivered_ms = 0;
         });
@@ -496,6 +506,54 @@ pub fn object_path(data_dir: &Path, bucket: &str, key: &str) -> Option<PathBuf> 
         return None;
     }
     Some(data_dir.join("buckets").join(bucket).join(key))
+}
+
+/// Delivers a plan's records: to the HTTP endpoint (backed up to S3 as the destination says), or
+/// as an object; processing-failed records to the error object either way.
+async fn send(
+    svc: &Arc<Service>,
+    sink: &Sink,
+    ds: &DeliveryStream,
+    p: &Planned,
+    records: Vec<Vec<u8>>,
+    errors: &[u8],
+    oldest_ms: i64,
+) -> Result<(), String> {
+    let Some(http) = &ds.http else { return write_objects(sink, p, &records.concat(), errors).await };
+    let target = super::http_endpoint::Target::from_description(http, ds.http_access_key.clone(), ds.arn(svc));
+    let mut failed = Vec::new();
+    for (i, chunk) in records.chunks(super::http_endpoint::RECORDS_PER_REQUEST_MAX).enumerate() {
+        // The same request id for every attempt, and after a restart.
+        let digest = Sha256::digest(format!("{}#{i}", p.key).as_bytes());
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        let request_id = uuid_from(id);
+        if let Err(f) = super::http_endpoint::send(&target, &request_id, oldest_ms, chunk).await {
+            tracing::warn!(delivery_stream = %ds.name, request_id, attempts = f.attempts, error = %f.message,
+                "the HTTP endpoint did not accept the records; they go to the S3 backup");
+            let now = svc.now_ms();
+            for r in chunk {
+                let rec = super::transform::InRecord {
+                    id: String::new(),
+                    ts_ms: oldest_ms,
+                    data: r.clone(),
+                    shard_id: String::new(),
+                    partition_key: String::new(),
+                };
+                failed.extend(super::transform::error_record(&rec, f.code, &f.message, f.attempts, "", now));
+            }
+        }
+    }
+    if !failed.is_empty() {
+        sink.put(&p.bucket, &p.http_error_key, failed, None).await?;
+    }
+    if http["S3BackupMode"] == "AllData" && !records.is_empty() {
+        write_objects(sink, p, &records.concat(), &[]).await?;
+    }
+    if !errors.is_empty() && !p.error_key.is_empty() {
+        sink.put(&p.bucket, &p.error_key, errors.to_vec(), None).await?;
+    }
+    Ok(())
 }
 
 /// Writes a plan's object (compressed as the destination says) and its error object
@@ -573,6 +631,8 @@ mod tests {
                 "CompressionFormat": "GZIP", "ErrorOutputPrefix": "e/!{firehose:error-output-type}"}),
             tags: vec![],
             encryption: None,
+            http: None,
+            http_access_key: None,
         };
         let mut buf = Buffer::default();
         // The oldest record (ordinal 9) arrived at 2026-01-02T03:04:05.669Z.

@@ -19,6 +19,7 @@
 
 pub mod compress;
 pub mod delivery;
+pub mod http_endpoint;
 pub mod ops;
 pub mod prefix;
 pub mod transform;
@@ -83,6 +84,12 @@ pub struct DeliveryStream {
     pub tags: Vec<(String, String)>,
     /// DeliveryStreamEncryptionConfiguration as described.
     pub encryption: Option<Value>,
+    /// An HTTP endpoint destination (HttpEndpointDestinationDescription; `destination` is then
+    /// its S3 backup), with its access key, which is never described.
+    #[serde(default)]
+    pub http: Option<Value>,
+    #[serde(default)]
+    pub http_access_key: Option<String>,
 }
 
 impl DeliveryStream {

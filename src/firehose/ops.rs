@@ -58,7 +58,6 @@ const UNSUPPORTED_DESTINATIONS: &[&str] = &[
     "ElasticsearchDestinationConfiguration",
     "AmazonopensearchserviceDestinationConfiguration",
     "SplunkDestinationConfiguration",
-    "HttpEndpointDestinationConfiguration",
     "AmazonOpenSearchServerlessDestinationConfiguration",
     "SnowflakeDestinationConfiguration",
     "IcebergDestinationConfiguration",
@@ -166,6 +165,47 @@ fn s3_description(cfg: &Value, extended: bool) -> ApiResult<Value> {
     Ok(Value::Object(d))
 }
 
+/// Checks an HTTP endpoint destination: its description (defaults filled in, no access key),
+/// its access key, and its S3 backup's description.
+fn http_description(cfg: &Value) -> ApiResult<(Value, Option<String>, Value)> {
+    let url = cfg.pointer("/EndpointConfiguration/Url").and_then(Value::as_str).unwrap_or_default();
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(ApiError::InvalidArgument(format!("EndpointConfiguration.Url {url} is not an http(s) URL.")));
+    }
+    let backup = s3_description(cfg.get("S3Configuration").unwrap_or(&Value::Null), false)?;
+    let mut endpoint = json!({"Url": url});
+    if let Some(n) = cfg.pointer("/EndpointConfiguration/Name") {
+        endpoint["Name"] = n.clone();
+    }
+    let hints = cfg.get("BufferingHints");
+    let size = hints.and_then(|h| h.get("SizeInMBs")).and_then(Value::as_u64).unwrap_or(DEFAULT_SIZE_MB);
+    let interval = hints.and_then(|h| h.get("IntervalInSeconds")).and_then(Value::as_u64).unwrap_or(DEFAULT_INTERVAL_S);
+    let mut request = cfg.get("RequestConfiguration").cloned().unwrap_or_else(|| json!({}));
+    if request.get("ContentEncoding").is_none() {
+        request["ContentEncoding"] = json!("NONE");
+    }
+    if let Some(pc) = cfg.get("ProcessingConfiguration") {
+        super::transform::processors(Some(pc))
+            .map_err(|e| ApiError::InvalidArgument(format!("ProcessingConfiguration: {e}.")))?;
+    }
+    let mut d = json!({
+        "EndpointConfiguration": endpoint,
+        "BufferingHints": {"SizeInMBs": size, "IntervalInSeconds": interval},
+        "CloudWatchLoggingOptions": cfg.get("CloudWatchLoggingOptions").cloned().unwrap_or_else(|| json!({"Enabled": false})),
+        "RequestConfiguration": request,
+        "RetryOptions": {"DurationInSeconds": cfg.pointer("/RetryOptions/DurationInSeconds").and_then(Value::as_u64).unwrap_or(300)},
+        "S3BackupMode": cfg.get("S3BackupMode").and_then(Value::as_str).unwrap_or("FailedDataOnly"),
+        "S3DestinationDescription": backup,
+    });
+    for m in ["ProcessingConfiguration", "RoleARN"] {
+        if let Some(v) = cfg.get(m) {
+            d[m] = v.clone();
+        }
+    }
+    let key = cfg.pointer("/EndpointConfiguration/AccessKey").and_then(Value::as_str).map(str::to_owned);
+    Ok((d, key, backup))
+}
+
 /// S3's bucket naming rules (3–63 of lower-case letters, digits, dots and hyphens).
 fn valid_bucket(b: &str) -> bool {
     (3..=63).contains(&b.len())
@@ -204,15 +244,27 @@ async fn create(f: &Arc<State>, req: Value) -> ApiResult<Value> {
             )));
         }
     }
-    let destination = match (req.get("ExtendedS3DestinationConfiguration"), req.get("S3DestinationConfiguration")) {
-        (Some(c), None) => s3_description(c, true)?,
-        (None, Some(c)) => s3_description(c, false)?,
-        (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidArgument("Only one destination configuration can be given.".into()))
-        }
-        (None, None) => {
-            return Err(ApiError::InvalidArgument("A destination configuration is required.".into()));
-        }
+    let given =
+        ["ExtendedS3DestinationConfiguration", "S3DestinationConfiguration", "HttpEndpointDestinationConfiguration"]
+            .iter()
+            .filter(|m| req.get(**m).is_some())
+            .count();
+    if given > 1 {
+        return Err(ApiError::InvalidArgument("Only one destination configuration can be given.".into()));
+    }
+    let mut http = None;
+    let mut http_access_key = None;
+    let destination = if let Some(c) = req.get("ExtendedS3DestinationConfiguration") {
+        s3_description(c, true)?
+    } else if let Some(c) = req.get("S3DestinationConfiguration") {
+        s3_description(c, false)?
+    } else if let Some(c) = req.get("HttpEndpointDestinationConfiguration") {
+        let (desc, key, backup) = http_description(c)?;
+        http = Some(desc);
+        http_access_key = key;
+        backup
+    } else {
+        return Err(ApiError::InvalidArgument("A destination configuration is required.".into()));
     };
     let tags = tags_of(req.get("Tags"))?;
     let stream_arn = source.and_then(|s| text(s, "KinesisStreamARN")).map(str::to_owned);
@@ -257,6 +309,8 @@ async fn create(f: &Arc<State>, req: Value) -> ApiResult<Value> {
         destination,
         tags,
         encryption,
+        http,
+        http_access_key,
     };
     if kind == "DirectPut" {
         let internal = format!("~firehose~{name}~{incarnation}");
@@ -331,6 +385,14 @@ fn describe(f: &Arc<State>, req: Value) -> ApiResult<Value> {
             plain.insert(m.into(), v.clone());
         }
     }
+    let destination = match &ds.http {
+        Some(h) => json!({"DestinationId": DESTINATION_ID, "HttpEndpointDestinationDescription": h}),
+        None => json!({
+            "DestinationId": DESTINATION_ID,
+            "S3DestinationDescription": Value::Object(plain),
+            "ExtendedS3DestinationDescription": dest,
+        }),
+    };
     let mut d = json!({
         "DeliveryStreamName": ds.name,
         "DeliveryStreamARN": ds.arn(&f.svc),
@@ -339,11 +401,7 @@ fn describe(f: &Arc<State>, req: Value) -> ApiResult<Value> {
         "VersionId": ds.version_id.to_string(),
         "CreateTimestamp": epoch_seconds(ds.created_ms),
         "LastUpdateTimestamp": epoch_seconds(ds.updated_ms),
-        "Destinations": [{
-            "DestinationId": DESTINATION_ID,
-            "S3DestinationDescription": Value::Object(plain),
-            "ExtendedS3DestinationDescription": dest,
-        }],
+        "Destinations": [destination],
         "HasMoreDestinations": false,
     });
     if let Some(e) = &ds.encryption {
