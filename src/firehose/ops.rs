@@ -602,6 +602,44 @@ async fn update_destination(f: &Arc<State>, req: Value) -> ApiResult<Value> {
             )));
         }
     }
+    if let Some(u) = req.get("HttpEndpointDestinationUpdate") {
+        let Some(current) = ds.http.clone() else {
+            return Err(ApiError::InvalidArgument(format!(
+                "Delivery stream {name} does not deliver to an HTTP endpoint; its destination type cannot be changed here."
+            )));
+        };
+        // Rebuild the configuration from the description, merge, and check it again.
+        let mut cfg = current.clone();
+        cfg["S3Configuration"] = cfg["S3DestinationDescription"].take();
+        if let Some(o) = cfg.as_object_mut() {
+            o.remove("S3DestinationDescription");
+        }
+        if let Some(k) = &ds.http_access_key {
+            cfg["EndpointConfiguration"]["AccessKey"] = json!(k);
+        }
+        let mut u = u.clone();
+        if let Some(s3) = u.get_mut("S3Update").map(Value::take) {
+            u["S3Configuration"] = s3;
+            if let Some(o) = u.as_object_mut() {
+                o.remove("S3Update");
+            }
+        }
+        merge(&mut cfg, &u);
+        let (desc, key, backup) = http_description(&cfg)?;
+        ds.http = Some(desc);
+        ds.http_access_key = key;
+        ds.destination = backup;
+        ds.version_id += 1;
+        ds.updated_ms = f.svc.now_ms();
+        f.save(&ds).await?;
+        f.engine.reconfigure(&ds);
+        return Ok(json!({}));
+    }
+    if ds.http.is_some() {
+        return Err(ApiError::InvalidArgument(format!(
+            "Delivery stream {name} delivers to an HTTP endpoint: give HttpEndpointDestinationUpdate."
+        )));
+    }
     let update = match (req.get("ExtendedS3DestinationUpdate"), req.get("S3DestinationUpdate")) {
         (Some(u), None) | (None, Some(u)) => u,
         (None, None) => return Err(ApiError::InvalidArgument("A destination update is required.".into())),

@@ -140,3 +140,26 @@ def test_an_endpoint_that_never_accepts_sends_the_records_to_the_s3_backup(new_d
     assert [base64.b64decode(e["rawData"]) for e in errs] == sent
     assert {e["errorCode"] for e in errs} == {"HttpEndpoint.InvalidResponseFromDestination"}
     assert all(e["attemptsMade"] >= 1 for e in errs)
+
+
+def test_update_destination_of_an_http_endpoint(new_daemon, capture):
+    cap = capture(fail=0)
+    d, fh, name = setup(new_daemon, cap.url, retry_s=60, bucket="http-upd")
+    fh.update_destination(
+        DeliveryStreamName=name, CurrentDeliveryStreamVersionId="1", DestinationId="destinationId-000000000001",
+        HttpEndpointDestinationUpdate={"RetryOptions": {"DurationInSeconds": 30},
+                                       "RequestConfiguration": {"ContentEncoding": "NONE"}})
+    desc = fh.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
+    h = desc["Destinations"][0]["HttpEndpointDestinationDescription"]
+    assert desc["VersionId"] == "2"
+    assert h["RetryOptions"] == {"DurationInSeconds": 30} and h["RequestConfiguration"]["ContentEncoding"] == "NONE"
+    assert h["EndpointConfiguration"]["Url"] == cap.url
+    assert fh.put_record(DeliveryStreamName=name, Record={"Data": b"after"})["RecordId"]
+    wait_for(lambda: cap.requests, "a request", d)
+    headers, body, _ = cap.requests[-1]
+    assert "content-encoding" not in headers and headers["x-amz-firehose-access-key"] == "secret-key"
+    assert [base64.b64decode(r["data"]) for r in json.loads(body)["records"]] == [b"after"]
+    with pytest.raises(fh.exceptions.InvalidArgumentException):
+        fh.update_destination(DeliveryStreamName=name, CurrentDeliveryStreamVersionId="2",
+                              DestinationId="destinationId-000000000001",
+                              ExtendedS3DestinationUpdate={"BucketARN": "arn:aws:s3:::other"})
