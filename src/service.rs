@@ -163,6 +163,12 @@ impl Service {
         self.streams_read().values().cloned().collect()
     }
 
+    /// The streams clients see (not the internal ones services keep, such as DirectPut delivery
+    /// streams' storage): what ListStreams lists and the account's limits count.
+    pub fn client_streams(&self) -> Vec<Arc<StreamMeta>> {
+        self.streams_read().values().filter(|s| !crate::stream::meta::is_internal_name(&s.name)).cloned().collect()
+    }
+
     pub fn not_found(&self, name: &str) -> ApiError {
         ApiError::ResourceNotFound(format!("Stream {name} under account {} not found.", self.cfg.account_id))
     }

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
@@ -59,6 +60,9 @@ pub struct Planned {
     /// HTTP endpoint destinations: where records the endpoint never accepted go.
     #[serde(default)]
     pub http_error_key: String,
+    /// Dynamic partitioning: where records that could not be partitioned go.
+    #[serde(default)]
+    pub partition_error_key: String,
     pub compression: String,
     /// The source records in it, in order: (shard index, first ordinal, end ordinal).
     pub segments: Vec<(u32, u64, u64)>,
@@ -302,11 +306,13 @@ fn plan(ds: &DeliveryStream, buf: &Buffer, end: StreamPosition, number: u64) -> 
     let processing_failed = error_prefix(dest["ErrorOutputPrefix"].as_str(), "processing-failed", ts, seed);
     let error_name = object_name(&ds.name, ds.version_id, ts, &uuid_from(id), "");
     let http_failed = error_prefix(dest["ErrorOutputPrefix"].as_str(), "http-endpoint-failed", ts, seed);
+    let partitioning_failed = error_prefix(dest["ErrorOutputPrefix"].as_str(), "partitioning-failed", ts, seed);
     Planned {
         bucket,
         key: format!("{evaluated}{name}"),
         error_key: format!("{processing_failed}{error_name}"),
         http_error_key: format!("{http_failed}{error_name}"),
+        partition_error_key: format!("{partitioning_failed}{error_name}"),
         compression,
         segments: buf.segments.clone(),
         end,
@@ -335,26 +341,33 @@ fn error_prefix(text: Option<&str>, kind: &str, ts: i64, seed: u64) -> String {
     )
 }
 
-/// A plan's object bodies: the records as delivered (transformed, delimited) and the
-/// processing-failed error records, either possibly empty.
+/// One object's worth of rendered records: a partition (its keys from the query and from the
+/// function; both empty without dynamic partitioning).
+pub struct Group {
+    pub query: Vec<(String, String)>,
+    pub lambda: Vec<(String, String)>,
+    pub records: Vec<Vec<u8>>,
+    pub oldest_ms: i64,
+}
+
+/// A plan's records as delivered (transformed, partitioned, delimited), the processing-failed
+/// error records and the partitioning-failed ones.
+pub struct Rendered {
+    pub groups: Vec<Group>,
+    pub errors: Vec<u8>,
+    pub partition_errors: Vec<u8>,
+}
+
 async fn render(
     svc: &Arc<Service>,
     ds: &DeliveryStream,
     records: &[(u32, crate::log::Record)],
     source_id: u64,
-) -> (Vec<Vec<u8>>, Vec<u8>) {
+) -> Rendered {
     let dest = ds.http.as_ref().unwrap_or(&ds.destination);
     let processing = super::transform::processors(dest.get("ProcessingConfiguration")).unwrap_or_default();
-    let delimiter = processing.delimiter;
-    let mut out: Vec<Vec<u8>> = Vec::new();
+    let partitioned = dest.pointer("/DynamicPartitioningConfiguration/Enabled") == Some(&Value::Bool(true));
     let mut errors = Vec::new();
-    let push = |out: &mut Vec<Vec<u8>>, d: &[u8]| {
-        let mut r = d.to_vec();
-        if delimiter {
-            r.push(b'\n');
-        }
-        out.push(r);
-    };
     // KPL aggregates from a Kinesis source, then RecordDeAggregation: each user record with an
     // id of its own (the sequence number, and the sub-record's index when there are several).
     let mut input: Vec<super::transform::InRecord> = Vec::with_capacity(records.len());
@@ -380,12 +393,11 @@ async fn render(
             });
         }
     }
-    match processing.lambda {
-        None => {
-            for r in &input {
-                push(&mut out, &r.data);
-            }
-        }
+    // The function, if any: (record, data to deliver, the function's partition keys).
+    type Keys = Vec<(String, String)>;
+    let mut delivered: Vec<(usize, Vec<u8>, Keys)> = Vec::with_capacity(input.len());
+    match &processing.lambda {
+        None => delivered.extend(input.iter().enumerate().map(|(i, r)| (i, r.data.clone(), Vec::new()))),
         Some(p) => {
             let arn = ds.arn(svc);
             let inv = super::transform::Invocation {
@@ -394,20 +406,105 @@ async fn render(
                 source_stream_arn: ds.source_stream_arn.as_deref(),
             };
             let seed = input.first().map(|r| r.id.clone()).unwrap_or_default();
-            let outcomes = super::transform::run(&p, &svc.cfg.delivery.functions, &inv, &input, &seed).await;
+            let outcomes = super::transform::run(p, &svc.cfg.delivery.functions, &inv, &input, &seed).await;
             let now = svc.now_ms();
-            for (r, o) in input.iter().zip(outcomes) {
+            for (i, o) in outcomes.into_iter().enumerate() {
                 match o {
-                    super::transform::Outcome::Ok(d) => push(&mut out, &d),
+                    super::transform::Outcome::Ok(d, keys) => delivered.push((i, d, keys)),
                     super::transform::Outcome::Dropped => {}
                     super::transform::Outcome::Failed(code, msg, attempts) => {
-                        errors.extend(super::transform::error_record(r, &code, &msg, attempts, &p.arn, now))
+                        errors.extend(super::transform::error_record(&input[i], &code, &msg, attempts, &p.arn, now))
                     }
                 }
             }
         }
     }
-    (out, errors)
+    let query = match (&processing.metadata, partitioned) {
+        (Some(q), true) => super::partition::Query::compile(q).ok(),
+        _ => None,
+    };
+    let mut groups: Vec<Group> = Vec::new();
+    let mut partition_errors = Vec::new();
+    let now = svc.now_ms();
+    for (i, mut data, lambda) in delivered {
+        let r = &input[i];
+        let query_keys = match &query {
+            Some(q) => match q.keys(&data) {
+                Ok(k) => k,
+                Err(e) => {
+                    partition_errors.extend(super::transform::error_record(
+                        r,
+                        "DynamicPartitioning.MetadataExtractionFailed",
+                        &e,
+                        1,
+                        "",
+                        now,
+                    ));
+                    continue;
+                }
+            },
+            None => Vec::new(),
+        };
+        if processing.delimiter {
+            data.push(b'\n');
+        }
+        let (query_keys, lambda) = if partitioned { (query_keys, lambda) } else { (Vec::new(), Vec::new()) };
+        let full = groups.len() >= super::partition::PARTITIONS_MAX;
+        match groups.iter_mut().find(|g| g.query == query_keys && g.lambda == lambda) {
+            Some(g) => {
+                g.records.push(data);
+                g.oldest_ms = g.oldest_ms.min(r.ts_ms);
+            }
+            None if full => {
+                partition_errors.extend(super::transform::error_record(
+                    r,
+                    "DynamicPartitioning.ActivePartitionsLimitExceeded",
+                    &format!("More than {} partitions in one buffer.", super::partition::PARTITIONS_MAX),
+                    1,
+                    "",
+                    now,
+                ));
+            }
+            None => groups.push(Group { query: query_keys, lambda, records: vec![data], oldest_ms: r.ts_ms }),
+        }
+    }
+    Rendered { groups, errors, partition_errors }
+}
+
+/// The object key of a partition: the prefix evaluated with its keys, and an id derived from
+/// the plan and the partition (so a plan carried out again names the same objects).
+fn partition_key(ds: &DeliveryStream, p: &Planned, g: &Group) -> String {
+    let dest = &ds.destination;
+    let mut h = Sha256::new();
+    h.update(p.key.as_bytes());
+    for (k, v) in g.query.iter().chain(g.lambda.iter()) {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([1]);
+    }
+    let digest = h.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    let seed = u64::from_be_bytes(digest[16..24].try_into().expect("8 bytes"));
+    let prefix =
+        Prefix::parse(dest["Prefix"].as_str().unwrap_or("")).unwrap_or_else(|_| Prefix::parse("").expect("parses"));
+    let mut n = 0;
+    let evaluated = prefix.evaluate(
+        g.oldest_ms,
+        "",
+        &mut || {
+            n += 1;
+            random_string(seed.wrapping_add(n))
+        },
+        &|from_query, name| {
+            let keys = if from_query { &g.query } else { &g.lambda };
+            keys.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        },
+    );
+    let c = Compression::parse(&p.compression).unwrap_or(Compression::Uncompressed);
+    let ext = dest["FileExtension"].as_str().filter(|e| !e.is_empty()).unwrap_or(c.extension());
+    format!("{evaluated}{}", object_name(&ds.name, ds.version_id, g.oldest_ms, &uuid_from(id), ext))
 }
 
 async fn deliver(svc: &Arc<Service>, config: &mut watch::Receiver<DeliveryStream>, sink: &Sink) -> Result<(), String> {
@@ -417,9 +514,9 @@ async fn deliver(svc: &Arc<Service>, config: &mut watch::Receiver<DeliveryStream
     if let Some(p) = cursor.pending.clone() {
         tracing::info!(delivery_stream = %ds.name, key = %p.key, "writing an object planned before a restart again");
         let records = read_segments(svc, source.id, &p.segments).await?;
-        let (data, errors) = render(svc, &ds, &records, source.id).await;
+        let rendered = render(svc, &ds, &records, source.id).await;
         let oldest = records.iter().map(|(_, r)| r.ts_ms).min().unwrap_or(0);
-        send(svc, sink, &ds, &p, data, &errors, oldest).await?;
+        send(svc, sink, &ds, &p, &rendered, oldest).await?;
         cursor = Cursor { position: Some(p.end.clone()), pending: None, objects: cursor.objects + 1 };
         save_cursor(svc, &ds.name, &cursor).await?;
     }
@@ -458,11 +555,12 @@ async fn deliver(svc: &Arc<Service>, config: &mut watch::Receiver<DeliveryStream
         let planned = plan(&ds, &buf, reader.position().clone(), cursor.objects);
         cursor.pending = Some(planned.clone());
         save_cursor(svc, &ds.name, &cursor).await?;
-        let (data, errors) = render(svc, &ds, &buf.records_in, source.id).await;
-        let bytes: usize = data.iter().map(Vec::len).sum();
-        let objects = u64::from(!data.is_empty());
-        send(svc, sink, &ds, &planned, data, &errors, buf.oldest_ms.unwrap_or(0)).await?;
-        let failed = errors.iter().filter(|b| **b == b'\n').count() as u64;
+        let rendered = render(svc, &ds, &buf.records_in, source.id).await;
+        let bytes: usize = rendered.groups.iter().flat_map(|g| g.records.iter()).map(Vec::len).sum();
+        let objects = rendered.groups.iter().filter(|g| !g.records.is_empty()).count() as u64;
+        send(svc, sink, &ds, &planned, &rendered, buf.oldest_ms.unwrap_or(0)).await?;
+        let failed =
+            rendered.errors.iter().chain(rendered.partition_errors.iter()).filter(|b| **b == b'\n').count() as u64;
         svc.metrics.delivery(&ds.name, |c| {
             c.records_delivered += buf.records - failed.min(buf.records);
             c.bytes_delivered += bytes as u64;
@@ -515,11 +613,28 @@ async fn send(
     sink: &Sink,
     ds: &DeliveryStream,
     p: &Planned,
-    records: Vec<Vec<u8>>,
-    errors: &[u8],
+    rendered: &Rendered,
     oldest_ms: i64,
 ) -> Result<(), String> {
-    let Some(http) = &ds.http else { return write_objects(sink, p, &records.concat(), errors).await };
+    let errors = &rendered.errors;
+    if !rendered.partition_errors.is_empty() && !p.partition_error_key.is_empty() {
+        sink.put(&p.bucket, &p.partition_error_key, rendered.partition_errors.clone(), None).await?;
+    }
+    let Some(http) = &ds.http else {
+        let partitioned =
+            ds.destination.pointer("/DynamicPartitioningConfiguration/Enabled") == Some(&Value::Bool(true));
+        if !partitioned {
+            let data: Vec<u8> = rendered.groups.iter().flat_map(|g| g.records.iter().flatten().copied()).collect();
+            return write_objects(sink, p, &data, errors).await;
+        }
+        for g in &rendered.groups {
+            let mut one = p.clone();
+            one.key = partition_key(ds, p, g);
+            write_objects(sink, &one, &g.records.concat(), &[]).await?;
+        }
+        return write_objects(sink, p, &[], errors).await;
+    };
+    let records: Vec<Vec<u8>> = rendered.groups.iter().flat_map(|g| g.records.iter().cloned()).collect();
     let target = super::http_endpoint::Target::from_description(http, ds.http_access_key.clone(), ds.arn(svc));
     let mut failed = Vec::new();
     for (i, chunk) in records.chunks(super::http_endpoint::RECORDS_PER_REQUEST_MAX).enumerate() {

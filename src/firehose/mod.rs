@@ -21,6 +21,7 @@ pub mod compress;
 pub mod delivery;
 pub mod http_endpoint;
 pub mod ops;
+pub mod partition;
 pub mod prefix;
 pub mod transform;
 

@@ -83,12 +83,36 @@ fn s3_description(cfg: &Value, extended: bool) -> ApiResult<Value> {
             "The expression !{firehose:error-output-type} is only allowed in ErrorOutputPrefix.".into(),
         ));
     }
-    if p.has_partition_keys() {
+    let partitioned = extended && cfg.pointer("/DynamicPartitioningConfiguration/Enabled") == Some(&json!(true));
+    let processing = super::transform::processors(cfg.get("ProcessingConfiguration"))
+        .map_err(|e| ApiError::InvalidArgument(format!("ProcessingConfiguration: {e}.")))?;
+    if p.has_partition_keys() && !partitioned {
         return Err(ApiError::InvalidArgument(
-            "Prefix uses partitionKeyFrom* expressions, which need dynamic partitioning; this daemon does not \
-             support dynamic partitioning yet."
-                .into(),
+            "Prefix uses partitionKeyFrom* expressions, which need DynamicPartitioningConfiguration enabled.".into(),
         ));
+    }
+    if partitioned {
+        if !p.has_partition_keys() {
+            return Err(ApiError::InvalidArgument(
+                "Prefix must use partitionKeyFromQuery or partitionKeyFromLambda when dynamic partitioning is enabled."
+                    .into(),
+            ));
+        }
+        if prefix.contains("!{partitionKeyFromQuery:") && processing.metadata.is_none() {
+            return Err(ApiError::InvalidArgument(
+                "partitionKeyFromQuery needs a MetadataExtraction processor with a MetadataExtractionQuery.".into(),
+            ));
+        }
+        if prefix.contains("!{partitionKeyFromLambda:") && processing.lambda.is_none() {
+            return Err(ApiError::InvalidArgument("partitionKeyFromLambda needs a Lambda processor.".into()));
+        }
+        if let Some(size) = cfg.pointer("/BufferingHints/SizeInMBs").and_then(Value::as_u64) {
+            if size < 64 {
+                return Err(ApiError::InvalidArgument(
+                    "BufferingHints.SizeInMBs must be at least 64 when Dynamic Partitioning is enabled.".into(),
+                ));
+            }
+        }
     }
     if p.has_expressions() && error_prefix.is_none_or(str::is_empty) {
         return Err(ApiError::InvalidArgument(
@@ -110,9 +134,10 @@ fn s3_description(cfg: &Value, extended: bool) -> ApiResult<Value> {
     let hints = cfg.get("BufferingHints");
     let size = hints.and_then(|h| h.get("SizeInMBs")).and_then(Value::as_u64);
     let interval = hints.and_then(|h| h.get("IntervalInSeconds")).and_then(Value::as_u64);
+    let default_size = if partitioned { 64 } else { DEFAULT_SIZE_MB };
     d.insert(
         "BufferingHints".into(),
-        json!({"SizeInMBs": size.unwrap_or(DEFAULT_SIZE_MB), "IntervalInSeconds": interval.unwrap_or(DEFAULT_INTERVAL_S)}),
+        json!({"SizeInMBs": size.unwrap_or(default_size), "IntervalInSeconds": interval.unwrap_or(DEFAULT_INTERVAL_S)}),
     );
     let compression = text(cfg, "CompressionFormat").unwrap_or("UNCOMPRESSED");
     if Compression::parse(compression).is_none() {
@@ -129,14 +154,7 @@ fn s3_description(cfg: &Value, extended: bool) -> ApiResult<Value> {
     );
     if extended {
         if let Some(pc) = cfg.get("ProcessingConfiguration") {
-            super::transform::processors(Some(pc))
-                .map_err(|e| ApiError::InvalidArgument(format!("ProcessingConfiguration: {e}.")))?;
             d.insert("ProcessingConfiguration".into(), pc.clone());
-        }
-        if cfg.pointer("/DynamicPartitioningConfiguration/Enabled") == Some(&json!(true)) {
-            return Err(ApiError::InvalidArgument(
-                "DynamicPartitioningConfiguration: dynamic partitioning is not supported by this daemon yet.".into(),
-            ));
         }
         if cfg.pointer("/DataFormatConversionConfiguration/Enabled") == Some(&json!(true)) {
             return Err(ApiError::InvalidArgument(
@@ -274,7 +292,10 @@ async fn create(f: &Arc<State>, req: Value) -> ApiResult<Value> {
         }
     }
     let encryption = match req.get("DeliveryStreamEncryptionConfigurationInput") {
-        Some(e) if kind == "DirectPut" => Some(encryption_description(e, true)),
+        Some(e) if kind == "DirectPut" => {
+            check_key(e)?;
+            Some(encryption_description(e, true))
+        }
         Some(_) => {
             return Err(ApiError::InvalidArgument(
                 "Encryption is only supported for delivery streams of type DirectPut.".into(),
@@ -336,6 +357,14 @@ async fn create(f: &Arc<State>, req: Value) -> ApiResult<Value> {
     drop(_guard);
     crate::kinesis::after(delay, activate).await;
     Ok(json!({"DeliveryStreamARN": arn}))
+}
+
+/// A customer managed key needs its ARN.
+fn check_key(input: &Value) -> ApiResult<()> {
+    if text(input, "KeyType") == Some("CUSTOMER_MANAGED_CMK") && text(input, "KeyARN").is_none() {
+        return Err(ApiError::InvalidArgument("KeyARN is required when KeyType is CUSTOMER_MANAGED_CMK.".into()));
+    }
+    Ok(())
 }
 
 fn encryption_description(input: &Value, enabled: bool) -> Value {
@@ -713,6 +742,9 @@ async fn encryption(f: &Arc<State>, req: Value, start: bool) -> ApiResult<Value>
         )));
     }
     let input = req.get("DeliveryStreamEncryptionConfigurationInput").cloned().unwrap_or_else(|| json!({}));
+    if start {
+        check_key(&input)?;
+    }
     ds.encryption = Some(if start {
         encryption_description(&input, true)
     } else {

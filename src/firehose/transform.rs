@@ -32,7 +32,8 @@ pub struct InRecord {
 /// What became of a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Ok(Vec<u8>),
+    /// The data to deliver, and the partition keys the function gave (`metadata.partitionKeys`).
+    Ok(Vec<u8>, Vec<(String, String)>),
     Dropped,
     /// errorCode, errorMessage, attempts made.
     Failed(String, String, u32),
@@ -60,6 +61,8 @@ pub enum SubRecords {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Processing {
     pub deaggregation: Option<SubRecords>,
+    /// MetadataExtraction's jq query (dynamic partitioning).
+    pub metadata: Option<String>,
     pub lambda: Option<LambdaProcessor>,
     pub delimiter: bool,
 }
@@ -114,6 +117,7 @@ pub fn processors(pc: Option<&Value>) -> Result<Processing, String> {
     let mut lambda = None;
     let mut delimiter = false;
     let mut deaggregation = None;
+    let mut metadata = None;
     for p in pc.get("Processors").and_then(Value::as_array).into_iter().flatten() {
         let params: HashMap<&str, &str> = p
             .get("Parameters")
@@ -140,6 +144,18 @@ pub fn processors(pc: Option<&Value>) -> Result<Processing, String> {
                     Some(LambdaProcessor { arn: arn.to_string(), retries, buffer_bytes: (mb * 1_048_576.0) as usize });
             }
             "AppendDelimiterToRecord" => delimiter = true,
+            "MetadataExtraction" => {
+                let q = params
+                    .get("MetadataExtractionQuery")
+                    .ok_or("MetadataExtraction needs a MetadataExtractionQuery")?;
+                if let Some(engine) = params.get("JsonParsingEngine") {
+                    if *engine != "JQ-1.6" {
+                        return Err(format!("JsonParsingEngine {engine} is not JQ-1.6"));
+                    }
+                }
+                super::partition::Query::compile(q)?;
+                metadata = Some(q.to_string());
+            }
             "RecordDeAggregation" => {
                 deaggregation = Some(match params.get("SubRecordType").copied().unwrap_or("JSON") {
                     "JSON" => SubRecords::Json,
@@ -157,7 +173,7 @@ pub fn processors(pc: Option<&Value>) -> Result<Processing, String> {
             other => return Err(format!("the {other} processor is not supported by this daemon yet")),
         }
     }
-    Ok(Processing { deaggregation, lambda, delimiter })
+    Ok(Processing { deaggregation, metadata, lambda, delimiter })
 }
 
 /// `*` matches any run of characters; everything else itself.
@@ -222,6 +238,22 @@ fn event(inv: &Invocation, id: &str, records: &[InRecord]) -> Value {
     e
 }
 
+/// `metadata.partitionKeys` of a response record, values as strings.
+fn lambda_keys(r: &Value) -> Vec<(String, String)> {
+    r.pointer("/metadata/partitionKeys")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| match v {
+                    Value::String(s) => Some((k.clone(), s.clone())),
+                    Value::Number(_) | Value::Bool(_) => Some((k.clone(), v.to_string())),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Maps a response to each record's outcome, or the error code for the whole invocation.
 pub fn outcomes(response: &[u8], records: &[InRecord]) -> Result<Vec<Outcome>, (String, String)> {
     let v: Value = serde_json::from_slice(response)
@@ -251,7 +283,7 @@ pub fn outcomes(response: &[u8], records: &[InRecord]) -> Result<Vec<Outcome>, (
             Some("Ok") => {
                 let data = r.get("data").and_then(Value::as_str).unwrap_or_default();
                 match base64::engine::general_purpose::STANDARD.decode(data) {
-                    Ok(d) => Outcome::Ok(d),
+                    Ok(d) => Outcome::Ok(d, lambda_keys(r)),
                     Err(_) => Outcome::Failed("Lambda.InvalidData".into(), "data is not valid base64".into(), 1),
                 }
             }
@@ -463,7 +495,7 @@ mod tests {
         let ok = br#"{"records":[{"recordId":"1","result":"Ok","data":"QQ=="},{"recordId":"2","result":"Dropped"},
                      {"recordId":"3","result":"ProcessingFailed","data":""}]}"#;
         let o = outcomes(ok, &recs).unwrap();
-        assert_eq!(o[0], Outcome::Ok(b"A".to_vec()));
+        assert_eq!(o[0], Outcome::Ok(b"A".to_vec(), vec![]));
         assert_eq!(o[1], Outcome::Dropped);
         assert!(matches!(&o[2], Outcome::Failed(c, _, _) if c == "Lambda.ProcessingFailed"));
         assert_eq!(outcomes(b"nope", &recs).unwrap_err().0, "Lambda.JsonProcessingException");
@@ -515,7 +547,8 @@ mod tests {
         let inv = Invocation { delivery_stream_arn: "arn:ds", region: "us-east-1", source_stream_arn: None };
         let recs = [rec("1", "ab"), rec("2", "cd"), rec("3", "e")];
         let out = run(&p, std::slice::from_ref(&f), &inv, &recs, "seed").await;
-        assert_eq!(out, [Outcome::Ok(b"AB".to_vec()), Outcome::Ok(b"CD".to_vec()), Outcome::Ok(b"E".to_vec())]);
+        let ok = |d: &[u8]| Outcome::Ok(d.to_vec(), vec![]);
+        assert_eq!(out, [ok(b"AB"), ok(b"CD"), ok(b"E")]);
         let none = run(&p, &[], &inv, &recs, "seed").await;
         assert!(none.iter().all(|o| matches!(o, Outcome::Failed(c, _, _) if c == "Lambda.FunctionNotFound")));
         let failing = FunctionConfig { command: vec!["false".into()], ..f };

@@ -96,10 +96,10 @@ pub async fn apply(svc: &Arc<Service>, meta: &StreamMeta, steps: Vec<Step>) -> A
     let now = svc.now_ms();
     let (mut m, closing, created) = plan(meta, &steps, now);
     let open_after: u32 =
-        svc.all_streams().iter().filter(|s| s.id != meta.id).map(|s| s.open_shard_count()).sum::<u32>()
+        svc.client_streams().iter().filter(|s| s.id != meta.id).map(|s| s.open_shard_count()).sum::<u32>()
             + m.open_shard_count();
     if open_after > svc.cfg.streams.shard_limit {
-        let open_now: u32 = svc.all_streams().iter().map(|s| s.open_shard_count()).sum();
+        let open_now: u32 = svc.client_streams().iter().map(|s| s.open_shard_count()).sum();
         return Err(ApiError::LimitExceeded(format!(
             "This request would exceed the shard limit for the account {} in {}. Current shard count for the account: {open_now}. Limit: {}. Number of additional shards that would have resulted from this request: {}. Refer to the AWS Service Limits page (http://docs.aws.amazon.com/general/latest/gr/aws_service_limits.html) for current limits and how to request higher limits.",
             svc.cfg.account_id,

@@ -196,9 +196,9 @@ class Daemon:
         return self.start()
 
 
-def make_client(endpoint: str, validate: bool = True):
+def make_client(endpoint: str, validate: bool = True, service: str = "kinesis"):
     return boto3.client(
-        "kinesis",
+        service,
         endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id="x",

@@ -12,11 +12,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
 
-from conftest import FAST_CONFIG, unique_name
+from conftest import FAST_CONFIG, make_client, unique_name
 
 ROLE = "arn:aws:iam::123456789012:role/FirehoseRole"
 
@@ -72,8 +70,7 @@ def capture():
 
 def setup(new_daemon, url: str, retry_s: int, bucket: str, gzip_body: bool = True):
     d = new_daemon(FAST_CONFIG + '[delivery]\nbuffering_interval_cap = "1s"\n')
-    fh = boto3.client("firehose", endpoint_url=d.endpoint, region_name="us-east-1",
-                      config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+    fh = make_client(d.endpoint, service="firehose")
     name = unique_name("to-http")
     fh.create_delivery_stream(
         DeliveryStreamName=name,

@@ -79,8 +79,7 @@ def test_delivery_into_an_s3_compatible_server(new_daemon, s3):
         + f'[delivery.s3]\nendpoint = "{endpoint}"\naccess_key_id = "{AK}"\nsecret_access_key = "{SK}"\n'
     )
     kinesis = make_client(d.endpoint)
-    firehose = boto3.client("firehose", endpoint_url=d.endpoint, region_name="us-east-1",
-                            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+    firehose = make_client(d.endpoint, service="firehose")
     stream = unique_name("sensor-data-stream")
     kinesis.create_stream(StreamName=stream, ShardCount=2)
     name = unique_name("to-s3")

@@ -15,9 +15,7 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from conftest import FAST_CONFIG, make_client, unique_name
 
@@ -100,12 +98,7 @@ def put_readings(kinesis, stream: str, start: int, count: int) -> list[dict]:
 def setup(new_daemon, mode="identity", arn="arn:aws:lambda:*", shards=4):
     d = new_daemon(config(mode, arn))
     kinesis = make_client(d.endpoint)
-    firehose = boto3.client(
-        "firehose",
-        endpoint_url=d.endpoint,
-        region_name="us-east-1",
-        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
-    )
+    firehose = make_client(d.endpoint, service="firehose")
     stream = unique_name("sensor-data-stream")
     kinesis.create_stream(StreamName=stream, ShardCount=shards, StreamModeDetails={"StreamMode": "PROVISIONED"})
     return d, kinesis, firehose, stream, f"arn:aws:kinesis:us-east-1:123456789012:stream/{stream}"
@@ -202,8 +195,7 @@ def test_record_deaggregation_and_delimiters(new_daemon):
     """RecordDeAggregation (JSON) splits records of concatenated JSON objects, and
     AppendDelimiterToRecord puts each on a line of its own."""
     d = new_daemon(FAST_CONFIG + '[delivery]\nbuffering_interval_cap = "1s"\n')
-    firehose = boto3.client("firehose", endpoint_url=d.endpoint, region_name="us-east-1",
-                            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+    firehose = make_client(d.endpoint, service="firehose")
     bucket = unique_name("deagg").lower()
     name = unique_name("deagg")
     firehose.create_delivery_stream(
@@ -226,3 +218,58 @@ def test_record_deaggregation_and_delimiters(new_daemon):
         [l for b in objects(d, bucket).values() for l in b.decode().splitlines()]), "60 lines", d)
     assert [json.loads(l)["n"] for l in lines] == list(range(60))
     assert all(b.endswith(b"\n") for b in objects(d, bucket).values())
+
+
+def test_dynamic_partitioning_with_a_jq_query(new_daemon):
+    """MetadataExtraction's jq query gives each record its partition: one object per customer
+    under `!{partitionKeyFromQuery:customer}`, records that are not JSON under
+    partitioning-failed."""
+    d = new_daemon(FAST_CONFIG + '[delivery]\nbuffering_interval_cap = "1s"\n')
+    firehose = make_client(d.endpoint, service="firehose")
+    bucket = unique_name("partitioned").lower()
+    name = unique_name("partitioned")
+    firehose.create_delivery_stream(
+        DeliveryStreamName=name,
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": ROLE,
+            "BucketARN": f"arn:aws:s3:::{bucket}",
+            "Prefix": "customers/!{partitionKeyFromQuery:customer}/!{timestamp:yyyy}/",
+            "ErrorOutputPrefix": "errors/!{firehose:error-output-type}/",
+            "BufferingHints": {"SizeInMBs": 64, "IntervalInSeconds": 60},
+            "DynamicPartitioningConfiguration": {"Enabled": True},
+            "ProcessingConfiguration": {"Enabled": True, "Processors": [
+                {"Type": "MetadataExtraction", "Parameters": [
+                    {"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{customer: .customer.id}"},
+                    {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"}]},
+                {"Type": "AppendDelimiterToRecord", "Parameters": []},
+            ]},
+        },
+    )
+    wait_for(lambda: firehose.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"][
+        "DeliveryStreamStatus"] == "ACTIVE", "ACTIVE", d)
+    sent = [{"customer": {"id": c}, "n": i} for i, c in enumerate(["acme", "globex", "initech"] * 10)]
+    records = [{"Data": json.dumps(r).encode()} for r in sent] + [{"Data": b"not json"}]
+    assert firehose.put_record_batch(DeliveryStreamName=name, Records=records)["FailedPutCount"] == 0
+
+    def done():
+        objs = objects(d, bucket)
+        return objs if sum(b.count(b"\n") for b in objs.values()) >= len(records) else None
+
+    objs = wait_for(done, "every record delivered or failed", d)
+    year = datetime.now(timezone.utc).year
+    for customer in ["acme", "globex", "initech"]:
+        mine = [k for k in objs if k.startswith(f"customers/{customer}/{year}/")]
+        assert len(mine) == 1, (customer, list(objs))
+        got = [json.loads(l) for l in objs[mine[0]].splitlines()]
+        assert got == [r for r in sent if r["customer"]["id"] == customer]
+    failed = [k for k in objs if k.startswith("errors/partitioning-failed/")]
+    assert len(failed) == 1, list(objs)
+    err = json.loads(objs[failed[0]])
+    assert err["errorCode"] == "DynamicPartitioning.MetadataExtractionFailed"
+    assert base64.b64decode(err["rawData"]) == b"not json"
+    with pytest.raises(firehose.exceptions.InvalidArgumentException):
+        firehose.create_delivery_stream(DeliveryStreamName=unique_name("p"), ExtendedS3DestinationConfiguration={
+            "RoleARN": ROLE, "BucketARN": f"arn:aws:s3:::{bucket}", "Prefix": "x/!{partitionKeyFromQuery:c}/",
+            "ErrorOutputPrefix": "e/!{firehose:error-output-type}/",
+            "BufferingHints": {"SizeInMBs": 5, "IntervalInSeconds": 60},
+            "DynamicPartitioningConfiguration": {"Enabled": True}})

@@ -192,7 +192,7 @@ pub async fn update_stream_mode(svc: &Arc<Service>, input: UpdateStreamModeInput
         return Err(svc.not_active(&meta));
     }
     if mode == StreamMode::OnDemand && meta.mode != StreamMode::OnDemand {
-        let on_demand = svc.all_streams().iter().filter(|s| s.mode == StreamMode::OnDemand).count() as u32;
+        let on_demand = svc.client_streams().iter().filter(|s| s.mode == StreamMode::OnDemand).count() as u32;
         if on_demand >= svc.cfg.streams.on_demand_stream_limit {
             return Err(ApiError::LimitExceeded(format!(
                 "This request would exceed the limit of {} ON_DEMAND streams for the account {}.",

@@ -148,8 +148,7 @@ pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiR
             svc.cfg.account_id
         )));
     }
-    let streams: Vec<Arc<StreamMeta>> =
-        svc.all_streams().into_iter().filter(|s| !crate::stream::meta::is_internal_name(&s.name)).collect();
+    let streams = svc.client_streams();
     let open: u32 = streams.iter().map(|s| s.open_shard_count()).sum();
     let limit = svc.cfg.streams.shard_limit;
     if open + shard_count > limit {
@@ -258,9 +257,8 @@ pub fn list_streams(svc: &Service, input: ListStreamsInput) -> ApiResult<Value> 
         None => input.exclusive_start_stream_name.clone(),
     };
     let streams: Vec<Arc<StreamMeta>> = svc
-        .all_streams()
+        .client_streams()
         .into_iter()
-        .filter(|s| !crate::stream::meta::is_internal_name(&s.name))
         .filter(|s| after.as_ref().is_none_or(|a| s.name.as_str() > a.as_str()))
         .collect();
     let page: Vec<&Arc<StreamMeta>> = streams.iter().take(limit as usize).collect();
@@ -739,7 +737,7 @@ pub fn list_tags_for_resource(svc: &Service, input: ResourceTagsInput) -> ApiRes
 }
 
 pub fn describe_limits(svc: &Service) -> ApiResult<Value> {
-    let streams = svc.all_streams();
+    let streams = svc.client_streams();
     Ok(json!({
         "ShardLimit": svc.cfg.streams.shard_limit,
         "OpenShardCount": streams.iter().map(|s| s.open_shard_count()).sum::<u32>(),
