@@ -212,6 +212,16 @@ fn kpl_seeds() -> Seeds {
     ]
 }
 
+/// Prefixes as users write them (the seed's, AWS's documented examples), some with an instant.
+fn firehose_prefix_seeds() -> Seeds {
+    vec![
+        ("seed", b"sensor-data/year=!{timestamp:yyyy}/month=!{timestamp:MM}/day=!{timestamp:dd}/".to_vec()),
+        ("errors", b"errors/!{firehose:error-output-type}/!{timestamp:yyyy/MM/dd}/".to_vec()),
+        ("partitions", b"1767323045678\ncustomers/!{partitionKeyFromQuery:id}/!{firehose:random-string}/".to_vec()),
+        ("patterns", b"-1\n!{timestamp:EEE, d MMM yyyy HH:mm:ss.SSS 'at' h a ''}".to_vec()),
+    ]
+}
+
 fn all() -> Vec<(&'static str, Seeds)> {
     vec![
         ("api_json", json_seeds()),
@@ -225,6 +235,7 @@ fn all() -> Vec<(&'static str, Seeds)> {
         ("auth_header", auth_seeds()),
         ("ddb_expr", ddb_expr_seeds()),
         ("kpl", kpl_seeds()),
+        ("firehose_prefix", firehose_prefix_seeds()),
     ]
 }
 
@@ -266,6 +277,11 @@ fn fuzz_seeds_are_valid_inputs() {
                     let _ = sluice::kinesis::MODEL.check(op, &mut v);
                 }
                 "auth_header" => assert!(std::str::from_utf8(&bytes).is_ok(), "{name}"),
+                "firehose_prefix" => {
+                    let text = std::str::from_utf8(&bytes).unwrap();
+                    let text = text.split_once('\n').map_or(text, |(_, t)| t);
+                    assert!(sluice::firehose::prefix::Prefix::parse(text).is_ok(), "{name}");
+                }
                 "kpl" => {
                     let out = sluice::kcl::kpl::deaggregate("k", &bytes, None);
                     assert_eq!(out.iter().all(|r| r.aggregated), name != "plain", "{name}");
