@@ -273,3 +273,53 @@ def test_dynamic_partitioning_with_a_jq_query(new_daemon):
             "ErrorOutputPrefix": "e/!{firehose:error-output-type}/",
             "BufferingHints": {"SizeInMBs": 5, "IntervalInSeconds": 60},
             "DynamicPartitioningConfiguration": {"Enabled": True}})
+
+
+def test_a_function_behind_an_http_url(new_daemon):
+    """A `[[delivery.functions]]` entry with a url: the invocation event is POSTed there (as to
+    the Lambda Runtime Interface Emulator) and its answer used as the function's."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    events = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            events.append(event)
+            out = json.dumps({"records": [
+                {"recordId": r["recordId"], "result": "Ok",
+                 "data": base64.b64encode(base64.b64decode(r["data"])[::-1]).decode()}
+                for r in event["records"]]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/2015-03-31/functions/function/invocations"
+        d = new_daemon(FAST_CONFIG + '[delivery]\nbuffering_interval_cap = "1s"\n'
+                       + f'[[delivery.functions]]\narn = "arn:aws:lambda:us-east-1:123456789012:function:rev"\nurl = "{url}"\n')
+        firehose = make_client(d.endpoint, service="firehose")
+        bucket = unique_name("reversed").lower()
+        name = unique_name("reversed")
+        firehose.create_delivery_stream(DeliveryStreamName=name, ExtendedS3DestinationConfiguration={
+            "RoleARN": ROLE, "BucketARN": f"arn:aws:s3:::{bucket}",
+            "ProcessingConfiguration": {"Enabled": True, "Processors": [{"Type": "Lambda", "Parameters": [
+                {"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:us-east-1:123456789012:function:rev"}]}]}})
+        wait_for(lambda: firehose.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"][
+            "DeliveryStreamStatus"] == "ACTIVE", "ACTIVE", d)
+        sent = [f"abc{i}|".encode() for i in range(10)]
+        assert firehose.put_record_batch(DeliveryStreamName=name, Records=[{"Data": r} for r in sent])["FailedPutCount"] == 0
+        body = wait_for(lambda: b"".join(objects(d, bucket).values()) or None, "an object", d)
+        assert body == b"".join(r[::-1] for r in sent)
+        e = events[0]
+        assert e["deliveryStreamArn"].endswith(f":deliverystream/{name}") and e["region"] == "us-east-1"
+        assert e["invocationId"] and all({"recordId", "approximateArrivalTimestamp", "data"} <= set(r) for r in e["records"])
+    finally:
+        server.shutdown()
