@@ -75,8 +75,8 @@ impl Conn {
     }
 }
 
-/// The daemon's CPU seconds from its own `/metrics`, if the endpoint is a Sluice.
-pub(crate) async fn daemon_cpu_seconds(ep: &Endpoint) -> Option<f64> {
+/// The text of the daemon's own `/metrics`, if the endpoint is a Sluice.
+pub(crate) async fn metrics_text(ep: &Endpoint) -> Option<String> {
     let tcp = tokio::net::TcpStream::connect((ep.host.as_str(), ep.port)).await.ok()?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tcp)).await.ok()?;
     tokio::spawn(conn);
@@ -86,8 +86,19 @@ pub(crate) async fn daemon_cpu_seconds(ep: &Endpoint) -> Option<f64> {
         return None;
     }
     let body = resp.into_body().collect().await.ok()?.to_bytes();
-    let text = std::str::from_utf8(&body).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("sluice_process_cpu_seconds_total ")).and_then(|v| v.trim().parse().ok())
+    String::from_utf8(body.to_vec()).ok()
+}
+
+/// One sample of the daemon's `/metrics` (the line `<series> <value>`), if there is one.
+pub(crate) async fn metric(ep: &Endpoint, series: &str) -> Option<f64> {
+    let text = metrics_text(ep).await?;
+    let want = format!("{series} ");
+    text.lines().find_map(|l| l.strip_prefix(&want)).and_then(|v| v.trim().parse().ok())
+}
+
+/// The daemon's CPU seconds from its own `/metrics`, if the endpoint is a Sluice.
+pub(crate) async fn daemon_cpu_seconds(ep: &Endpoint) -> Option<f64> {
+    metric(ep, "sluice_process_cpu_seconds_total").await
 }
 
 /// Creates the stream if needed and waits until it is ACTIVE.

@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use serde_json::{json, Value};
 
 use super::conn::{parse_endpoint, Conn, Endpoint};
@@ -48,16 +47,8 @@ async fn firehose(c: &mut Conn, op: &str, body: Value) -> anyhow::Result<Value> 
 
 /// `sluice_delivery_records_total` of a delivery stream, from the daemon's `/metrics`.
 async fn delivered(ep: &Endpoint, name: &str) -> anyhow::Result<u64> {
-    let tcp = tokio::net::TcpStream::connect((ep.host.as_str(), ep.port)).await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(hyper_util::rt::TokioIo::new(tcp)).await?;
-    tokio::spawn(conn);
-    let req = hyper::Request::get("/metrics").header("host", format!("{}:{}", ep.host, ep.port)).body(Empty::new())?;
-    let body = sender.send_request(req).await?.into_body().collect().await?.to_bytes();
-    let text = String::from_utf8_lossy(&body);
-    let want = format!("sluice_delivery_records_total{{delivery_stream=\"{name}\"}} ");
-    Ok(text.lines().find_map(|l| l.strip_prefix(&want)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
-        as u64)
+    let series = format!("sluice_delivery_records_total{{delivery_stream=\"{name}\"}}");
+    Ok(super::conn::metric(ep, &series).await.unwrap_or(0.0) as u64)
 }
 
 async fn create(c: &mut Conn, name: &str, format: &str, size_mb: u64, interval_s: u64) -> anyhow::Result<()> {
@@ -138,6 +129,8 @@ pub async fn run(args: DeliveryArgs) -> anyhow::Result<()> {
         let put_s = t.elapsed().as_secs_f64();
         // SizeInMBs 64: full buffers flush by size; the last one after the 60 s interval at most.
         let done = wait_delivered(&ep, &name, total as u64, Duration::from_secs(300)).await?;
+        // The wait may outlast the daemon's keep-alive: a new connection for what follows.
+        c = Conn::open(&ep).await?;
         let secs = (done - t).as_secs_f64();
         let mb = (total * args.record_size) as f64 / 1e6;
         rows.push(json!({"format": format, "records": total, "megabytes": mb, "put_seconds": put_s,

@@ -278,41 +278,21 @@ fn plan(ds: &DeliveryStream, buf: &Buffer, end: StreamPosition, number: u64) -> 
         h.update(a.to_be_bytes());
         h.update(b.to_be_bytes());
     }
-    let digest = h.finalize();
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&digest[..16]);
-    let seed = u64::from_be_bytes(digest[16..24].try_into().expect("8 bytes"));
+    let naming = Naming::from_digest(h);
     let dest = &ds.destination;
     let compression = dest["CompressionFormat"].as_str().unwrap_or("UNCOMPRESSED").to_owned();
-    let c = Compression::parse(&compression).unwrap_or(Compression::Uncompressed);
     let ts = buf.oldest_ms.unwrap_or(0);
-    let prefix = Prefix::parse(dest["Prefix"].as_str().unwrap_or(""))
-        .unwrap_or_else(|_| Prefix::parse("").expect("the empty prefix parses"));
-    let mut n = 0;
-    let evaluated = prefix.evaluate(
-        ts,
-        "",
-        &mut || {
-            n += 1;
-            random_string(seed.wrapping_add(n))
-        },
-        &|_, _| None,
-    );
-    let mut name = object_name(&ds.name, ds.version_id, ts, &uuid_from(id), c.extension());
-    if let Some(ext) = dest["FileExtension"].as_str().filter(|e| !e.is_empty()) {
-        name = object_name(&ds.name, ds.version_id, ts, &uuid_from(id), ext);
-    }
     let bucket = dest["BucketARN"].as_str().unwrap_or_default().trim_start_matches("arn:aws:s3:::").to_owned();
-    let processing_failed = error_prefix(dest["ErrorOutputPrefix"].as_str(), "processing-failed", ts, seed);
-    let error_name = object_name(&ds.name, ds.version_id, ts, &uuid_from(id), "");
-    let http_failed = error_prefix(dest["ErrorOutputPrefix"].as_str(), "http-endpoint-failed", ts, seed);
-    let partitioning_failed = error_prefix(dest["ErrorOutputPrefix"].as_str(), "partitioning-failed", ts, seed);
+    let error_key = |kind: &str| {
+        let prefix = error_prefix(dest["ErrorOutputPrefix"].as_str());
+        format!("{}{}", naming.evaluate(&prefix, ts, kind, 1000, &|_, _| None), naming.name(ds, ts, ""))
+    };
     Planned {
         bucket,
-        key: format!("{evaluated}{name}"),
-        error_key: format!("{processing_failed}{error_name}"),
-        http_error_key: format!("{http_failed}{error_name}"),
-        partition_error_key: format!("{partitioning_failed}{error_name}"),
+        key: naming.object_key(ds, &compression, ts, &|_, _| None),
+        error_key: error_key("processing-failed"),
+        http_error_key: error_key("http-endpoint-failed"),
+        partition_error_key: error_key("partitioning-failed"),
         compression,
         segments: buf.segments.clone(),
         end,
@@ -320,25 +300,72 @@ fn plan(ds: &DeliveryStream, buf: &Buffer, end: StreamPosition, number: u64) -> 
     }
 }
 
-/// An error prefix, evaluated: one without `!{firehose:error-output-type}` gets the type and a
-/// `/` appended (then the date, as every prefix without a timestamp); no prefix is the type.
-fn error_prefix(text: Option<&str>, kind: &str, ts: i64, seed: u64) -> String {
+/// What an object's key derives from: a digest of its input, giving the UUID-shaped id and the
+/// seed of its random strings.
+struct Naming {
+    id: String,
+    seed: u64,
+}
+
+impl Naming {
+    fn from_digest(h: Sha256) -> Naming {
+        let digest = h.finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        Naming { id: uuid_from(id), seed: u64::from_be_bytes(digest[16..24].try_into().expect("8 bytes")) }
+    }
+
+    /// A prefix evaluated at `ts`; random strings are numbered from `first`.
+    fn evaluate(
+        &self,
+        p: &Prefix,
+        ts: i64,
+        error_type: &str,
+        first: u64,
+        keys: &dyn Fn(bool, &str) -> Option<String>,
+    ) -> String {
+        let mut n = first;
+        p.evaluate(
+            ts,
+            error_type,
+            &mut || {
+                n += 1;
+                random_string(self.seed.wrapping_add(n))
+            },
+            keys,
+        )
+    }
+
+    /// `<stream>-<version>-<time>-<id><ext>`.
+    fn name(&self, ds: &DeliveryStream, ts: i64, ext: &str) -> String {
+        object_name(&ds.name, ds.version_id, ts, &self.id, ext)
+    }
+
+    /// The destination's Prefix evaluated, then the object's name with its extension
+    /// (FileExtension if set, else the compression's).
+    fn object_key(
+        &self,
+        ds: &DeliveryStream,
+        compression: &str,
+        ts: i64,
+        keys: &dyn Fn(bool, &str) -> Option<String>,
+    ) -> String {
+        let dest = &ds.destination;
+        let prefix = Prefix::parse(dest["Prefix"].as_str().unwrap_or("")).unwrap_or_default();
+        let c = Compression::parse(compression).unwrap_or(Compression::Uncompressed);
+        let ext = dest["FileExtension"].as_str().filter(|e| !e.is_empty()).unwrap_or(c.extension());
+        format!("{}{}", self.evaluate(&prefix, ts, "", 0, keys), self.name(ds, ts, ext))
+    }
+}
+
+/// An error prefix: one without `!{firehose:error-output-type}` gets the type and a `/`
+/// appended (then the date, as every prefix without a timestamp); no prefix is the type.
+fn error_prefix(text: Option<&str>) -> Prefix {
     let text = text.unwrap_or("");
-    let p = match Prefix::parse(text) {
+    match Prefix::parse(text) {
         Ok(p) if p.has_error_output_type() => p,
-        _ => Prefix::parse(&format!("{text}!{{firehose:error-output-type}}/"))
-            .unwrap_or_else(|_| Prefix::parse("").expect("the empty prefix parses")),
-    };
-    let mut n = 1000;
-    p.evaluate(
-        ts,
-        kind,
-        &mut || {
-            n += 1;
-            random_string(seed.wrapping_add(n))
-        },
-        &|_, _| None,
-    )
+        _ => Prefix::parse(&format!("{text}!{{firehose:error-output-type}}/")).unwrap_or_default(),
+    }
 }
 
 /// One object's worth of rendered records: a partition (its keys from the query and from the
@@ -474,7 +501,6 @@ async fn render(
 /// The object key of a partition: the prefix evaluated with its keys, and an id derived from
 /// the plan and the partition (so a plan carried out again names the same objects).
 fn partition_key(ds: &DeliveryStream, p: &Planned, g: &Group) -> String {
-    let dest = &ds.destination;
     let mut h = Sha256::new();
     h.update(p.key.as_bytes());
     for (k, v) in g.query.iter().chain(g.lambda.iter()) {
@@ -483,28 +509,10 @@ fn partition_key(ds: &DeliveryStream, p: &Planned, g: &Group) -> String {
         h.update(v.as_bytes());
         h.update([1]);
     }
-    let digest = h.finalize();
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&digest[..16]);
-    let seed = u64::from_be_bytes(digest[16..24].try_into().expect("8 bytes"));
-    let prefix =
-        Prefix::parse(dest["Prefix"].as_str().unwrap_or("")).unwrap_or_else(|_| Prefix::parse("").expect("parses"));
-    let mut n = 0;
-    let evaluated = prefix.evaluate(
-        g.oldest_ms,
-        "",
-        &mut || {
-            n += 1;
-            random_string(seed.wrapping_add(n))
-        },
-        &|from_query, name| {
-            let keys = if from_query { &g.query } else { &g.lambda };
-            keys.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-        },
-    );
-    let c = Compression::parse(&p.compression).unwrap_or(Compression::Uncompressed);
-    let ext = dest["FileExtension"].as_str().filter(|e| !e.is_empty()).unwrap_or(c.extension());
-    format!("{evaluated}{}", object_name(&ds.name, ds.version_id, g.oldest_ms, &uuid_from(id), ext))
+    Naming::from_digest(h).object_key(ds, &p.compression, g.oldest_ms, &|from_query, name| {
+        let keys = if from_query { &g.query } else { &g.lambda };
+        keys.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    })
 }
 
 async fn deliver(svc: &Arc<Service>, config: &mut watch::Receiver<DeliveryStream>, sink: &Sink) -> Result<(), String> {

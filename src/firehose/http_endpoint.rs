@@ -11,7 +11,6 @@
 //! `RetryOptions.DurationInSeconds` has passed; then the records go to the S3 backup as
 //! `http-endpoint-failed`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -101,22 +100,25 @@ pub async fn send(t: &Target, request_id: &str, timestamp_ms: i64, records: &[Ve
     }
 }
 
+/// The TLS connector of `https://` endpoints: the trusted roots are read once.
+fn https() -> Result<&'static tokio_rustls::TlsConnector, String> {
+    static CONNECTOR: std::sync::OnceLock<Result<tokio_rustls::TlsConnector, String>> = std::sync::OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let roots = crate::kcl::client::trusted_roots().map_err(|e| e.to_string())?;
+            Ok(crate::kcl::client::tls_client_config(roots, b"http/1.1").map_err(|e| e.to_string())?.into())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 /// One attempt: Ok, or (final?, why).
 async fn attempt(t: &Target, request_id: &str, payload: Bytes) -> Result<(), (bool, String)> {
-    let (tls, rest) = match t.url.strip_prefix("https://") {
-        Some(r) => (true, r),
-        None => (false, t.url.strip_prefix("http://").ok_or((true, format!("{} is not an http(s) URL", t.url)))?),
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| (true, format!("bad port in {}", t.url)))?),
-        None => (authority, if tls { 443 } else { 80 }),
-    };
+    let ep = crate::kcl::client::Endpoint::parse(&t.url).map_err(|e| (true, e.to_string()))?;
+    let path = crate::kcl::client::url_path(&t.url);
+    let authority = ep.authority();
     let mut req = http::Request::post(path)
-        .header("host", authority)
+        .header("host", &authority)
         .header("content-type", "application/json")
         .header("x-amz-firehose-protocol-version", "1.0")
         .header("x-amz-firehose-request-id", request_id)
@@ -135,36 +137,19 @@ async fn attempt(t: &Target, request_id: &str, payload: Bytes) -> Result<(), (bo
     }
     let req = req.body(Full::new(payload)).map_err(|e| (true, e.to_string()))?;
     let exchange = async {
-        let tcp = tokio::net::TcpStream::connect((host, port))
+        let tcp = tokio::net::TcpStream::connect((ep.host.as_str(), ep.port))
             .await
             .map_err(|e| format!("connecting to {authority}: {e}"))?;
-        let resp = if tls {
-            let roots = crate::kcl::client::trusted_roots().map_err(|e| e.to_string())?;
-            let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
-                tokio_rustls::rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let mut sender = if ep.tls {
             let name =
-                tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
-            let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-                .connect(name, tcp)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            s.send_request(req).await.map_err(|e| e.to_string())?
+                tokio_rustls::rustls::pki_types::ServerName::try_from(ep.host.clone()).map_err(|e| e.to_string())?;
+            let stream = https()?.connect(name, tcp).await.map_err(|e| e.to_string())?;
+            crate::kcl::client::http1(stream).await
         } else {
-            let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            s.send_request(req).await.map_err(|e| e.to_string())?
-        };
+            crate::kcl::client::http1(tcp).await
+        }
+        .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok::<_, String>((status, body))

@@ -31,8 +31,8 @@ enum Field {
     Letter(char, usize),
 }
 
-/// A parsed prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed prefix; the default is the empty one (AWS's `yyyy/MM/dd/HH/`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Prefix {
     parts: Vec<Part>,
 }

@@ -348,18 +348,16 @@ async fn invoke(f: &FunctionConfig, body: Vec<u8>) -> Result<Vec<u8>, String> {
 
 async fn post(url: &str, body: Vec<u8>) -> Result<Vec<u8>, String> {
     use http_body_util::{BodyExt, Full};
-    let rest = url.strip_prefix("http://").ok_or("url must be http://")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let tcp = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("connecting to {authority}: {e}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let req = http::Request::post(path)
+    if !url.starts_with("http://") {
+        return Err("url must be http://".into());
+    }
+    let ep = crate::kcl::client::Endpoint::parse(url).map_err(|e| e.to_string())?;
+    let authority = ep.authority();
+    let tcp = tokio::net::TcpStream::connect((ep.host.as_str(), ep.port))
+        .await
+        .map_err(|e| format!("connecting to {authority}: {e}"))?;
+    let mut sender = crate::kcl::client::http1(tcp).await.map_err(|e| e.to_string())?;
+    let req = http::Request::post(crate::kcl::client::url_path(url))
         .header("host", authority)
         .header("content-type", "application/json")
         .body(Full::new(bytes::Bytes::from(body)))

@@ -47,7 +47,8 @@ impl Endpoint {
         Ok(Endpoint { host, port, tls })
     }
 
-    fn authority(&self) -> String {
+    /// `host[:port]`, the port left out when it is the scheme's.
+    pub fn authority(&self) -> String {
         if self.port == if self.tls { 443 } else { 80 } {
             self.host.clone()
         } else {
@@ -64,6 +65,38 @@ impl Endpoint {
     }
 }
 
+/// The path of a URL (`/` when it has none).
+pub fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.find('/').map_or("/", |i| &rest[i..])
+}
+
+/// An HTTP/1.1 connection over `io`, its driver spawned: the sender of its requests.
+pub async fn http1<IO>(io: IO) -> Result<SendRequest<Full<Bytes>>, hyper::Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// A rustls client configuration trusting `roots` and offering one ALPN protocol.
+pub fn tls_client_config(
+    roots: tokio_rustls::rustls::RootCertStore,
+    alpn: &[u8],
+) -> anyhow::Result<Arc<tokio_rustls::rustls::ClientConfig>> {
+    use tokio_rustls::rustls;
+    let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![alpn.to_vec()];
+    Ok(Arc::new(c))
+}
+
 /// The TLS client configurations of an `https://` endpoint: HTTP/1.1 and HTTP/2 by ALPN.
 struct Tls {
     http1: tokio_rustls::TlsConnector,
@@ -74,18 +107,9 @@ struct Tls {
 impl Tls {
     fn new(host: &str, roots: tokio_rustls::rustls::RootCertStore) -> anyhow::Result<Tls> {
         use tokio_rustls::rustls;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = |alpn: &[u8]| -> anyhow::Result<Arc<rustls::ClientConfig>> {
-            let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(roots.clone())
-                .with_no_client_auth();
-            c.alpn_protocols = vec![alpn.to_vec()];
-            Ok(Arc::new(c))
-        };
         Ok(Tls {
-            http1: config(b"http/1.1")?.into(),
-            h2: config(b"h2")?.into(),
+            http1: tls_client_config(roots.clone(), b"http/1.1")?.into(),
+            h2: tls_client_config(roots, b"h2")?.into(),
             name: rustls::pki_types::ServerName::try_from(host.to_owned())
                 .with_context(|| format!("TLS server name '{host}'"))?,
         })
@@ -306,19 +330,12 @@ impl AwsClient {
             }
         }
         let tcp = self.tcp().await?;
-        let (sender, conn) = if self.endpoint.tls {
+        if self.endpoint.tls {
             let tls = self.tls()?;
             let stream = tls.http1.connect(tls.name.clone(), tcp).await.map_err(CallError::transport)?;
-            let (sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(CallError::transport)?;
-            (sender, tokio::spawn(async move { conn.await.is_ok() }))
-        } else {
-            let (sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(CallError::transport)?;
-            (sender, tokio::spawn(async move { conn.await.is_ok() }))
-        };
-        drop(conn);
-        Ok(sender)
+            return http1(stream).await.map_err(CallError::transport);
+        }
+        http1(tcp).await.map_err(CallError::transport)
     }
 
     /// A signed request for `op` with this body.
@@ -445,6 +462,11 @@ mod tests {
         assert_eq!(aws, ep("kinesis.us-east-1.amazonaws.com", 443, true));
         assert_eq!(aws.authority(), "kinesis.us-east-1.amazonaws.com");
         assert!(Endpoint::parse("http://:1").is_err());
+        assert_eq!(
+            url_path("http://127.0.0.1:9/2015-03-31/functions/f/invocations"),
+            "/2015-03-31/functions/f/invocations"
+        );
+        assert_eq!(url_path("https://example.com"), "/");
         assert!(Endpoint::parse("http://h:notaport").is_err());
     }
 

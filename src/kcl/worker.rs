@@ -288,8 +288,7 @@ fn random_id() -> String {
     let _ = getrandom::getrandom(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    crate::firehose::prefix::uuid_from(b)
 }
 
 /// Fisher-Yates with the operating system's randomness.
