@@ -279,7 +279,8 @@ def read_recorded(path: Path) -> list[tuple[str, str, int, str]]:
     except FileNotFoundError:
         return []
     out = []
-    for line in text.splitlines():
+    # Only whole lines: a reader can see a batch that another processor is still writing.
+    for line in text.split("\n")[:-1]:
         shard, seq, sub, data = line.split(" ", 3)
         out.append((shard, seq, int(sub), data))
     return out
@@ -287,7 +288,7 @@ def read_recorded(path: Path) -> list[tuple[str, str, int, str]]:
 
 def read_events(path: Path) -> list[list[str]]:
     try:
-        return [line.split(" ") for line in path.read_text().splitlines()]
+        return [line.split(" ") for line in path.read_text().split("\n")[:-1]]
     except FileNotFoundError:
         return []
 
