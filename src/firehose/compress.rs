@@ -1,6 +1,7 @@
 //! The object formats Firehose writes: UNCOMPRESSED, GZIP, ZIP (one entry), Snappy (the xerial
 //! snappy-java stream AWS writes, not Google's framing) and HADOOP_SNAPPY (Hadoop's block
-//! framing), with their file extensions and S3 Content-Encoding. Deterministic: the same input
+//! framing), with their file extensions and S3 Content-Encoding; and ZSTD (one zstd frame), which
+//! Kinesis channels write. Deterministic: the same input
 //! gives the same bytes, so an object rewritten after a crash is the same object.
 
 use std::io::Write;
@@ -13,6 +14,8 @@ pub enum Compression {
     Zip,
     Snappy,
     HadoopSnappy,
+    /// Kinesis channels only (CompressionType ZSTD).
+    Zstd,
 }
 
 impl Compression {
@@ -23,6 +26,7 @@ impl Compression {
             "ZIP" => Compression::Zip,
             "Snappy" => Compression::Snappy,
             "HADOOP_SNAPPY" => Compression::HadoopSnappy,
+            "ZSTD" => Compression::Zstd,
             _ => return None,
         })
     }
@@ -34,6 +38,7 @@ impl Compression {
             Compression::Gzip => ".gz",
             Compression::Zip => ".zip",
             Compression::Snappy | Compression::HadoopSnappy => ".snappy",
+            Compression::Zstd => ".zst",
         }
     }
 
@@ -45,6 +50,7 @@ impl Compression {
             Compression::Zip => Some("zip"),
             Compression::Snappy => Some("snappy-java"),
             Compression::HadoopSnappy => Some("hadoop-snappy"),
+            Compression::Zstd => Some("zstd"),
         }
     }
 
@@ -69,6 +75,8 @@ impl Compression {
             }
             Compression::Snappy => snappy_java(data),
             Compression::HadoopSnappy => hadoop_snappy(data),
+            // Single-threaded at a fixed level: the same bytes every time.
+            Compression::Zstd => zstd::bulk::compress(data, 3),
         }
     }
 }
@@ -126,6 +134,7 @@ mod tests {
             Compression::Zip,
             Compression::Snappy,
             Compression::HadoopSnappy,
+            Compression::Zstd,
         ] {
             let a = c.encode(&d, "entry").unwrap();
             assert_eq!(a, c.encode(&d, "entry").unwrap(), "{c:?} is deterministic");
@@ -154,6 +163,7 @@ mod tests {
                     }
                     v
                 }
+                Compression::Zstd => zstd::stream::decode_all(&a[..]).unwrap(),
                 Compression::HadoopSnappy => {
                     let mut v = Vec::new();
                     let mut at = 0;

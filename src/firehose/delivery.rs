@@ -64,6 +64,9 @@ pub struct Planned {
     #[serde(default)]
     pub partition_error_key: String,
     pub compression: String,
+    /// S3BackupMode Enabled: where the source records go, as received (bucket, key, compression).
+    #[serde(default)]
+    pub backup: Option<(String, String, String)>,
     /// The source records in it, in order: (shard index, first ordinal, end ordinal).
     pub segments: Vec<(u32, u64, u64)>,
     /// The reader's position after it.
@@ -282,14 +285,23 @@ fn plan(ds: &DeliveryStream, buf: &Buffer, end: StreamPosition, number: u64) -> 
     let dest = &ds.destination;
     let compression = dest["CompressionFormat"].as_str().unwrap_or("UNCOMPRESSED").to_owned();
     let ts = buf.oldest_ms.unwrap_or(0);
-    let bucket = dest["BucketARN"].as_str().unwrap_or_default().trim_start_matches("arn:aws:s3:::").to_owned();
+    let bucket = bucket_of(dest);
     let error_key = |kind: &str| {
         let prefix = error_prefix(dest["ErrorOutputPrefix"].as_str());
         format!("{}{}", naming.evaluate(&prefix, ts, kind, 1000, &|_, _| None), naming.name(ds, ts, ""))
     };
+    let backup = (dest["S3BackupMode"] == "Enabled").then(|| {
+        let b = &dest["S3BackupDescription"];
+        let c = b["CompressionFormat"].as_str().unwrap_or("UNCOMPRESSED");
+        let prefix = Prefix::parse(b["Prefix"].as_str().unwrap_or("")).unwrap_or_default();
+        let ext = Compression::parse(c).unwrap_or(Compression::Uncompressed).extension();
+        let key = format!("{}{}", naming.evaluate(&prefix, ts, "", 2000, &|_, _| None), naming.name(ds, ts, ext));
+        (bucket_of(b), key, c.to_owned())
+    });
     Planned {
         bucket,
         key: naming.object_key(ds, &compression, ts, &|_, _| None),
+        backup,
         error_key: error_key("processing-failed"),
         http_error_key: error_key("http-endpoint-failed"),
         partition_error_key: error_key("partitioning-failed"),
@@ -298,6 +310,11 @@ fn plan(ds: &DeliveryStream, buf: &Buffer, end: StreamPosition, number: u64) -> 
         end,
         records: buf.records,
     }
+}
+
+/// The bucket of a destination's BucketARN.
+fn bucket_of(dest: &Value) -> String {
+    dest["BucketARN"].as_str().unwrap_or_default().trim_start_matches("arn:aws:s3:::").to_owned()
 }
 
 /// What an object's key derives from: a digest of its input, giving the UUID-shaped id and the
@@ -383,6 +400,8 @@ pub struct Rendered {
     pub groups: Vec<Group>,
     pub errors: Vec<u8>,
     pub partition_errors: Vec<u8>,
+    /// S3BackupMode Enabled: the source records as received, concatenated.
+    pub backup: Vec<u8>,
 }
 
 async fn render(
@@ -495,7 +514,12 @@ async fn render(
             None => groups.push(Group { query: query_keys, lambda, records: vec![data], oldest_ms: r.ts_ms }),
         }
     }
-    Rendered { groups, errors, partition_errors }
+    let backup = if ds.http.is_none() && ds.destination["S3BackupMode"] == "Enabled" {
+        records.iter().flat_map(|(_, r)| r.data.iter().copied()).collect()
+    } else {
+        Vec::new()
+    };
+    Rendered { groups, errors, partition_errors, backup }
 }
 
 /// The object key of a partition: the prefix evaluated with its keys, and an id derived from
@@ -628,6 +652,9 @@ async fn send(
     if !rendered.partition_errors.is_empty() && !p.partition_error_key.is_empty() {
         sink.put(&p.bucket, &p.partition_error_key, rendered.partition_errors.clone(), None).await?;
     }
+    if let Some((bucket, key, compression)) = p.backup.as_ref().filter(|_| !rendered.backup.is_empty()) {
+        put_compressed(sink, bucket, key, compression, &rendered.backup).await?;
+    }
     let Some(http) = &ds.http else {
         let partitioned =
             ds.destination.pointer("/DynamicPartitioningConfiguration/Enabled") == Some(&Value::Bool(true));
@@ -683,15 +710,20 @@ async fn send(
 /// (uncompressed JSON lines), each only if it has something in it.
 async fn write_objects(sink: &Sink, p: &Planned, data: &[u8], errors: &[u8]) -> Result<(), String> {
     if !data.is_empty() {
-        let c = Compression::parse(&p.compression).unwrap_or(Compression::Uncompressed);
-        let entry = p.key.rsplit('/').next().unwrap_or(&p.key).trim_end_matches(c.extension()).to_owned();
-        let body = c.encode(data, &entry).map_err(|e| e.to_string())?;
-        sink.put(&p.bucket, &p.key, body, c.content_encoding()).await?;
+        put_compressed(sink, &p.bucket, &p.key, &p.compression, data).await?;
     }
     if !errors.is_empty() && !p.error_key.is_empty() {
         sink.put(&p.bucket, &p.error_key, errors.to_vec(), None).await?;
     }
     Ok(())
+}
+
+/// Writes one object compressed as `compression` says (a ZIP's entry is named after the key).
+async fn put_compressed(sink: &Sink, bucket: &str, key: &str, compression: &str, data: &[u8]) -> Result<(), String> {
+    let c = Compression::parse(compression).unwrap_or(Compression::Uncompressed);
+    let entry = key.rsplit('/').next().unwrap_or(key).trim_end_matches(c.extension());
+    let body = c.encode(data, entry).map_err(|e| e.to_string())?;
+    sink.put(bucket, key, body, c.content_encoding()).await
 }
 
 /// Writes `path` whole or not at all: a temporary file beside it, fsync, rename, fsync of the

@@ -161,10 +161,23 @@ fn s3_description(cfg: &Value, extended: bool) -> ApiResult<Value> {
                 "DataFormatConversionConfiguration: format conversion is not supported by this daemon yet.".into(),
             ));
         }
-        if text(cfg, "S3BackupMode") == Some("Enabled") {
-            return Err(ApiError::InvalidArgument("S3BackupMode Enabled is not supported by this daemon yet.".into()));
+        // Source records backed up, as received, to a second S3 destination.
+        match text(cfg, "S3BackupMode").unwrap_or("Disabled") {
+            "Enabled" => {
+                let Some(b) = cfg.get("S3BackupConfiguration").or_else(|| cfg.get("S3BackupDescription")) else {
+                    return Err(ApiError::InvalidArgument(
+                        "S3BackupConfiguration is required when S3BackupMode is Enabled.".into(),
+                    ));
+                };
+                let backup = s3_description(b, false)
+                    .map_err(|e| ApiError::InvalidArgument(format!("S3BackupConfiguration: {}", e.message())))?;
+                d.insert("S3BackupDescription".into(), backup);
+                d.insert("S3BackupMode".into(), json!("Enabled"));
+            }
+            _ => {
+                d.insert("S3BackupMode".into(), json!("Disabled"));
+            }
         }
-        d.insert("S3BackupMode".into(), json!("Disabled"));
         for m in
             ["FileExtension", "CustomTimeZone", "DynamicPartitioningConfiguration", "DataFormatConversionConfiguration"]
         {
@@ -681,8 +694,15 @@ async fn update_destination(f: &Arc<State>, req: Value) -> ApiResult<Value> {
             "DynamicPartitioningConfiguration cannot be added or removed after creation.".into(),
         ));
     }
+    if ds.destination["S3BackupMode"] == "Enabled" && text(update, "S3BackupMode") == Some("Disabled") {
+        return Err(ApiError::InvalidArgument("S3BackupMode cannot be changed from Enabled to Disabled.".into()));
+    }
+    let mut update = update.clone();
+    if let Some(b) = update.as_object_mut().and_then(|u| u.remove("S3BackupUpdate")) {
+        update["S3BackupDescription"] = b;
+    }
     let mut merged = ds.destination.clone();
-    merge(&mut merged, update);
+    merge(&mut merged, &update);
     let extended = req.get("ExtendedS3DestinationUpdate").is_some() || ds.destination.get("S3BackupMode").is_some();
     ds.destination = s3_description(&merged, extended)?;
     ds.version_id += 1;

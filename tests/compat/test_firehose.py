@@ -713,15 +713,16 @@ def test_unsupported_destinations_are_refused(firehose_unvalidated, member):
             },
             "DataFormatConversionConfiguration",
         ),
+        ({"S3BackupMode": "Enabled"}, "S3BackupConfiguration is required"),
         (
             {
                 "S3BackupMode": "Enabled",
-                "S3BackupConfiguration": {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::backup-b"},
+                "S3BackupConfiguration": {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::Not_A_Bucket"},
             },
-            "S3BackupMode",
+            "S3BackupConfiguration: BucketARN",
         ),
     ],
-    ids=["dynamic-partitioning-without-keys", "format-conversion", "s3-backup"],
+    ids=["dynamic-partitioning-without-keys", "format-conversion", "s3-backup-without-config", "s3-backup-bad-bucket"],
 )
 def test_unsupported_s3_features_are_refused(firehose, extra, member):
     name = unique_name("fh")

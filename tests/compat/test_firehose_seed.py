@@ -323,3 +323,80 @@ def test_a_function_behind_an_http_url(new_daemon):
         assert e["invocationId"] and all({"recordId", "approximateArrivalTimestamp", "data"} <= set(r) for r in e["records"])
     finally:
         server.shutdown()
+
+
+def test_s3_backup_keeps_the_source_records_as_received(new_daemon):
+    """S3BackupMode Enabled: every source record, before the function changed, dropped or failed
+    it, goes to the backup destination (its own bucket, prefix and compression), once; the
+    destination gets the transformed records. The mode is one-way."""
+    import gzip
+
+    d = new_daemon(config("mixed"))
+    firehose = make_client(d.endpoint, service="firehose")
+    name, bucket, backup = unique_name("backed-up"), unique_name("main").lower(), unique_name("backup").lower()
+    processing = {
+        "Enabled": True,
+        "Processors": [
+            {
+                "Type": "Lambda",
+                "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:us-east-1:1:function:m"}],
+            }
+        ],
+    }
+    firehose.create_delivery_stream(
+        DeliveryStreamName=name,
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": ROLE,
+            "BucketARN": f"arn:aws:s3:::{bucket}",
+            "ErrorOutputPrefix": "errors/",
+            "ProcessingConfiguration": processing,
+            "S3BackupMode": "Enabled",
+            "S3BackupConfiguration": {
+                "RoleARN": ROLE,
+                "BucketARN": f"arn:aws:s3:::{backup}",
+                "Prefix": "source/",
+                "CompressionFormat": "GZIP",
+            },
+        },
+    )
+    desc = firehose.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
+    dest = desc["Destinations"][0]["ExtendedS3DestinationDescription"]
+    assert dest["S3BackupMode"] == "Enabled"
+    assert dest["S3BackupDescription"]["BucketARN"] == f"arn:aws:s3:::{backup}"
+    assert dest["S3BackupDescription"]["Prefix"] == "source/"
+    assert dest["S3BackupDescription"]["BufferingHints"] == {"SizeInMBs": 5, "IntervalInSeconds": 300}
+    sent = [json.dumps({"value": i}).encode() for i in range(1, 61)]
+    for i in range(0, 60, 20):
+        r = firehose.put_record_batch(DeliveryStreamName=name, Records=[{"Data": b} for b in sent[i : i + 20]])
+        assert r["FailedPutCount"] == 0
+
+    def backed_up():
+        got = [v for body in objects(d, backup).values() for v in json_values(gzip.decompress(body))]
+        return got if len(got) >= len(sent) else None
+
+    got = wait_for(backed_up, "every source record backed up", d)
+    assert got == [json.loads(b) for b in sent], "the source records, once each, in order"
+    keys = list(objects(d, backup))
+    assert all(k.startswith("source/") and k.endswith(".gz") and f"/{name}-1-" in k for k in keys), keys
+    # The destination has what the function made of them: 5's multiples dropped, 7's failed.
+    main = wait_for(lambda: [v for k, b in objects(d, bucket).items() if not k.startswith("errors/") for v in json_values(b)] or None, "objects", d)
+    kept = [i for i in range(1, 61) if i % 5 and i % 7]
+    assert sorted(v["VALUE"] if "VALUE" in v else v["value"] for v in main) == kept
+    # One-way: Enabled cannot go back to Disabled.
+    with pytest.raises(firehose.exceptions.InvalidArgumentException, match="S3BackupMode"):
+        firehose.update_destination(
+            DeliveryStreamName=name,
+            CurrentDeliveryStreamVersionId=desc["VersionId"],
+            DestinationId=desc["Destinations"][0]["DestinationId"],
+            ExtendedS3DestinationUpdate={"S3BackupMode": "Disabled"},
+        )
+    # The backup destination can be changed.
+    firehose.update_destination(
+        DeliveryStreamName=name,
+        CurrentDeliveryStreamVersionId=desc["VersionId"],
+        DestinationId=desc["Destinations"][0]["DestinationId"],
+        ExtendedS3DestinationUpdate={"S3BackupUpdate": {"Prefix": "source-v2/"}},
+    )
+    after = firehose.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
+    b = after["Destinations"][0]["ExtendedS3DestinationDescription"]["S3BackupDescription"]
+    assert b["Prefix"] == "source-v2/" and b["CompressionFormat"] == "GZIP"
