@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import boto3, pytest, awscli, snappy" 2>/dev/null; then
+if ! .venv/bin/python -c "import boto3, pytest, awscli, snappy, zstandard" 2>/dev/null; then
     .venv/bin/pip install -q --disable-pip-version-check -r tests/compat/requirements.txt
 fi
 # amazon_kclpy: the sdist's pure-Python package only. Its setup.py downloads the KCL's jars from a

@@ -69,10 +69,11 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         // Long-lived subscriptions would otherwise hold the drain for its whole timeout.
         subscriptions.cancel_all();
     };
+    let firehose = firehose::Firehose::start(Arc::clone(&svc));
     let routes = http::Routes::default()
-        .with(Arc::new(kinesis::Kinesis { svc: Arc::clone(&svc) }))
+        .with(Arc::new(kinesis::Kinesis { svc: Arc::clone(&svc), delivery: Arc::clone(&firehose.0) }))
         .with(Arc::new(dynamodb::DynamoDb::new(Arc::clone(&svc))))
-        .with(Arc::new(firehose::Firehose::start(Arc::clone(&svc))));
+        .with(Arc::new(firehose));
     http::serve(listener, Arc::clone(&svc), routes, stopping).await;
     svc.subscriptions.cancel_all();
     autoscaler.abort();

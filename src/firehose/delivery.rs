@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
@@ -57,6 +57,9 @@ pub struct Planned {
     /// Where records that fail processing go (written only if some do).
     #[serde(default)]
     pub error_key: String,
+    /// The bucket of `error_key` when it is not `bucket` (a channel's dead-letter bucket).
+    #[serde(default)]
+    pub error_bucket: String,
     /// HTTP endpoint destinations: where records the endpoint never accepted go.
     #[serde(default)]
     pub http_error_key: String,
@@ -72,6 +75,16 @@ pub struct Planned {
     /// The reader's position after it.
     pub end: StreamPosition,
     pub records: u64,
+}
+
+impl Planned {
+    fn error_bucket(&self) -> &str {
+        if self.error_bucket.is_empty() {
+            &self.bucket
+        } else {
+            &self.error_bucket
+        }
+    }
 }
 
 struct Running {
@@ -298,9 +311,26 @@ fn plan(ds: &DeliveryStream, buf: &Buffer, end: StreamPosition, number: u64) -> 
         let key = format!("{}{}", naming.evaluate(&prefix, ts, "", 2000, &|_, _| None), naming.name(ds, ts, ext));
         (bucket_of(b), key, c.to_owned())
     });
+    if let Some(ch) = dest.get("Channel") {
+        let (key, error_key) = super::channels::object_keys(ds, ch, &naming.id, &compression, ts);
+        return Planned {
+            error_bucket: bucket_of(&json!({"BucketARN": ch["DeadLetterBucketARN"]})),
+            bucket,
+            key,
+            error_key,
+            http_error_key: String::new(),
+            partition_error_key: String::new(),
+            compression,
+            backup: None,
+            segments: buf.segments.clone(),
+            end,
+            records: buf.records,
+        };
+    }
     Planned {
         bucket,
         key: naming.object_key(ds, &compression, ts, &|_, _| None),
+        error_bucket: String::new(),
         backup,
         error_key: error_key("processing-failed"),
         http_error_key: error_key("http-endpoint-failed"),
@@ -319,8 +349,8 @@ fn bucket_of(dest: &Value) -> String {
 
 /// What an object's key derives from: a digest of its input, giving the UUID-shaped id and the
 /// seed of its random strings.
-struct Naming {
-    id: String,
+pub(super) struct Naming {
+    pub(super) id: String,
     seed: u64,
 }
 
@@ -419,7 +449,7 @@ async fn render(
     let mut input: Vec<super::transform::InRecord> = Vec::with_capacity(records.len());
     for (shard, r) in records {
         let seq = crate::stream::seqno::SeqNo::record(source_id, *shard, r.ordinal).encode();
-        let users: Vec<Vec<u8>> = if ds.source_stream_arn.is_some() {
+        let users: Vec<Vec<u8>> = if ds.source_stream_arn.is_some() && ds.kind != "Channel" {
             crate::kcl::kpl::deaggregate(&r.partition_key, &r.data, None).into_iter().map(|u| u.data).collect()
         } else {
             vec![r.data.to_vec()]
@@ -438,6 +468,19 @@ async fn render(
                 partition_key: r.partition_key.clone(),
             });
         }
+    }
+    // A channel's records must be of its RecordFormatType; the others go to its dead-letter
+    // bucket.
+    if let Some(format) = ds.destination.pointer("/Channel/RecordFormatType").and_then(Value::as_str) {
+        let now = svc.now_ms();
+        let stream_arn = ds.source_stream_arn.as_deref().unwrap_or_default();
+        input.retain(|r| match super::channels::check_record(format, &r.data) {
+            Ok(()) => true,
+            Err(why) => {
+                errors.extend(super::channels::dead_letter(stream_arn, r, &why, now));
+                false
+            }
+        });
     }
     // The function, if any: (record, data to deliver, the function's partition keys).
     type Keys = Vec<(String, String)>;
@@ -701,7 +744,7 @@ async fn send(
         write_objects(sink, p, &records.concat(), &[]).await?;
     }
     if !errors.is_empty() && !p.error_key.is_empty() {
-        sink.put(&p.bucket, &p.error_key, errors.to_vec(), None).await?;
+        sink.put(p.error_bucket(), &p.error_key, errors.to_vec(), None).await?;
     }
     Ok(())
 }
@@ -713,7 +756,7 @@ async fn write_objects(sink: &Sink, p: &Planned, data: &[u8], errors: &[u8]) -> 
         put_compressed(sink, &p.bucket, &p.key, &p.compression, data).await?;
     }
     if !errors.is_empty() && !p.error_key.is_empty() {
-        sink.put(&p.bucket, &p.error_key, errors.to_vec(), None).await?;
+        sink.put(p.error_bucket(), &p.error_key, errors.to_vec(), None).await?;
     }
     Ok(())
 }

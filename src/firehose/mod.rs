@@ -17,6 +17,7 @@
 //! conversion or S3 backup; encryption settings are
 //! recorded, not applied; one internal shard per DirectPut stream.
 
+pub mod channels;
 pub mod compress;
 pub mod delivery;
 pub mod http_endpoint;
@@ -127,31 +128,36 @@ impl Firehose {
                 f.engine.start(&ds);
             }
         }
+        for c in channels::all(&f.svc) {
+            if c.status == "DELETING" {
+                let f2 = f.clone();
+                tokio::spawn(async move { channels::finish_delete(&f2, &c).await });
+            } else if c.status == "CREATING" || c.status == "UPDATING" {
+                // The change was saved; only its settling was lost with the process.
+                let f2 = f.clone();
+                tokio::spawn(async move { channels::settle(&f2, &c.name, c.incarnation, &c.status).await });
+            } else {
+                f.engine.start(&c.delivery());
+            }
+        }
         Firehose(f)
     }
 }
 
 impl State {
     pub fn all(&self) -> Vec<DeliveryStream> {
-        let rows = match self.svc.store.meta_scan("firehose/stream/") {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "reading delivery streams");
-                return Vec::new();
-            }
-        };
-        let mut out: Vec<DeliveryStream> = rows
-            .into_iter()
-            .filter_map(|(k, v)| match serde_json::from_slice(&v) {
-                Ok(ds) => Some(ds),
-                Err(e) => {
-                    tracing::error!(key = %k, error = %e, "unreadable delivery stream metadata");
-                    None
-                }
-            })
-            .collect();
+        let mut out: Vec<DeliveryStream> = scan(&self.svc, "firehose/stream/", "delivery stream");
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// A new incarnation number (unique for the life of the data directory).
+    pub async fn incarnation(&self) -> ApiResult<u64> {
+        let store = self.svc.store.clone();
+        tokio::task::spawn_blocking(move || store.allocate_stream_id())
+            .await
+            .map_err(|e| ApiError::InternalFailure(e.to_string()))?
+            .map_err(|e| ApiError::InternalFailure(e.to_string()))
     }
 
     pub fn get(&self, name: &str) -> ApiResult<DeliveryStream> {
@@ -172,6 +178,26 @@ impl State {
     pub fn not_found(&self, name: &str) -> ApiError {
         ApiError::ResourceNotFound(format!("Firehose {name} under account {} not found.", self.svc.cfg.account_id))
     }
+}
+
+/// Every readable record stored under a metadata prefix; unreadable ones are logged and left.
+pub fn scan<T: serde::de::DeserializeOwned>(svc: &Service, prefix: &str, what: &str) -> Vec<T> {
+    let rows = match svc.store.meta_scan(prefix) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "reading {what}s");
+            return Vec::new();
+        }
+    };
+    rows.into_iter()
+        .filter_map(|(k, v)| match serde_json::from_slice(&v) {
+            Ok(x) => Some(x),
+            Err(e) => {
+                tracing::error!(key = %k, error = %e, "unreadable {what} metadata");
+                None
+            }
+        })
+        .collect()
 }
 
 impl AwsService for Firehose {

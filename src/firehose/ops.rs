@@ -323,11 +323,7 @@ async fn create(f: &Arc<State>, req: Value) -> ApiResult<Value> {
             f.svc.cfg.account_id
         )));
     }
-    let store = f.svc.store.clone();
-    let incarnation = tokio::task::spawn_blocking(move || store.allocate_stream_id())
-        .await
-        .map_err(|e| ApiError::InternalFailure(e.to_string()))?
-        .map_err(|e| ApiError::InternalFailure(e.to_string()))?;
+    let incarnation = f.incarnation().await?;
     let now = f.svc.now_ms();
     let mut ds = DeliveryStream {
         name: name.clone(),

@@ -44,6 +44,7 @@ pub static MEMBER_KINDS: MemberKinds = MemberKinds {
         "ApproximateArrivalTimestamp",
         "StreamCreationTimestamp",
         "ConsumerCreationTimestamp",
+        "ChannelCreationTimestamp",
         "Timestamp",
         "LastUpdateTimestamp",
     ],
@@ -52,6 +53,8 @@ pub static MEMBER_KINDS: MemberKinds = MemberKinds {
 /// The Kinesis service as the front end sees it.
 pub struct Kinesis {
     pub svc: Arc<Service>,
+    /// The delivery engine, which serves the channel operations.
+    pub delivery: Arc<crate::firehose::State>,
 }
 
 impl AwsService for Kinesis {
@@ -73,6 +76,7 @@ impl AwsService for Kinesis {
 
     fn call(&self, op: String, proto: Protocol, body: Bytes, auth: ApiResult<()>) -> BoxFuture<Reply> {
         let svc = self.svc.clone();
+        let delivery = self.delivery.clone();
         Box::pin(async move {
             if !OPERATIONS.contains(&op.as_str()) {
                 return Reply::Whole(Err(ApiError::UnknownOperation(String::new())));
@@ -113,6 +117,9 @@ impl AwsService for Kinesis {
                     Err(e) => Reply::Whole(Err(e)),
                 };
             }
+            if crate::firehose::channels::OPERATIONS.contains(&op.as_str()) {
+                return Reply::Whole(crate::firehose::channels::dispatch(&delivery, &op, value).await);
+            }
             let result = dispatch(&svc, &op, value).await;
             // Operations without an output shape answer with an empty body, as AWS's do.
             Reply::Whole(result.map(|v| if MODEL.has_output(&op) { v } else { Value::Null }))
@@ -138,11 +145,16 @@ fn check_stream_id(svc: &Service, req: &Value) -> ApiResult<()> {
 /// `scripts/gen_model.py`).
 pub static MODEL: LazyLock<Model> = LazyLock::new(|| Model::from_json(include_str!("model.json")));
 
-/// The operations this daemon serves. The model's others (queues, channels) answer
+/// The operations this daemon serves. The model's others (queues) answer
 /// UnknownOperationException until they are built.
 pub const OPERATIONS: &[&str] = &[
     "AddTagsToStream",
+    "CreateChannel",
     "CreateStream",
+    "DeleteChannel",
+    "DescribeChannel",
+    "ListChannels",
+    "UpdateChannel",
     "DecreaseStreamRetentionPeriod",
     "DeleteResourcePolicy",
     "DeleteStream",

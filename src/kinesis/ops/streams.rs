@@ -219,6 +219,14 @@ pub async fn delete_stream(svc: &Arc<Service>, input: DeleteStreamInput) -> ApiR
     if meta.status == StreamStatus::Deleting {
         return Err(svc.not_found(&meta.name));
     }
+    let channels = crate::firehose::channels::of_stream(svc, &meta.name);
+    if !channels.is_empty() {
+        return Err(ApiError::ResourceInUse(format!(
+            "Stream {} has channels ({}); delete them before the stream.",
+            meta.name,
+            channels.join(", ")
+        )));
+    }
     let mut m = (*meta).clone();
     m.status = StreamStatus::Deleting;
     let meta = svc.save(m).await?;
