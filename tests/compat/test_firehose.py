@@ -7,6 +7,9 @@
   format, size-based flushes, UpdateDestination mid-stream, delete and re-create.
 * Crashes: `kill -9` of the daemon at seeded random moments while records are put and objects
   written; afterwards every acknowledged record is in exactly one object and no object is torn.
+  `SLUICE_DELIVERY_CRASH_SEED=<n>` replays a run (the seed is printed, and named on failure);
+  `SLUICE_DELIVERY_CRASH_ROUNDS=<n>` kills more often (the long mode:
+  `SLUICE_DELIVERY_CRASH_ROUNDS=60 pytest tests/compat/test_firehose.py -k kill9`).
 
 Records are JSON documents carrying an id, so that an object's body (records concatenated with
 no delimiter) can be split again and compared byte for byte with what was put.
@@ -1637,6 +1640,17 @@ def temp_files(d: Daemon, bucket: str) -> set[str]:
     return out
 
 
+def crash_seed(default: int) -> int:
+    """The crash harness's seed: `SLUICE_DELIVERY_CRASH_SEED`, else the test's own."""
+    seed = int(os.environ.get("SLUICE_DELIVERY_CRASH_SEED", default))
+    print(f"crash seed {seed} (replay with SLUICE_DELIVERY_CRASH_SEED={seed})")
+    return seed
+
+
+def crash_round_count(default: int) -> int:
+    return int(os.environ.get("SLUICE_DELIVERY_CRASH_ROUNDS", default))
+
+
 def crash_rounds(d: Daemon, bucket: str, rng: random.Random, rounds: int, check) -> int:
     """`kill -9` at random moments, restarting on the same data dir each time: every other
     round the moment an object's temporary file appears (an object planned, being written, not
@@ -1674,13 +1688,18 @@ def test_kill9_during_direct_put_delivery(new_daemon):
     d = new_daemon(delivery_config())
     fh = firehose_client(d.endpoint)
     name, bucket = create_ds(fh, CompressionFormat="GZIP", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 60})
-    writer = DirectPutWriter(d.endpoint, name, seed=20151)
+    seed = crash_seed(20151)
+    writer = DirectPutWriter(d.endpoint, name, seed=seed)
     writer.start()
     delivered = Delivered(d, bucket, name)
     try:
         wait_until(lambda: len(writer.acked) > 200 and delivered.scan(), "deliveries under way", daemon=d)
         hits = crash_rounds(
-            d, bucket, random.Random(7), 6, lambda: writer.error is None or pytest.fail(repr(writer.error))
+            d,
+            bucket,
+            random.Random(seed),
+            crash_round_count(6),
+            lambda: writer.error is None or pytest.fail(f"seed {seed}: {writer.error!r}"),
         )
         time.sleep(1.0)
     finally:
@@ -1690,7 +1709,7 @@ def test_kill9_during_direct_put_delivery(new_daemon):
     assert not writer.is_alive()
     acked = set(writer.acked)
     assert len(acked) > 1000 and writer.failures > 0, (len(acked), writer.failures)
-    assert hits >= 1, "no kill landed while an object was being written"
+    assert hits >= 1, f"seed {seed}: no kill landed while an object was being written"
 
     delivered.wait_for(acked, "every acknowledged record delivered", timeout=90)
     delivered.settle(quiet=3)
@@ -1715,13 +1734,18 @@ def test_kill9_during_kinesis_source_delivery(new_daemon):
     name, bucket = create_ds(
         fh, source_stream=stream, CompressionFormat="Snappy", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 60}
     )
-    writer = KinesisWriter(d.endpoint, stream, seed=4242)
+    seed = crash_seed(4242)
+    writer = KinesisWriter(d.endpoint, stream, seed=seed)
     writer.start()
     delivered = Delivered(d, bucket, name)
     try:
         wait_until(lambda: len(writer.acked) > 200 and delivered.scan(), "deliveries under way", daemon=d)
         hits = crash_rounds(
-            d, bucket, random.Random(11), 4, lambda: writer.error is None or pytest.fail(repr(writer.error))
+            d,
+            bucket,
+            random.Random(seed),
+            crash_round_count(4),
+            lambda: writer.error is None or pytest.fail(f"seed {seed}: {writer.error!r}"),
         )
         time.sleep(1.0)
     finally:
@@ -1730,7 +1754,7 @@ def test_kill9_during_kinesis_source_delivery(new_daemon):
     assert writer.error is None, repr(writer.error)
     acked = set(writer.acked)
     assert len(acked) > 1000 and writer.failures > 0, (len(acked), writer.failures)
-    assert hits >= 1, "no kill landed while an object was being written"
+    assert hits >= 1, f"seed {seed}: no kill landed while an object was being written"
 
     delivered.wait_for(acked, "every acknowledged record delivered", timeout=90)
     delivered.settle(quiet=3)
