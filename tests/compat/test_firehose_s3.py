@@ -132,3 +132,77 @@ def test_delivery_into_an_s3_compatible_server(new_daemon, s3):
         assert seen == sorted(seen)
     # Nothing went to the bucket directory: every object is on the server.
     assert not (Path(d.data_dir) / "buckets").exists()
+
+
+def test_a_kinesis_channel_delivers_into_an_s3_compatible_server(new_daemon, s3):
+    """A Kinesis channel (CreateChannel) on the same engine: ZSTD objects under its
+    OutputKeyTemplate, with Content-Encoding zstd, and its dead-letter entries in another bucket."""
+    import zstandard
+
+    endpoint, s3c = s3
+    bucket, dlq = unique_name("channel-lake").lower(), unique_name("channel-dlq").lower()
+    s3c.create_bucket(Bucket=bucket)
+    s3c.create_bucket(Bucket=dlq)
+    d = new_daemon(
+        FAST_CONFIG
+        + '[delivery]\nbuffering_interval_cap = "1s"\n'
+        + f'[delivery.s3]\nendpoint = "{endpoint}"\naccess_key_id = "{AK}"\nsecret_access_key = "{SK}"\n'
+    )
+    kinesis = make_client(d.endpoint)
+    stream = unique_name("orders")
+    kinesis.create_stream(StreamName=stream, StreamModeDetails={"StreamMode": "ON_DEMAND"})
+    arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+    owner = "123456789012"
+    channel = kinesis.create_channel(
+        ChannelName=unique_name("orders-to-s3"),
+        ServiceExecutionRoleARN=ROLE,
+        StreamConfigurationList=[{"StreamARN": arn, "RecordConfiguration": {"RecordFormatType": "JSON"}}],
+        S3DestinationConfiguration={
+            "StorageConfiguration": {
+                "BucketARN": f"arn:aws:s3:::{bucket}",
+                "ExpectedBucketOwner": owner,
+                "CompressionType": "ZSTD",
+                "OutputKeyTemplate": "orders/stream=!{stream-name}/!{yyyy}/!{MM}/!{dd}/!{channel-name}!{extension}",
+            },
+            "DeadLetterQueueS3Configuration": {
+                "BucketARN": f"arn:aws:s3:::{dlq}",
+                "ExpectedBucketOwner": owner,
+                "ErrorOutputPrefix": "bad/",
+            },
+        },
+    )["ChannelDescription"]
+    deadline = time.monotonic() + 10
+    while kinesis.describe_channel(ChannelARN=channel["ChannelARN"])["ChannelDescription"]["ChannelStatus"] != "ACTIVE":
+        assert time.monotonic() < deadline, d.log_tail()
+        time.sleep(0.05)
+    sent = [json.dumps({"order": i}).encode() for i in range(200)]
+    records = [{"Data": b, "PartitionKey": f"k{i % 7}"} for i, b in enumerate(sent)]
+    records.insert(50, {"Data": b"not json", "PartitionKey": "k0"})
+    r = kinesis.put_records(StreamName=stream, Records=records)
+    assert r["FailedRecordCount"] == 0
+    bad_seq = r["Records"][50]["SequenceNumber"]
+
+    def keys(b):
+        return [o["Key"] for page in s3c.get_paginator("list_objects_v2").paginate(Bucket=b) for o in page.get("Contents", [])]
+
+    deadline = time.monotonic() + 30
+    while True:
+        got = []
+        for k in keys(bucket):
+            body = zstandard.ZstdDecompressor().decompressobj().decompress(s3c.get_object(Bucket=bucket, Key=k)["Body"].read())
+            text, at, dec = body.decode(), 0, json.JSONDecoder()
+            while at < len(text):
+                v, at = dec.raw_decode(text, at)
+                got.append(v)
+        if (len(got) >= len(sent) and keys(dlq)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert sorted(got, key=lambda v: v["order"]) == [json.loads(b) for b in sent], d.log_tail()
+    for k in keys(bucket):
+        assert k.startswith(f"orders/stream={stream}/") and k.endswith(".zst"), k
+        assert s3c.head_object(Bucket=bucket, Key=k)["ContentEncoding"] == "zstd"
+    [dead] = keys(dlq)
+    assert dead.startswith("bad/") and dead.endswith(".json"), dead
+    [entry] = [json.loads(line) for line in s3c.get_object(Bucket=dlq, Key=dead)["Body"].read().splitlines()]
+    assert entry["sequenceNumber"] == bad_seq and entry["streamARN"] == arn
+    assert entry["errorCode"] == "InvalidRecordFormat" and "rawData" not in entry
