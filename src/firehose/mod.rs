@@ -10,12 +10,14 @@
 //!
 //! Transformation ([`transform`]): KPL de-aggregation of Kinesis sources, RecordDeAggregation,
 //! a Lambda processor running what a `[[delivery.functions]]` entry names,
-//! AppendDelimiterToRecord. Objects go to the bucket directories, or to an S3-compatible server
-//! (`[delivery.s3]`).
+//! AppendDelimiterToRecord; dynamic partitioning ([`partition`]); HTTP endpoint destinations
+//! ([`http_endpoint`]); S3 backup of the source records. Objects go to the bucket directories,
+//! or to an S3-compatible server (`[delivery.s3]`). The Kinesis channel operations
+//! ([`channels`]) are delivered by the same engine.
 //!
-//! Limits (this stage): destinations ExtendedS3 and S3 only; no dynamic partitioning, format
-//! conversion or S3 backup; encryption settings are
-//! recorded, not applied; one internal shard per DirectPut stream.
+//! Limits: destinations ExtendedS3, S3 and HTTP endpoint only; no format conversion; UTC only;
+//! encryption settings are recorded, not applied; one internal shard per DirectPut stream; one
+//! buffer timer for all of a buffer's partitions.
 
 pub mod channels;
 pub mod compress;
