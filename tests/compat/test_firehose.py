@@ -1671,6 +1671,32 @@ def crash_rounds(d: Daemon, bucket: str, rng: random.Random, rounds: int, check)
     return hits
 
 
+def crash_while_writing(d: Daemon, bucket: str, writer, ready, seed: int, rounds: int) -> tuple[set, int]:
+    """Starts `writer`, waits for `ready()`, runs the crash rounds, stops the writer; returns the
+    acknowledged ids and the kills that hit a write in progress (checked: at least one, and
+    some puts refused while the daemon was down)."""
+    writer.start()
+    try:
+        wait_until(lambda: len(writer.acked) > 200 and ready(), "deliveries under way", daemon=d)
+        hits = crash_rounds(
+            d,
+            bucket,
+            random.Random(seed),
+            crash_round_count(rounds),
+            lambda: writer.error is None or pytest.fail(f"seed {seed}: {writer.error!r}"),
+        )
+        time.sleep(1.0)
+    finally:
+        writer.stop.set()
+        writer.join(timeout=60)
+    assert writer.error is None, repr(writer.error)
+    assert not writer.is_alive()
+    acked = set(writer.acked)
+    assert len(acked) > 1000 and writer.failures > 0, (len(acked), writer.failures)
+    assert hits >= 1, f"seed {seed}: no kill landed while an object was being written"
+    return acked, hits
+
+
 def replays(d: Daemon) -> int:
     """Objects written again after a restart, from their saved plan (the daemon logs each)."""
     return d.log_path.read_text(errors="replace").count("planned before a restart")
@@ -1690,26 +1716,8 @@ def test_kill9_during_direct_put_delivery(new_daemon):
     name, bucket = create_ds(fh, CompressionFormat="GZIP", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 60})
     seed = crash_seed(20151)
     writer = DirectPutWriter(d.endpoint, name, seed=seed)
-    writer.start()
     delivered = Delivered(d, bucket, name)
-    try:
-        wait_until(lambda: len(writer.acked) > 200 and delivered.scan(), "deliveries under way", daemon=d)
-        hits = crash_rounds(
-            d,
-            bucket,
-            random.Random(seed),
-            crash_round_count(6),
-            lambda: writer.error is None or pytest.fail(f"seed {seed}: {writer.error!r}"),
-        )
-        time.sleep(1.0)
-    finally:
-        writer.stop.set()
-        writer.join(timeout=60)
-    assert writer.error is None, repr(writer.error)
-    assert not writer.is_alive()
-    acked = set(writer.acked)
-    assert len(acked) > 1000 and writer.failures > 0, (len(acked), writer.failures)
-    assert hits >= 1, f"seed {seed}: no kill landed while an object was being written"
+    acked, hits = crash_while_writing(d, bucket, writer, delivered.scan, seed, 6)
 
     delivered.wait_for(acked, "every acknowledged record delivered", timeout=90)
     delivered.settle(quiet=3)
@@ -1736,25 +1744,8 @@ def test_kill9_during_kinesis_source_delivery(new_daemon):
     )
     seed = crash_seed(4242)
     writer = KinesisWriter(d.endpoint, stream, seed=seed)
-    writer.start()
     delivered = Delivered(d, bucket, name)
-    try:
-        wait_until(lambda: len(writer.acked) > 200 and delivered.scan(), "deliveries under way", daemon=d)
-        hits = crash_rounds(
-            d,
-            bucket,
-            random.Random(seed),
-            crash_round_count(4),
-            lambda: writer.error is None or pytest.fail(f"seed {seed}: {writer.error!r}"),
-        )
-        time.sleep(1.0)
-    finally:
-        writer.stop.set()
-        writer.join(timeout=60)
-    assert writer.error is None, repr(writer.error)
-    acked = set(writer.acked)
-    assert len(acked) > 1000 and writer.failures > 0, (len(acked), writer.failures)
-    assert hits >= 1, f"seed {seed}: no kill landed while an object was being written"
+    acked, hits = crash_while_writing(d, bucket, writer, delivered.scan, seed, 4)
 
     delivered.wait_for(acked, "every acknowledged record delivered", timeout=90)
     delivered.settle(quiet=3)
