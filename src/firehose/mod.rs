@@ -126,6 +126,10 @@ impl Firehose {
             if ds.status == "DELETING" {
                 let f2 = f.clone();
                 tokio::spawn(async move { ops::finish_delete(&f2, &ds).await });
+            } else if ds.status == "CREATING" {
+                // Saved, but the process ended before it became ACTIVE.
+                let f2 = f.clone();
+                tokio::spawn(async move { ops::activate(&f2, &ds).await });
             } else {
                 f.engine.start(&ds);
             }

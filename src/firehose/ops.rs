@@ -352,20 +352,23 @@ async fn create(f: &Arc<State>, req: Value) -> ApiResult<Value> {
     // CREATING, then ACTIVE after the configured delay (at once when it is zero).
     let delay = f.svc.cfg.streams.create_delay;
     let f2 = f.clone();
-    let activate = async move {
-        let _guard = f2.control.lock().await;
-        if let Ok(mut current) = f2.get(&ds.name) {
-            if current.incarnation == ds.incarnation && current.status == "CREATING" {
-                current.status = "ACTIVE".into();
-                if f2.save(&current).await.is_ok() {
-                    f2.engine.start(&current);
-                }
+    drop(_guard);
+    crate::kinesis::after(delay, async move { activate(&f2, &ds).await }).await;
+    Ok(json!({"DeliveryStreamARN": arn}))
+}
+
+/// CREATING → ACTIVE, delivering (after the create delay, or at start-up for a stream whose
+/// creation a crash interrupted).
+pub async fn activate(f: &Arc<State>, ds: &DeliveryStream) {
+    let _guard = f.control.lock().await;
+    if let Ok(mut current) = f.get(&ds.name) {
+        if current.incarnation == ds.incarnation && current.status == "CREATING" {
+            current.status = "ACTIVE".into();
+            if f.save(&current).await.is_ok() {
+                f.engine.start(&current);
             }
         }
-    };
-    drop(_guard);
-    crate::kinesis::after(delay, activate).await;
-    Ok(json!({"DeliveryStreamARN": arn}))
+    }
 }
 
 /// A customer managed key needs its ARN.

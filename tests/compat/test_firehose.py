@@ -1240,6 +1240,23 @@ def test_delete_delivery_stream(firehose, make_ds):
     assert name not in firehose.list_delivery_streams(Limit=10000)["DeliveryStreamNames"]
 
 
+def test_a_stream_creating_at_kill9_becomes_active_after_restart(new_daemon):
+    """A delivery stream saved CREATING, its activation lost with the process: the restart
+    finishes it, and it delivers."""
+    d = new_daemon('[streams]\ncreate_delay = "3s"\ndelete_delay = "0ms"\n[delivery]\nbuffering_interval_cap = "1s"\n')
+    fh = firehose_client(d.endpoint)
+    name, bucket = unique_name("fh"), unique_bucket()
+    fh.create_delivery_stream(DeliveryStreamName=name, ExtendedS3DestinationConfiguration=s3_destination(bucket))
+    status = fh.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]["DeliveryStreamStatus"]
+    assert status == "CREATING"
+    d.kill9()
+    d.start()
+    wait_ds_active(fh, name, timeout=15)
+    fh.put_record(DeliveryStreamName=name, Record={"Data": record("revived", 1)})
+    delivered = Delivered(d, bucket, name)
+    delivered.wait_for({1}, "the record put after the restart")
+
+
 def error_code_of(e: ClientError) -> str:
     return e.response["Error"]["Code"]
 
