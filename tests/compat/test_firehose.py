@@ -1560,30 +1560,46 @@ def test_acknowledged_records_survive_kill9_before_their_object(new_daemon):
     assert_delivered_once_in_order(delivered.fresh().scan(), sent)
 
 
-class DirectPutWriter(threading.Thread):
-    """Puts records with PutRecordBatch until stopped, remembering the acknowledged ones."""
+class Writer(threading.Thread):
+    """Puts batches of records until stopped, remembering what it sent (`sent`: id -> data) and
+    which records were acknowledged (`acked`: id -> what the answer names for it). A put that
+    fails on the daemon's side or on the connection is counted in `failures`, not acknowledged;
+    any other error ends the writer and is surfaced as `error`."""
 
-    def __init__(self, endpoint: str, name: str, seed: int):
+    BATCH_MAX = 60
+
+    def __init__(self, endpoint: str, seed: int):
         super().__init__(daemon=True)
-        self.endpoint, self.name, self.rng = endpoint, name, random.Random(seed)
+        self.endpoint, self.rng = endpoint, random.Random(seed)
         self.stop = threading.Event()
         self.sent: dict[int, bytes] = {}
-        self.acked: list[int] = []
+        self.acked: dict[int, str] = {}
         self.failures = 0
         self.error: BaseException | None = None
 
+    def client(self):
+        raise NotImplementedError
+
+    def record(self, i: int) -> bytes:
+        """Record `i`'s data (drawn from `rng`)."""
+        raise NotImplementedError
+
+    def put(self, client, ids: list[int]) -> list[str | None]:
+        """Puts the records `ids`; per record, what acknowledges it, or None."""
+        raise NotImplementedError
+
     def run(self):
         try:
-            client = firehose_client(self.endpoint)
+            client = self.client()
             i = 0
             while not self.stop.is_set():
-                batch = []
-                for _ in range(self.rng.randint(1, 80)):
-                    batch.append((i, record("crash", i, self.rng.randint(0, 1500))))
-                    self.sent[i] = batch[-1][1]
+                ids = []
+                for _ in range(self.rng.randint(1, self.BATCH_MAX)):
+                    self.sent[i] = self.record(i)
+                    ids.append(i)
                     i += 1
                 try:
-                    r = client.put_record_batch(DeliveryStreamName=self.name, Records=[{"Data": b} for _, b in batch])
+                    answers = self.put(client, ids)
                 except ClientError as e:
                     if e.response["ResponseMetadata"]["HTTPStatusCode"] < 500:
                         raise
@@ -1594,60 +1610,55 @@ class DirectPutWriter(threading.Thread):
                     self.failures += 1
                     time.sleep(0.05)
                     continue
-                assert len(r["RequestResponses"]) == len(batch)
-                for (j, _), res in zip(batch, r["RequestResponses"]):
-                    if res.get("RecordId"):
-                        self.acked.append(j)
+                assert len(answers) == len(ids)
+                for j, ack in zip(ids, answers):
+                    if ack:
+                        self.acked[j] = ack
                 time.sleep(0.003)
         except BaseException as e:  # surfaced by the test
             self.error = e
 
 
-class KinesisWriter(threading.Thread):
-    """Puts records with PutRecords until stopped, remembering the acknowledged ones and their
-    shards."""
+class DirectPutWriter(Writer):
+    """PutRecordBatch into a DirectPut delivery stream; acknowledged by a RecordId."""
+
+    BATCH_MAX = 80
+
+    def __init__(self, endpoint: str, name: str, seed: int):
+        super().__init__(endpoint, seed)
+        self.name = name
+
+    def client(self):
+        return firehose_client(self.endpoint)
+
+    def record(self, i: int) -> bytes:
+        return record("crash", i, self.rng.randint(0, 1500))
+
+    def put(self, client, ids: list[int]) -> list[str | None]:
+        r = client.put_record_batch(DeliveryStreamName=self.name, Records=[{"Data": self.sent[i]} for i in ids])
+        return [res.get("RecordId") for res in r["RequestResponses"]]
+
+
+class KinesisWriter(Writer):
+    """PutRecords into a Kinesis stream, over ten partition keys (`keys`: id -> key);
+    acknowledged by the shard the record went to."""
 
     def __init__(self, endpoint: str, stream: str, seed: int):
-        super().__init__(daemon=True)
-        self.endpoint, self.stream, self.rng = endpoint, stream, random.Random(seed)
-        self.stop = threading.Event()
-        self.sent: dict[int, bytes] = {}
+        super().__init__(endpoint, seed)
+        self.stream = stream
         self.keys: dict[int, str] = {}
-        self.acked: dict[int, str] = {}
-        self.failures = 0
-        self.error: BaseException | None = None
 
-    def run(self):
-        try:
-            client = make_client(self.endpoint)
-            i = 0
-            while not self.stop.is_set():
-                batch = []
-                for _ in range(self.rng.randint(1, 60)):
-                    key = f"pk-{self.rng.randint(0, 9)}"
-                    batch.append((i, key, record("kcrash", i, self.rng.randint(0, 1500), key=key)))
-                    self.sent[i], self.keys[i] = batch[-1][2], key
-                    i += 1
-                try:
-                    r = client.put_records(
-                        StreamName=self.stream, Records=[{"Data": b, "PartitionKey": k} for _, k, b in batch]
-                    )
-                except ClientError as e:
-                    if e.response["ResponseMetadata"]["HTTPStatusCode"] < 500:
-                        raise
-                    self.failures += 1  # refused while starting up: not acknowledged
-                    time.sleep(0.05)
-                    continue
-                except Exception:
-                    self.failures += 1
-                    time.sleep(0.05)
-                    continue
-                for (j, _, _), res in zip(batch, r["Records"]):
-                    if res.get("SequenceNumber"):
-                        self.acked[j] = res["ShardId"]
-                time.sleep(0.003)
-        except BaseException as e:
-            self.error = e
+    def client(self):
+        return make_client(self.endpoint)
+
+    def record(self, i: int) -> bytes:
+        key = self.keys[i] = f"pk-{self.rng.randint(0, 9)}"
+        return record("kcrash", i, self.rng.randint(0, 1500), key=key)
+
+    def put(self, client, ids: list[int]) -> list[str | None]:
+        records = [{"Data": self.sent[i], "PartitionKey": self.keys[i]} for i in ids]
+        r = client.put_records(StreamName=self.stream, Records=records)
+        return [res["ShardId"] if res.get("SequenceNumber") else None for res in r["Records"]]
 
 
 def temp_files(d: Daemon, bucket: str) -> set[str]:
