@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes src/<service>/model.json: the request shapes and constraints of every operation of a
-service (kinesis, firehose), taken from botocore's service model, for the daemon's model-driven
+service (kinesis, firehose, kinesisanalytics), taken from botocore's service model, for the daemon's model-driven
 validation (src/protocol/validate.rs).
 
 Only what validation needs is kept: for each operation its input shape and whether it has an
@@ -9,7 +9,7 @@ them), required members and constraints (min, max, pattern, enum). The member or
 model's, except where AWS has been observed to report violations in another order
 (MEMBER_ORDER below); enum lists likewise (ENUM_ORDER).
 
-Usage: scripts/gen_model.py [kinesis|firehose] [path to service-2.json or .json.gz]
+Usage: scripts/gen_model.py [kinesis|firehose|analytics] [path to service-2.json or .json.gz]
 (default: kinesis, from the botocore in .venv).
 """
 
@@ -52,6 +52,7 @@ ENUM_ORDER = {
 SERVICES = {
     "kinesis": ("kinesis/2013-12-02", "com.amazonaws.kinesis.v20131202"),
     "firehose": ("firehose/2015-08-04", "com.amazonaws.firehose.v20150804"),
+    "analytics": ("kinesisanalytics/2015-08-14", "com.amazonaws.kinesisanalytics.v20150814"),
 }
 
 

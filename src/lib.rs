@@ -6,6 +6,7 @@
 //! service), [`reader`] (how services inside the daemon read streams), [`runtime`]
 //! (thread-per-core shard ownership and group commit) and [`log`] (the on-disk format).
 
+pub mod analytics;
 pub mod bench;
 pub mod config;
 pub mod dynamodb;

@@ -44,15 +44,19 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
             sign * (oh * 3600 + om * 60)
         }
     };
-    // Days from civil (Howard Hinnant's algorithm).
+    let days = days_from_civil(y, mo, d);
+    Some((days * 86_400 + h * 3600 + mi * 60 + sec - offset_s) * 1000 + ms)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, mo: i64, d: i64) -> i64 {
     let y2 = if mo <= 2 { y - 1 } else { y };
     let era = y2.div_euclid(400);
     let yoe = y2 - era * 400;
     let mp = (mo + 9) % 12;
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + h * 3600 + mi * 60 + sec - offset_s) * 1000 + ms)
+    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

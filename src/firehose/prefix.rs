@@ -25,7 +25,7 @@ enum Part {
 
 /// One element of a date-time pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Field {
+pub enum Field {
     Literal(String),
     /// A pattern letter and how many times it repeats.
     Letter(char, usize),
@@ -142,7 +142,8 @@ fn default_fields() -> Vec<Field> {
     ]
 }
 
-fn parse_pattern(p: &str) -> Result<Vec<Field>, String> {
+/// A Java `SimpleDateFormat` pattern as its fields.
+pub fn parse_pattern(p: &str) -> Result<Vec<Field>, String> {
     let chars: Vec<char> = p.chars().collect();
     let mut out = Vec::new();
     let mut i = 0;
@@ -239,7 +240,7 @@ impl Civil {
     }
 }
 
-const MONTHS: [&str; 12] = [
+pub const MONTHS: [&str; 12] = [
     "January",
     "February",
     "March",
@@ -259,7 +260,8 @@ fn pad(v: i64, width: usize) -> String {
     format!("{v:0width$}")
 }
 
-fn format_fields(fields: &[Field], t: &Civil) -> String {
+/// An instant formatted by a pattern's fields.
+pub fn format_fields(fields: &[Field], t: &Civil) -> String {
     let mut out = String::new();
     for f in fields {
         match f {

@@ -1,0 +1,2 @@
+//! Amazon Kinesis Data Analytics for SQL applications.
+pub mod sql;
