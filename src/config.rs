@@ -55,6 +55,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub encryption: EncryptionConfig,
     pub delivery: DeliveryConfig,
+    pub analytics: AnalyticsConfig,
     pub debug: DebugConfig,
 }
 
@@ -70,6 +71,40 @@ pub struct DeliveryConfig {
     /// An S3-compatible server to deliver buckets to; unset, a bucket is the directory
     /// `<data_dir>/buckets/<bucket>`.
     pub s3: Option<S3Config>,
+}
+
+/// `[analytics]`: Kinesis Data Analytics SQL applications.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// Applications per account (AWS: 50).
+    pub applications_max: usize,
+    /// How often a quiet application's clock advances (closing windows whose end has passed).
+    #[serde(deserialize_with = "de_duration")]
+    pub tick: Duration,
+    /// Rows one sliding window partition holds, at most.
+    pub rows_per_window: usize,
+    /// Groups one tumbling window or the open stagger windows hold, at most.
+    pub groups_per_window: usize,
+    /// Bytes of operator state per application, about; past it an error is logged.
+    #[serde(deserialize_with = "de_size")]
+    pub state_bytes: u64,
+    /// Tests and replays: a file holding the epoch milliseconds that ROWTIME is taken from,
+    /// instead of the wall clock.
+    pub clock_file: Option<PathBuf>,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            applications_max: 50,
+            tick: Duration::from_secs(1),
+            rows_per_window: 100_000,
+            groups_per_window: 100_000,
+            state_bytes: 256 << 20,
+            clock_file: None,
+        }
+    }
 }
 
 /// `[delivery.s3]`: where S3 destinations really go.
@@ -312,6 +347,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             encryption: EncryptionConfig::default(),
             delivery: DeliveryConfig::default(),
+            analytics: AnalyticsConfig::default(),
             debug: DebugConfig::default(),
         }
     }

@@ -71,10 +71,12 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         subscriptions.cancel_all();
     };
     let firehose = firehose::Firehose::start(Arc::clone(&svc));
+    let analytics = analytics::Analytics::start(Arc::clone(&svc), Arc::clone(&firehose.0));
     let routes = http::Routes::default()
         .with(Arc::new(kinesis::Kinesis { svc: Arc::clone(&svc), delivery: Arc::clone(&firehose.0) }))
         .with(Arc::new(dynamodb::DynamoDb::new(Arc::clone(&svc))))
-        .with(Arc::new(firehose));
+        .with(Arc::new(firehose))
+        .with(Arc::new(analytics));
     http::serve(listener, Arc::clone(&svc), routes, stopping).await;
     svc.subscriptions.cancel_all();
     autoscaler.abort();

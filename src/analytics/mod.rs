@@ -1,2 +1,195 @@
-//! Amazon Kinesis Data Analytics for SQL applications.
+//! Amazon Kinesis Data Analytics for SQL applications: the `KinesisAnalytics_20150814` service
+//! (AWS JSON 1.1), the SQL dialect ([`sql`]) and the applications' runs ([`runner`]).
+//!
+//! Owns applications (metadata under `analytics/app/<name>`), their operations and validation
+//! against AWS's model ([`ops`]), and their runs: a RUNNING application reads its input stream
+//! (a Kinesis stream, or a delivery stream's records) through the internal reader, maps records
+//! to rows ([`schema`]), runs its pumps and writes the rows of its output streams to Kinesis
+//! streams or DirectPut delivery streams. Operator state, the input position and the output
+//! not yet known to be written are checkpointed together (`analytics/checkpoint/<name>`), so
+//! after `kill -9` an application writes no output row twice and misses none.
+//!
+//! Limits: one input with InputParallelism 1; outputs to Kinesis streams and DirectPut delivery
+//! streams (no Lambda outputs); reference data sources are recorded but not joined; no input
+//! preprocessing Lambda; RANDOM_CUT_FOREST, HOTSPOTS and the other table functions are refused
+//! when the code is compiled; CloudWatch logging options are recorded, errors go to the log.
+
+pub mod ops;
+pub mod runner;
+pub mod schema;
 pub mod sql;
+
+use std::sync::{Arc, LazyLock};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::http::{AwsService, BoxFuture, Reply};
+use crate::protocol::codec::{MemberKinds, Protocol};
+use crate::protocol::error::{ApiError, ApiResult};
+use crate::protocol::validate::Model;
+use crate::service::Service;
+
+pub const TARGET_PREFIX: &str = "KinesisAnalytics_20150814";
+
+pub static MEMBER_KINDS: MemberKinds =
+    MemberKinds { blobs: &[], timestamps: &["CreateTimestamp", "LastUpdateTimestamp"] };
+
+/// The request shapes and constraints (generated from AWS's service model by
+/// `scripts/gen_model.py analytics`).
+pub static MODEL: LazyLock<Model> = LazyLock::new(|| Model::from_json(include_str!("model.json")));
+
+pub const OPERATIONS: &[&str] = &[
+    "AddApplicationCloudWatchLoggingOption",
+    "AddApplicationInput",
+    "AddApplicationInputProcessingConfiguration",
+    "AddApplicationOutput",
+    "AddApplicationReferenceDataSource",
+    "CreateApplication",
+    "DeleteApplication",
+    "DeleteApplicationCloudWatchLoggingOption",
+    "DeleteApplicationInputProcessingConfiguration",
+    "DeleteApplicationOutput",
+    "DeleteApplicationReferenceDataSource",
+    "DescribeApplication",
+    "DiscoverInputSchema",
+    "ListApplications",
+    "ListTagsForResource",
+    "StartApplication",
+    "StopApplication",
+    "TagResource",
+    "UntagResource",
+    "UpdateApplication",
+];
+
+/// An application, as stored. Its inputs, outputs, reference data sources and logging options
+/// are kept as DescribeApplication shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Application {
+    pub name: String,
+    /// Unique per creation of the name.
+    pub incarnation: u64,
+    pub description: Option<String>,
+    /// READY, STARTING, RUNNING, STOPPING, UPDATING or DELETING.
+    pub status: String,
+    pub version_id: u64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub code: String,
+    pub inputs: Vec<Value>,
+    pub outputs: Vec<Value>,
+    pub references: Vec<Value>,
+    pub logging: Vec<Value>,
+    pub tags: Vec<(String, String)>,
+    /// Numbers the runs: a start from NOW or TRIM_HORIZON begins a new one (fresh state).
+    pub run: u64,
+    /// Where the current run's input started: an epoch-ms time (NOW) or the trim horizon.
+    pub run_start: Option<i64>,
+}
+
+impl Application {
+    pub fn arn(&self, svc: &Service) -> String {
+        format!("arn:aws:kinesisanalytics:{}:{}:application/{}", svc.cfg.region, svc.cfg.account_id, self.name)
+    }
+}
+
+pub fn meta_key(name: &str) -> String {
+    format!("analytics/app/{name}")
+}
+
+/// The service as the front end sees it.
+pub struct Analytics(pub Arc<State>);
+
+pub struct State {
+    pub svc: Arc<Service>,
+    /// Delivery streams, as inputs and outputs.
+    pub firehose: Arc<crate::firehose::State>,
+    pub runs: runner::Runs,
+    /// Serializes changes to applications.
+    pub control: tokio::sync::Mutex<()>,
+}
+
+impl Analytics {
+    /// The service, with every RUNNING application running again and changes a crash cut short
+    /// finished.
+    pub fn start(svc: Arc<Service>, firehose: Arc<crate::firehose::State>) -> Analytics {
+        let a = Arc::new(State { svc, firehose, runs: runner::Runs::default(), control: tokio::sync::Mutex::new(()) });
+        for app in a.all() {
+            let a2 = a.clone();
+            tokio::spawn(async move { ops::settle(&a2, app).await });
+        }
+        Analytics(a)
+    }
+}
+
+impl State {
+    pub fn all(&self) -> Vec<Application> {
+        let mut out: Vec<Application> = crate::firehose::scan(&self.svc, "analytics/app/", "application");
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub fn get(&self, name: &str) -> ApiResult<Application> {
+        let bytes = self
+            .svc
+            .store
+            .get_meta(&meta_key(name))
+            .map_err(|e| ApiError::InternalFailure(e.to_string()))?
+            .ok_or_else(|| self.not_found(name))?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::InternalFailure(e.to_string()))
+    }
+
+    pub async fn save(&self, app: &Application) -> ApiResult<()> {
+        let bytes = serde_json::to_vec(app).map_err(|e| ApiError::InternalFailure(e.to_string()))?;
+        self.svc.put_meta(&meta_key(&app.name), bytes).await
+    }
+
+    pub fn not_found(&self, name: &str) -> ApiError {
+        ApiError::ResourceNotFound(format!("Application {name} is not found in account {}.", self.svc.cfg.account_id))
+    }
+}
+
+impl AwsService for Analytics {
+    fn target_prefix(&self) -> &'static str {
+        TARGET_PREFIX
+    }
+
+    fn protocols(&self) -> &'static [Protocol] {
+        &[Protocol::Json]
+    }
+
+    fn has_operation(&self, op: &str) -> bool {
+        OPERATIONS.contains(&op)
+    }
+
+    fn member_kinds(&self) -> &'static MemberKinds {
+        &MEMBER_KINDS
+    }
+
+    fn call(&self, op: String, proto: Protocol, body: Bytes, auth: ApiResult<()>) -> BoxFuture<Reply> {
+        let a = self.0.clone();
+        Box::pin(async move {
+            let value = match MODEL.request(OPERATIONS, &op, proto, &body, &MEMBER_KINDS, auth) {
+                Ok(v) => v,
+                Err(e) => return Reply::Whole(Err(e)),
+            };
+            drop(body);
+            Reply::Whole(ops::dispatch(&a, &op, value).await)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_loads_and_knows_every_operation() {
+        for op in OPERATIONS {
+            assert!(MODEL.has_operation(op), "{op}");
+        }
+        let mut req = serde_json::json!({"ApplicationName": "bad name!"});
+        assert!(matches!(MODEL.check("DescribeApplication", &mut req), Err(ApiError::Validation(_))));
+    }
+}

@@ -161,6 +161,21 @@ impl Sink {
     }
 }
 
+/// Reads one object of a bucket (a directory, or the S3-compatible server): reference data and
+/// schema discovery read through this.
+pub async fn read_object(svc: &Service, bucket: &str, key: &str) -> Result<Vec<u8>, String> {
+    let sink = Sink::new(svc);
+    if let Some(s3) = &sink.s3 {
+        use object_store::ObjectStoreExt;
+        let store = sink.bucket(s3, bucket)?;
+        let got =
+            store.get(&object_store::path::Path::from(key)).await.map_err(|e| format!("S3 GET {bucket}/{key}: {e}"))?;
+        return got.bytes().await.map(|b| b.to_vec()).map_err(|e| format!("S3 GET {bucket}/{key}: {e}"));
+    }
+    let path = object_path(&svc.cfg.data_dir, bucket, key).ok_or_else(|| format!("object key {key} is not a path"))?;
+    tokio::fs::read(&path).await.map_err(|e| format!("{bucket}/{key}: {e}"))
+}
+
 impl Engine {
     pub fn new(svc: Arc<Service>) -> Arc<Engine> {
         Arc::new(Engine { svc, running: Mutex::new(HashMap::new()) })

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::http::{AwsService, BoxFuture, Reply};
-use crate::protocol::codec::{decode_request, MemberKinds, Protocol};
+use crate::protocol::codec::{MemberKinds, Protocol};
 use crate::protocol::error::{ApiError, ApiResult};
 use crate::protocol::validate::Model;
 use crate::service::Service;
@@ -226,17 +226,11 @@ impl AwsService for Firehose {
     fn call(&self, op: String, proto: Protocol, body: Bytes, auth: ApiResult<()>) -> BoxFuture<Reply> {
         let f = self.0.clone();
         Box::pin(async move {
-            if !OPERATIONS.contains(&op.as_str()) {
-                return Reply::Whole(Err(ApiError::UnknownOperation(String::new())));
-            }
-            let mut value = match decode_request(proto, &body, &MEMBER_KINDS) {
+            let value = match MODEL.request(OPERATIONS, &op, proto, &body, &MEMBER_KINDS, auth) {
                 Ok(v) => v,
                 Err(e) => return Reply::Whole(Err(e)),
             };
             drop(body);
-            if let Err(e) = auth.and_then(|()| MODEL.check(&op, &mut value)) {
-                return Reply::Whole(Err(e));
-            }
             Reply::Whole(ops::dispatch(&f, &op, value).await)
         })
     }

@@ -50,6 +50,17 @@ pub enum ApiError {
     /// Firehose: the version a change was based on is no longer current.
     #[error("{0}")]
     ConcurrentModification(String),
+    /// Kinesis Analytics: application code that does not compile.
+    #[error("{0}")]
+    CodeValidation(String),
+    #[error("{0}")]
+    TooManyTags(String),
+    #[error("{0}")]
+    UnableToDetectSchema(String),
+    #[error("{0}")]
+    InvalidApplicationConfiguration(String),
+    #[error("{0}")]
+    UnsupportedOperation(String),
     /// Internal: an append reached a shard a reshard had just closed. The API layer routes the
     /// records again; a client sees InternalFailure only if that keeps failing.
     #[error("{0}")]
@@ -79,6 +90,11 @@ impl ApiError {
             ApiError::UnrecognizedClient(_) => "UnrecognizedClientException",
             ApiError::ConditionalCheckFailed(..) => "ConditionalCheckFailedException",
             ApiError::ConcurrentModification(_) => "ConcurrentModificationException",
+            ApiError::CodeValidation(_) => "CodeValidationException",
+            ApiError::TooManyTags(_) => "TooManyTagsException",
+            ApiError::UnableToDetectSchema(_) => "UnableToDetectSchemaException",
+            ApiError::InvalidApplicationConfiguration(_) => "InvalidApplicationConfigurationException",
+            ApiError::UnsupportedOperation(_) => "UnsupportedOperationException",
             ApiError::ShardClosed(_) => "InternalFailure",
         }
     }
@@ -114,6 +130,11 @@ impl ApiError {
             ApiError::UnrecognizedClient(_) => 19,
             ApiError::ConditionalCheckFailed(..) => 20,
             ApiError::ConcurrentModification(_) => 21,
+            ApiError::CodeValidation(_) => 22,
+            ApiError::TooManyTags(_) => 23,
+            ApiError::UnableToDetectSchema(_) => 24,
+            ApiError::InvalidApplicationConfiguration(_) => 25,
+            ApiError::UnsupportedOperation(_) => 26,
             ApiError::ShardClosed(_) => 6,
         }
     }
@@ -139,6 +160,11 @@ impl ApiError {
             | ApiError::UnrecognizedClient(m)
             | ApiError::ConditionalCheckFailed(m, _)
             | ApiError::ConcurrentModification(m)
+            | ApiError::CodeValidation(m)
+            | ApiError::TooManyTags(m)
+            | ApiError::UnableToDetectSchema(m)
+            | ApiError::InvalidApplicationConfiguration(m)
+            | ApiError::UnsupportedOperation(m)
             | ApiError::ShardClosed(m) => m,
         }
     }

@@ -101,6 +101,26 @@ impl Model {
     }
 
     /// Checks `input` (a JSON object) against `op`'s input shape, normalizing it as AWS reads it.
+    /// A request of a JSON service decoded and checked: the operation known, the body decoded,
+    /// the caller authenticated and the input valid.
+    pub fn request(
+        &self,
+        operations: &[&str],
+        op: &str,
+        proto: crate::protocol::codec::Protocol,
+        body: &[u8],
+        kinds: &crate::protocol::codec::MemberKinds,
+        auth: Result<(), ApiError>,
+    ) -> Result<Value, ApiError> {
+        if !operations.contains(&op) {
+            return Err(ApiError::UnknownOperation(String::new()));
+        }
+        let mut value = crate::protocol::codec::decode_request(proto, body, kinds)?;
+        auth?;
+        self.check(op, &mut value)?;
+        Ok(value)
+    }
+
     pub fn check(&self, op: &str, input: &mut Value) -> Result<(), ApiError> {
         let Some(shape) = self.operations.get(op).and_then(|o| o.input.as_deref()) else {
             return Ok(());

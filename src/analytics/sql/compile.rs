@@ -124,6 +124,9 @@ pub struct Pump {
 #[derive(Debug, Clone)]
 pub struct Program {
     pub streams: Vec<StreamDef>,
+    /// Other names of streams: an input's NamePrefix names its `<NamePrefix>_001` stream too
+    /// when the code declares no stream of that name (an extension to KDA).
+    pub aliases: Vec<(String, usize)>,
     /// In dependency order: a pump comes after every pump that feeds its source.
     pub pumps: Vec<Pump>,
 }
@@ -137,7 +140,10 @@ pub struct InputSpec {
 
 impl Program {
     pub fn stream(&self, name: &str) -> Option<usize> {
-        self.streams.iter().position(|s| s.name == name)
+        self.streams
+            .iter()
+            .position(|s| s.name == name)
+            .or_else(|| self.aliases.iter().find(|(a, _)| a == name).map(|(_, i)| *i))
     }
 }
 
@@ -160,7 +166,7 @@ pub fn error_columns() -> Vec<Column> {
 /// stream is fed, its columns mapped by name (case-insensitively) to the input's columns.
 pub fn compile(code: &str, inputs: &[InputSpec]) -> Result<Program, SqlError> {
     let statements = parse(code)?;
-    let mut prog = Program { streams: Vec::new(), pumps: Vec::new() };
+    let mut prog = Program { streams: Vec::new(), aliases: Vec::new(), pumps: Vec::new() };
     prog.streams.push(StreamDef { name: ERROR_STREAM.into(), columns: error_columns(), input: None });
     let mut declared: HashMap<String, Location> = HashMap::new();
     for s in &statements {
@@ -204,6 +210,7 @@ pub fn compile(code: &str, inputs: &[InputSpec]) -> Result<Program, SqlError> {
                     ));
                 }
                 prog.streams.push(StreamDef { name, columns: input.columns.clone(), input: Some(n) });
+                prog.aliases.push((input.name_prefix.clone(), prog.streams.len() - 1));
             }
         }
     }
@@ -319,7 +326,10 @@ fn compile_pump(
         .collect();
     let mut scope = Scope {
         stream: &src,
-        qualifiers: std::iter::once(src.name.clone()).chain(alias).collect(),
+        qualifiers: std::iter::once(src.name.clone())
+            .chain(alias)
+            .chain(prog.aliases.iter().filter(|(_, i)| *i == source).map(|(n, _)| n.clone()))
+            .collect(),
         named_windows,
         mode: Mode::Row,
         keys: Vec::new(),
@@ -819,7 +829,7 @@ impl Scope<'_> {
             },
             _ => None,
         };
-        if from.as_deref() != Some(self.stream.name.as_str()) {
+        if !from.is_some_and(|f| self.qualifiers.contains(&f)) {
             return Err(SqlError::at(at, "A scalar subquery must read the query's own stream."));
         }
         if s.selection.is_some() || !matches!(&s.group_by, ast::GroupByExpr::Expressions(g, _) if g.is_empty()) {

@@ -1,0 +1,378 @@
+"""Kinesis Data Analytics SQL applications, through boto3's `kinesisanalytics` client.
+
+The seed's two programs run unmodified as the code of two applications reading the seed's
+`sensor-data-stream` (4 shards, as the seed creates it), fed by the seed's producer. Their
+outputs, read from Kinesis streams, are checked against references computed here from the same
+input.
+
+ROWTIME control: the daemon takes ROWTIME from `[analytics] clock_file`, a file holding epoch
+milliseconds that the test writes. Records are put in phases; in each phase the clock is set,
+the records are put, and the test waits until the filter application has written the phase's
+last hot reading (so every record of the phase has entered both applications at that clock).
+The readings all use sensors whose partition keys route to one shard, so the order the
+applications see them in is the order they were put in, which the running-aggregate anomaly
+query depends on.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import FAST_CONFIG, hash_key, list_all_shards, make_client, read_shard, shard_for_hash, unique_name
+
+ROLE = "arn:aws:iam::123456789012:role/KinesisAnalyticsRole"
+T0 = 1_767_225_600_000  # 2026-01-01 00:00:00 UTC, a window boundary.
+FIVE_MIN = 300_000
+
+SEED_FILTER = '''CREATE STREAM "sensor_stream" (
+    sensor_id VARCHAR(16),
+    temperature DOUBLE,
+    event_time TIMESTAMP
+);
+
+CREATE OR REPLACE PUMP "stream_pump" AS
+INSERT INTO "output_stream"
+SELECT * FROM "sensor_stream"
+WHERE temperature > 50.0;
+'''
+
+SEED_ANALYTICS = '''-- Real-time aggregation
+CREATE OR REPLACE STREAM "aggregated_stream" (
+    sensor_id VARCHAR(16),
+    avg_temperature DOUBLE,
+    max_temperature DOUBLE,
+    min_temperature DOUBLE,
+    reading_count INTEGER,
+    window_start TIMESTAMP
+);
+
+CREATE OR REPLACE PUMP "aggregate_pump" AS
+INSERT INTO "aggregated_stream"
+SELECT
+    sensor_id,
+    AVG(temperature) AS avg_temperature,
+    MAX(temperature) AS max_temperature,
+    MIN(temperature) AS min_temperature,
+    COUNT(*) AS reading_count,
+    STEP("sensor_stream".ROWTIME BY INTERVAL '5' MINUTE) AS window_start
+FROM "sensor_stream"
+GROUP BY sensor_id, STEP("sensor_stream".ROWTIME BY INTERVAL '5' MINUTE);
+
+-- Anomaly detection
+CREATE OR REPLACE STREAM "anomaly_stream" (
+    sensor_id VARCHAR(16),
+    temperature DOUBLE,
+    anomaly_type VARCHAR(32)
+);
+
+CREATE OR REPLACE PUMP "anomaly_pump" AS
+INSERT INTO "anomaly_stream"
+SELECT
+    sensor_id,
+    temperature,
+    'HIGH_TEMP' AS anomaly_type
+FROM "sensor_stream"
+WHERE temperature > (
+    SELECT AVG(temperature) + 3 * STDDEV(temperature)
+    FROM "sensor_stream"
+);
+'''
+
+
+def config(clock) -> str:
+    return FAST_CONFIG + f'[analytics]\ntick = "100ms"\nclock_file = "{clock}"\n'
+
+
+def set_clock(path, ms: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(str(ms))
+    tmp.replace(path)
+
+
+def stream_arn(name: str) -> str:
+    return f"arn:aws:kinesis:us-east-1:000000000000:stream/{name}"
+
+
+def schema(names=("SENSOR_ID", "TEMPERATURE", "EVENT_TIME")) -> dict:
+    sid, temp, ev = names
+    return {
+        "RecordFormat": {"RecordFormatType": "JSON", "MappingParameters": {"JSONMappingParameters": {"RecordRowPath": "$"}}},
+        "RecordEncoding": "UTF-8",
+        "RecordColumns": [
+            {"Name": sid, "SqlType": "VARCHAR(16)", "Mapping": "$.sensor_id"},
+            {"Name": temp, "SqlType": "DOUBLE", "Mapping": "$.temperature"},
+            {"Name": ev, "SqlType": "TIMESTAMP", "Mapping": "$.event_time"},
+        ],
+    }
+
+
+def kinesis_input(stream: str, prefix: str = "sensor_stream") -> dict:
+    return {"NamePrefix": prefix, "KinesisStreamsInput": {"ResourceARN": stream_arn(stream), "RoleARN": ROLE}, "InputSchema": schema()}
+
+
+def kinesis_output(in_app: str, stream: str, fmt: str = "JSON") -> dict:
+    return {"Name": in_app, "KinesisStreamsOutput": {"ResourceARN": stream_arn(stream), "RoleARN": ROLE}, "DestinationSchema": {"RecordFormatType": fmt}}
+
+
+def wait_status(ka, name: str, status: str, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        d = ka.describe_application(ApplicationName=name)["ApplicationDetail"]
+        if d["ApplicationStatus"] == status:
+            return d
+        time.sleep(0.05)
+    raise AssertionError(f"{name} did not become {status}: {d['ApplicationStatus']}")
+
+
+def start(ka, name: str, position: str = "TRIM_HORIZON") -> None:
+    d = ka.describe_application(ApplicationName=name)["ApplicationDetail"]
+    ka.start_application(
+        ApplicationName=name,
+        InputConfigurations=[{"Id": d["InputDescriptions"][0]["InputId"], "InputStartingPositionConfiguration": {"InputStartingPosition": position}}],
+    )
+    wait_status(ka, name, "RUNNING")
+
+
+def read_json(kinesis, stream: str) -> list[dict]:
+    """Every record of a stream, decoded (one JSON object per record), shard by shard."""
+    out = []
+    for s in list_all_shards(kinesis, stream):
+        for r in read_shard(kinesis, stream, s["ShardId"]):
+            out.append(json.loads(r["Data"]))
+    return out
+
+
+def wait_records(kinesis, stream: str, n: int, what: str, timeout: float = 20.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    got = []
+    while time.monotonic() < deadline:
+        got = read_json(kinesis, stream)
+        if len(got) >= n:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: {len(got)} of {n} records")
+
+
+def put_records(kinesis, stream_name, records):
+    """The seed's producer, unchanged."""
+    response = kinesis.put_records(
+        StreamName=stream_name,
+        Records=[{"Data": json.dumps(r), "PartitionKey": r["sensor_id"]} for r in records],
+    )
+    if response["FailedRecordCount"] > 0:
+        print(f"Failed: {response['FailedRecordCount']} records")
+    return response
+
+
+def one_shard_sensors(kinesis, stream: str, n: int) -> list[str]:
+    """Sensor ids whose partition keys route to the stream's first shard."""
+    shards = list_all_shards(kinesis, stream)
+    first = shards[0]["ShardId"]
+    out, i = [], 0
+    while len(out) < n:
+        sid = f"sensor-{i}"
+        if shard_for_hash(shards, hash_key(sid)) == first:
+            out.append(sid)
+        i += 1
+    return out
+
+
+def ts_text(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}"
+
+
+@pytest.fixture
+def seeded(new_daemon, tmp_path):
+    clock = tmp_path / "clock"
+    set_clock(clock, T0)
+    d = new_daemon(config=config(clock))
+    kinesis = make_client(d.endpoint)
+    ka = make_client(d.endpoint, service="kinesisanalytics")
+    return d, kinesis, ka, clock
+
+
+def test_the_seed_programs_run_unmodified(seeded):
+    d, kinesis, ka, clock = seeded
+    # The seed's create call, then the outputs' streams.
+    kinesis.create_stream(StreamName="sensor-data-stream", ShardCount=4, StreamModeDetails={"StreamMode": "PROVISIONED"})
+    for s in ("filtered-out", "aggregated-out", "anomaly-out"):
+        kinesis.create_stream(StreamName=s, ShardCount=1)
+    time.sleep(0.2)
+    ka.create_application(
+        ApplicationName="seed-filter",
+        Inputs=[kinesis_input("sensor-data-stream")],
+        Outputs=[kinesis_output("output_stream", "filtered-out")],
+        ApplicationCode=SEED_FILTER,
+    )
+    ka.create_application(
+        ApplicationName="seed-analytics",
+        Inputs=[kinesis_input("sensor-data-stream")],
+        Outputs=[kinesis_output("aggregated_stream", "aggregated-out"), kinesis_output("anomaly_stream", "anomaly-out")],
+        ApplicationCode=SEED_ANALYTICS,
+    )
+    start(ka, "seed-filter")
+    start(ka, "seed-analytics")
+
+    sensors = one_shard_sensors(kinesis, "sensor-data-stream", 4)
+    rng = random.Random(12)
+    # Phase 1 (window 0): ten readings of 10 or 30 degrees; no ten readings can hold an anomaly.
+    # Phase 2 (window 0, later): readings of 18..22 and three 200-degree spikes; the spikes are
+    # anomalies in any order and the others in none. Phase 3 (window 2, window 1 left empty):
+    # readings of 40..60. Each phase ends with a reading above 50 per sensor, the filter's
+    # sign that the phase went in.
+    phases = []
+    p1 = [{"sensor_id": sensors[i % 4], "temperature": 10.0 if i % 2 else 30.0} for i in range(8)]
+    p1 += [{"sensor_id": sensors[0], "temperature": 55.0}, {"sensor_id": sensors[1], "temperature": 56.0}]
+    phases.append((T0 + 1_000, p1))
+    p2 = [{"sensor_id": sensors[rng.randrange(4)], "temperature": round(rng.uniform(18, 22), 3)} for _ in range(40)]
+    for at in (5, 17, 33):
+        p2.insert(at, {"sensor_id": sensors[at % 4], "temperature": 200.0})
+    phases.append((T0 + 200_000, p2))
+    p3 = [{"sensor_id": sensors[rng.randrange(4)], "temperature": round(rng.uniform(40, 60), 3)} for _ in range(30)]
+    p3.append({"sensor_id": sensors[2], "temperature": 70.0})
+    phases.append((T0 + 2 * FIVE_MIN + 10_000, p3))
+
+    inputs = []  # (rowtime, reading)
+    hot = 0
+    for rowtime, readings in phases:
+        set_clock(clock, rowtime)
+        for r in readings:
+            r["event_time"] = ts_text(rowtime)
+        put_records(kinesis, "sensor-data-stream", readings)
+        hot += sum(1 for r in readings if r["temperature"] > 50.0)
+        wait_records(kinesis, "filtered-out", hot, "filter output")
+        inputs += [(rowtime, r) for r in readings]
+    # The clock moves past the last window's end: it closes with no more input.
+    set_clock(clock, T0 + 3 * FIVE_MIN + 1)
+
+    # The filter: SELECT * WHERE temperature > 50.0, with the declared columns' names.
+    filtered = read_json(kinesis, "filtered-out")
+    want = [{"SENSOR_ID": r["sensor_id"], "TEMPERATURE": r["temperature"], "EVENT_TIME": r["event_time"]} for _, r in inputs if r["temperature"] > 50.0]
+    assert filtered == want
+
+    # The aggregates: per sensor per 5-minute window, emitted when the window closes.
+    expected = {}
+    for rowtime, r in inputs:
+        w = rowtime - rowtime % FIVE_MIN
+        expected.setdefault((w, r["sensor_id"]), []).append(r["temperature"])
+    agg = wait_records(kinesis, "aggregated-out", len(expected), "aggregates")
+    assert len(agg) == len(expected), agg
+    got = {}
+    for row in agg:
+        assert set(row) == {"SENSOR_ID", "AVG_TEMPERATURE", "MAX_TEMPERATURE", "MIN_TEMPERATURE", "READING_COUNT", "WINDOW_START"}
+        got[(row["WINDOW_START"], row["SENSOR_ID"])] = row
+    for (w, sid), temps in expected.items():
+        row = got[(ts_text(w), sid)]
+        assert row["READING_COUNT"] == len(temps)
+        assert row["MAX_TEMPERATURE"] == max(temps) and row["MIN_TEMPERATURE"] == min(temps)
+        assert row["AVG_TEMPERATURE"] == pytest.approx(statistics.fmean(temps), rel=1e-12)
+    assert not any(k[0] == ts_text(T0 + FIVE_MIN) for k in got), "the empty window emits nothing"
+
+    # The anomalies: above the mean plus three sample standard deviations of every reading so
+    # far, the current one included.
+    want_anomalies, seen = [], []
+    for _, r in inputs:
+        seen.append(r["temperature"])
+        if len(seen) > 1 and r["temperature"] > statistics.fmean(seen) + 3 * statistics.stdev(seen):
+            want_anomalies.append({"SENSOR_ID": r["sensor_id"], "TEMPERATURE": r["temperature"], "ANOMALY_TYPE": "HIGH_TEMP"})
+    assert [a["TEMPERATURE"] for a in want_anomalies] == [200.0, 200.0, 200.0], "the data is built so"
+    assert read_json(kinesis, "anomaly-out") == want_anomalies
+
+
+def test_code_that_does_not_compile_is_refused_with_its_place(seeded):
+    d, kinesis, ka, clock = seeded
+    name = unique_name("app")
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    time.sleep(0.2)
+    bad = 'CREATE OR REPLACE PUMP "p" AS INSERT INTO "o"\nSELECT STREAM nope FROM "SOURCE_SQL_STREAM_001";'
+    with pytest.raises(ClientError) as e:
+        ka.create_application(ApplicationName="bad", Inputs=[kinesis_input(name, "SOURCE_SQL_STREAM")], ApplicationCode=bad)
+    assert e.value.response["Error"]["Code"] == "CodeValidationException"
+    assert "line 2" in e.value.response["Error"]["Message"] and "NOPE" in e.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as e:
+        ka.describe_application(ApplicationName="bad")
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException", "nothing was created"
+    rcf = 'CREATE PUMP "p" AS INSERT INTO "o" SELECT STREAM * FROM TABLE(RANDOM_CUT_FOREST(CURSOR(SELECT STREAM * FROM "SOURCE_SQL_STREAM_001")));'
+    with pytest.raises(ClientError) as e:
+        ka.create_application(ApplicationName="rcf", Inputs=[kinesis_input(name, "SOURCE_SQL_STREAM")], ApplicationCode=rcf)
+    assert "RANDOM_CUT_FOREST is not supported" in e.value.response["Error"]["Message"]
+
+
+def test_versions_statuses_and_errors(seeded):
+    d, kinesis, ka, clock = seeded
+    src = unique_name("src")
+    kinesis.create_stream(StreamName=src, ShardCount=1)
+    time.sleep(0.2)
+    summary = ka.create_application(ApplicationName="lifecycle", Inputs=[kinesis_input(src, "SOURCE_SQL_STREAM")])["ApplicationSummary"]
+    assert summary["ApplicationStatus"] == "READY"
+    assert summary["ApplicationARN"] == "arn:aws:kinesisanalytics:us-east-1:000000000000:application/lifecycle"
+    detail = ka.describe_application(ApplicationName="lifecycle")["ApplicationDetail"]
+    assert detail["ApplicationVersionId"] == 1
+    inp = detail["InputDescriptions"][0]
+    assert inp["InputId"] == "1.1" and inp["InAppStreamNames"] == ["SOURCE_SQL_STREAM_001"]
+    assert inp["InputParallelism"] == {"Count": 1}
+    with pytest.raises(ClientError) as e:
+        ka.create_application(ApplicationName="lifecycle")
+    assert e.value.response["Error"]["Code"] == "ResourceInUseException"
+    code = 'CREATE PUMP "p" AS INSERT INTO "DESTINATION_SQL_STREAM" SELECT STREAM * FROM "SOURCE_SQL_STREAM_001";'
+    with pytest.raises(ClientError) as e:
+        ka.update_application(ApplicationName="lifecycle", CurrentApplicationVersionId=7, ApplicationUpdate={"ApplicationCodeUpdate": code})
+    assert e.value.response["Error"]["Code"] == "ConcurrentModificationException"
+    ka.update_application(ApplicationName="lifecycle", CurrentApplicationVersionId=1, ApplicationUpdate={"ApplicationCodeUpdate": code})
+    out = unique_name("out")
+    kinesis.create_stream(StreamName=out, ShardCount=1)
+    ka.add_application_output(ApplicationName="lifecycle", CurrentApplicationVersionId=2, Output=kinesis_output("DESTINATION_SQL_STREAM", out, "CSV"))
+    detail = ka.describe_application(ApplicationName="lifecycle")["ApplicationDetail"]
+    assert detail["ApplicationVersionId"] == 3 and detail["OutputDescriptions"][0]["OutputId"] == "3.1"
+    assert detail["ApplicationCode"] == code
+    with pytest.raises(ClientError) as e:
+        ka.stop_application(ApplicationName="nope")
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    start(ka, "lifecycle", "NOW")
+    with pytest.raises(ClientError) as e:
+        ka.start_application(ApplicationName="lifecycle", InputConfigurations=[{"Id": "1.1", "InputStartingPositionConfiguration": {"InputStartingPosition": "NOW"}}])
+    assert e.value.response["Error"]["Code"] == "ResourceInUseException"
+    kinesis.put_record(StreamName=src, Data=json.dumps({"sensor_id": "a,b", "temperature": 1.5, "event_time": "2026-01-01 00:00:00"}), PartitionKey="a")
+    deadline = time.monotonic() + 10
+    rows = []
+    while time.monotonic() < deadline and not rows:
+        rows = [r["Data"] for s in list_all_shards(kinesis, out) for r in read_shard(kinesis, out, s["ShardId"])]
+        time.sleep(0.05)
+    assert rows == [b'"a,b",1.5,2026-01-01 00:00:00.000\n'], "CSV: values in column order, quoted where needed"
+    ka.stop_application(ApplicationName="lifecycle")
+    wait_status(ka, "lifecycle", "READY")
+    listed = ka.list_applications()["ApplicationSummaries"]
+    assert [a["ApplicationName"] for a in listed] == ["lifecycle"]
+    arn = summary["ApplicationARN"]
+    ka.tag_resource(ResourceARN=arn, Tags=[{"Key": "team", "Value": "sensors"}])
+    assert ka.list_tags_for_resource(ResourceARN=arn)["Tags"] == [{"Key": "team", "Value": "sensors"}]
+    created = detail["CreateTimestamp"]
+    ka.delete_application(ApplicationName="lifecycle", CreateTimestamp=created)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and ka.list_applications()["ApplicationSummaries"]:
+        time.sleep(0.05)
+    assert ka.list_applications()["ApplicationSummaries"] == []
+
+
+def test_discover_input_schema(seeded):
+    d, kinesis, ka, clock = seeded
+    src = unique_name("disc")
+    kinesis.create_stream(StreamName=src, ShardCount=1)
+    time.sleep(0.2)
+    for i in range(5):
+        kinesis.put_record(StreamName=src, Data=json.dumps({"sensor_id": f"s-{i}", "temperature": 20.5 + i, "count": i}), PartitionKey="k")
+    got = ka.discover_input_schema(ResourceARN=stream_arn(src), RoleARN=ROLE, InputStartingPositionConfiguration={"InputStartingPosition": "TRIM_HORIZON"})
+    cols = got["InputSchema"]["RecordColumns"]
+    # Columns in the order of the fields' names (COUNT is reserved, so it gets a COL_ prefix).
+    assert [(c["Name"], c["SqlType"], c["Mapping"]) for c in cols] == [
+        ("COL_count", "INTEGER", "$.count"),
+        ("sensor_id", "VARCHAR(4)", "$.sensor_id"),
+        ("temperature", "DOUBLE", "$.temperature"),
+    ]
+    assert len(got["RawInputRecords"]) == 5 and got["ParsedInputRecords"][0] == ["0", "s-0", "20.5"]
