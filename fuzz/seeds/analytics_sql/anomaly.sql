@@ -1,0 +1,1 @@
+CREATE PUMP "a" AS INSERT INTO "x" SELECT sensor_id, temperature, 'HIGH' AS t, CASE WHEN temperature > 90 THEN UPPER(sensor_id) ELSE SUBSTRING(sensor_id FROM 2 FOR 3) END AS c, CHAR_TO_TIMESTAMP('yyyy-MM-dd', '2024-01-02') AS d FROM "SOURCE_SQL_STREAM" WHERE temperature > (SELECT AVG(temperature) + 3 * STDDEV(temperature) FROM "SOURCE_SQL_STREAM");

@@ -1,0 +1,2 @@
+CREATE STREAM "SOURCE_SQL_STREAM" (sensor_id VARCHAR(16), temperature DOUBLE);
+CREATE OR REPLACE PUMP "stream_pump" AS INSERT INTO "output_stream" SELECT * FROM "SOURCE_SQL_STREAM" WHERE temperature > 50.0;
