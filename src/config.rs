@@ -86,7 +86,8 @@ pub struct AnalyticsConfig {
     pub rows_per_window: usize,
     /// Groups one tumbling window or the open stagger windows hold, at most.
     pub groups_per_window: usize,
-    /// Bytes of operator state per application, about; past it an error is logged.
+    /// Bytes of operator state per application, about; past it, rows that would add to it are
+    /// refused (to error_stream and the log).
     #[serde(deserialize_with = "de_size")]
     pub state_bytes: u64,
     /// Tests and replays: a file holding the epoch milliseconds that ROWTIME is taken from,

@@ -82,6 +82,8 @@ enum BenchCommand {
     Kcl(sluice::bench::kcl::KclBenchArgs),
     /// Firehose delivery: MB/s from PutRecordBatch to objects per compression, put-to-object time.
     Delivery(sluice::bench::delivery::DeliveryArgs),
+    /// Kinesis Analytics SQL: rows/s through a filter and a tumbling GROUP BY, put-to-output time.
+    Analytics(sluice::bench::analytics::AnalyticsArgs),
 }
 
 #[derive(clap::Args)]
@@ -150,6 +152,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Delivery(args)) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(sluice::bench::delivery::run(args))
+        }
+        Command::Bench(BenchCommand::Analytics(args)) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(sluice::bench::analytics::run(args))
         }
         Command::Bench(BenchCommand::Kcl(args)) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

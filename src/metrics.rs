@@ -93,9 +93,19 @@ pub struct DeliveryCounters {
     pub oldest_undelivered_ms: i64,
 }
 
+/// A Kinesis Analytics application's counters.
+#[derive(Default, Clone, Copy)]
+pub struct AnalyticsCounters {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub error_rows: u64,
+    pub millis_behind: u64,
+}
+
 #[derive(Default)]
 struct Inner {
     delivery: BTreeMap<String, DeliveryCounters>,
+    analytics: BTreeMap<String, AnalyticsCounters>,
     shards: BTreeMap<(String, String), ShardCounters>,
     put_latency: BTreeMap<String, Histogram>,
     requests: BTreeMap<(String, String), u64>,
@@ -210,6 +220,20 @@ impl Metrics {
         })
     }
 
+    /// Updates an application's counters.
+    pub fn analytics(&self, name: &str, f: impl FnOnce(&mut AnalyticsCounters)) {
+        self.with(|i| {
+            let key = if i.analytics.contains_key(name) || i.analytics.len() < LABEL_SETS_MAX { name } else { OTHER };
+            f(i.analytics.entry(key.to_owned()).or_default())
+        })
+    }
+
+    pub fn forget_application(&self, name: &str) {
+        self.with(|i| {
+            i.analytics.remove(name);
+        })
+    }
+
     pub fn forget_delivery(&self, name: &str) {
         self.with(|i| {
             i.delivery.remove(name);
@@ -312,6 +336,22 @@ impl Metrics {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
                 for (ds, c) in &i.delivery {
                     let _ = writeln!(out, "{name}{{delivery_stream=\"{}\"}} {}", escape(ds), get(c, now));
+                }
+            }
+            type AnalyticsSeries = (&'static str, &'static str, bool, fn(&AnalyticsCounters) -> u64);
+            let analytics: [AnalyticsSeries; 4] = [
+                ("sluice_analytics_input_records_total", "Records an application read from its input.", false, |c| c.records_in),
+                ("sluice_analytics_output_records_total", "Records an application wrote to its outputs.", false, |c| c.records_out),
+                ("sluice_analytics_error_rows_total", "Rows an application sent to error_stream.", false, |c| c.error_rows),
+                ("sluice_analytics_millis_behind_source", "How far behind its input's tip an application read last, in ms.", true, |c| {
+                    c.millis_behind
+                }),
+            ];
+            for (name, help, gauge, get) in analytics {
+                let kind = if gauge { "gauge" } else { "counter" };
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for (app, c) in &i.analytics {
+                    let _ = writeln!(out, "{name}{{application=\"{}\"}} {}", escape(app), get(c));
                 }
             }
             let name = "sluice_ondemand_scaling_total";

@@ -9,9 +9,11 @@
 //! not yet known to be written are checkpointed together (`analytics/checkpoint/<name>`), so
 //! after `kill -9` an application writes no output row twice and misses none.
 //!
+//! Reference data sources are read from their bucket (a directory or the S3-compatible server)
+//! when a run starts, and joined as tables (JOIN or LEFT JOIN ... ON).
+//!
 //! Limits: one input with InputParallelism 1; outputs to Kinesis streams and DirectPut delivery
-//! streams (no Lambda outputs); reference data sources are recorded but not joined; no input
-//! preprocessing Lambda; RANDOM_CUT_FOREST, HOTSPOTS and the other table functions are refused
+//! streams (no Lambda outputs); no input preprocessing Lambda; RANDOM_CUT_FOREST, HOTSPOTS and the other table functions are refused
 //! when the code is compiled; CloudWatch logging options are recorded, errors go to the log.
 
 pub mod ops;

@@ -652,6 +652,7 @@ async fn delete(a: &Arc<State>, req: Value) -> ApiResult<Value> {
 
 async fn finish_delete(a: &Arc<State>, app: &Application) {
     a.runs.stop(&app.name).await;
+    a.svc.metrics.forget_application(&app.name);
     let _ = a.svc.delete_meta(&runner::checkpoint_key(&app.name)).await;
     if let Err(e) = a.svc.delete_meta(&super::meta_key(&app.name)).await {
         tracing::error!(application = %app.name, error = %e, "removing an application");

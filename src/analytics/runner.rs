@@ -24,7 +24,7 @@ use serde_json::Value as Json;
 use tokio::sync::watch;
 
 use super::schema::Mapping;
-use super::sql::compile::{compile, Column, InputSpec, Program, ERROR_STREAM};
+use super::sql::compile::{compile, Column, InputSpec, Program, TableSpec, ERROR_STREAM};
 use super::sql::engine::{Emitted, Engine, Failure, Limits, Row, State as EngineState};
 use super::sql::value::Value;
 use super::{Application, State};
@@ -137,10 +137,50 @@ pub fn input_specs(app: &Application) -> Result<Vec<InputSpec>, String> {
         .collect()
 }
 
+/// The reference tables of an application, as the compiler takes them.
+pub fn table_specs(app: &Application) -> Result<Vec<TableSpec>, String> {
+    app.references
+        .iter()
+        .map(|r| {
+            Ok(TableSpec {
+                name: r["TableName"].as_str().unwrap_or_default().to_owned(),
+                columns: super::schema::columns(&r["ReferenceSchema"])?,
+            })
+        })
+        .collect()
+}
+
 /// The application's program, compiled.
 pub fn program(app: &Application) -> Result<Program, String> {
     let inputs = input_specs(app)?;
-    compile(&app.code, &inputs).map_err(|e| e.to_string())
+    let tables = table_specs(app)?;
+    compile(&app.code, &inputs, &tables).map_err(|e| e.to_string())
+}
+
+/// The rows of each reference table, read from its bucket object when the run starts. Rows that
+/// do not fit the table's schema are left out (and logged).
+async fn load_tables(svc: &Service, app: &Application) -> Result<Vec<Vec<Vec<Value>>>, String> {
+    let mut out = Vec::new();
+    for r in &app.references {
+        let s3 = &r["S3ReferenceDataSourceDescription"];
+        let bucket = s3["BucketARN"].as_str().unwrap_or_default().trim_start_matches("arn:aws:s3:::");
+        let key = s3["FileKey"].as_str().unwrap_or_default();
+        let body = crate::firehose::delivery::read_object(svc, bucket, key)
+            .await
+            .map_err(|e| format!("reference data {bucket}/{key}: {e}"))?;
+        let mapping = Mapping::new(&r["ReferenceSchema"])?;
+        let mut rows = Vec::new();
+        for row in mapping.rows(&body) {
+            match row {
+                Ok(v) => rows.push(v),
+                Err(e) => {
+                    tracing::warn!(application = %app.name, object = %key, error = %e, "a reference data row does not fit its schema")
+                }
+            }
+        }
+        out.push(rows);
+    }
+    Ok(out)
 }
 
 /// The stream behind an ARN: a Kinesis stream, or a delivery stream's records (its internal
@@ -279,7 +319,8 @@ async fn run_once(a: &Arc<State>, app: &Application, stopped: &mut watch::Receiv
         start,
         cp.position.clone(),
     );
-    let mut engine = Engine::new(&prog, cp.state.clone(), limits);
+    let tables = load_tables(svc, app).await?;
+    let mut engine = Engine::new(&prog, cp.state.clone(), limits, tables);
     let tick = svc.cfg.analytics.tick;
     loop {
         let batch = tokio::select! {
@@ -293,6 +334,10 @@ async fn run_once(a: &Arc<State>, app: &Application, stopped: &mut watch::Receiv
         let mut out = Emitted::default();
         let read_any = batch.is_some();
         if let Some(b) = batch {
+            svc.metrics.analytics(&app.name, |c| {
+                c.records_in += b.records.len() as u64;
+                c.millis_behind = b.millis_behind;
+            });
             let last = engine.state.last_rowtime[input_stream];
             let rowtime = now.max(last);
             let mut rows = Vec::with_capacity(b.records.len());
@@ -315,9 +360,24 @@ async fn run_once(a: &Arc<State>, app: &Application, stopped: &mut watch::Receiv
             engine.insert(input_stream, rows, now, &observed, &mut out);
         }
         engine.advance(now, now, &observed, &mut out);
-        if engine.state_size() > limits.state_bytes {
-            tracing::error!(application = %app.name, bytes = engine.state_size(), limit = limits.state_bytes,
-                "the application's state is over its limit (state_bytes)");
+        let size = engine.state_size();
+        let full = size > limits.state_bytes;
+        if full != engine.state_full {
+            if full {
+                tracing::error!(application = %app.name, bytes = size, limit = limits.state_bytes,
+                    "the application's state is over its limit (state_bytes): rows that would add to it go to error_stream");
+            } else {
+                tracing::info!(application = %app.name, bytes = size, "the application's state is back under its limit");
+            }
+            engine.state_full = full;
+        }
+        if !out.failures.is_empty() {
+            svc.metrics.analytics(&app.name, |c| c.error_rows += out.failures.len() as u64);
+        }
+        let over = out.failures.iter().filter(|f| f.name == "Error_Limit_Exceeded").count();
+        if let Some(f) = out.failures.iter().find(|f| f.name == "Error_Limit_Exceeded") {
+            tracing::warn!(application = %app.name, pump = %f.pump, rows = over, message = %f.message,
+                "rows refused by a state limit (to error_stream)");
         }
         for f in std::mem::take(&mut out.failures) {
             tracing::debug!(application = %app.name, error = f.name, message = %f.message, "row to error_stream");
@@ -335,7 +395,9 @@ async fn run_once(a: &Arc<State>, app: &Application, stopped: &mut watch::Receiv
         save(svc, &app.name, &cp).await?;
         if !cp.outbox.is_empty() {
             write_out(svc, &cp.outbox, false).await?;
-            cp.records_out += cp.outbox.iter().map(|p| p.records.len() as u64).sum::<u64>();
+            let n = cp.outbox.iter().map(|p| p.records.len() as u64).sum::<u64>();
+            cp.records_out += n;
+            svc.metrics.analytics(&app.name, |c| c.records_out += n);
             cp.outbox.clear();
         }
     }

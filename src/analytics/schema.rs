@@ -321,19 +321,67 @@ fn infer_type(samples: &[&Json]) -> String {
     }
 }
 
-/// A schema inferred from sample records: JSON objects (their top-level fields, nested objects
-/// flattened by path), or CSV lines (columns COL1, COL2, ...).
+/// A JSON document with its objects' keys in the order written (serde_json's map sorts them).
+enum Ordered {
+    Object(Vec<(String, Ordered)>),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Ordered, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = m.next_entry::<String, Ordered>()? {
+                    out.push((k, v));
+                }
+                Ok(Ordered::Object(out))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Ordered, A::Error> {
+                while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Ordered::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Ordered, E> {
+                Ok(Ordered::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Ordered, E> {
+                Ok(Ordered::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Ordered, E> {
+                Ok(Ordered::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Ordered, E> {
+                Ok(Ordered::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Ordered, E> {
+                Ok(Ordered::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Ordered, E> {
+                Ok(Ordered::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A schema inferred from sample records: JSON objects (their fields in the order written,
+/// nested objects flattened by path), or CSV lines (columns COL1, COL2, ...).
 pub fn discover(samples: &[Vec<u8>]) -> Result<Json, String> {
     let docs: Vec<Json> =
         samples.iter().filter_map(|s| serde_json::from_slice::<Json>(s).ok()).filter(Json::is_object).collect();
     if !docs.is_empty() && docs.len() * 2 >= samples.len() {
         // Fields in the order first seen, with their paths.
         let mut fields: Vec<(String, Vec<String>)> = Vec::new();
-        fn walk(v: &Json, path: &mut Vec<String>, fields: &mut Vec<(String, Vec<String>)>, depth: usize) {
-            if let (Some(o), true) = (v.as_object(), depth < 8) {
+        fn walk(v: &Ordered, path: &mut Vec<String>, fields: &mut Vec<(String, Vec<String>)>, depth: usize) {
+            if let (Ordered::Object(o), true) = (v, depth < 8) {
                 for (k, x) in o {
                     path.push(k.clone());
-                    if x.is_object() {
+                    if matches!(x, Ordered::Object(_)) {
                         walk(x, path, fields, depth + 1);
                     } else if !fields.iter().any(|(_, p)| p == path) {
                         fields.push((path.join("_"), path.clone()));
@@ -342,8 +390,10 @@ pub fn discover(samples: &[Vec<u8>]) -> Result<Json, String> {
                 }
             }
         }
-        for d in &docs {
-            walk(d, &mut Vec::new(), &mut fields, 0);
+        for s in samples {
+            if let Ok(d) = serde_json::from_slice::<Ordered>(s) {
+                walk(&d, &mut Vec::new(), &mut fields, 0);
+            }
         }
         if fields.is_empty() {
             return Err("The records have no fields.".into());

@@ -1,6 +1,7 @@
 //! `sluice bench`: load generators for any Kinesis-compatible endpoint (and the lease table of
 //! a DynamoDB-compatible one).
 
+pub mod analytics;
 mod conn;
 pub mod consume;
 pub mod delivery;

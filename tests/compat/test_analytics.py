@@ -187,14 +187,17 @@ def ts_text(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}"
 
 
-@pytest.fixture
-def seeded(new_daemon, tmp_path):
+def clocked_daemon(new_daemon, tmp_path, extra: str = ""):
+    """A daemon whose applications take ROWTIME from a clock file (set to T0), and its clients."""
     clock = tmp_path / "clock"
     set_clock(clock, T0)
-    d = new_daemon(config=config(clock))
-    kinesis = make_client(d.endpoint)
-    ka = make_client(d.endpoint, service="kinesisanalytics")
-    return d, kinesis, ka, clock
+    d = new_daemon(config=config(clock) + extra)
+    return d, make_client(d.endpoint), make_client(d.endpoint, service="kinesisanalytics"), clock
+
+
+@pytest.fixture
+def seeded(new_daemon, tmp_path):
+    return clocked_daemon(new_daemon, tmp_path)
 
 
 def test_the_seed_programs_run_unmodified(seeded):
@@ -369,13 +372,13 @@ def test_discover_input_schema(seeded):
         kinesis.put_record(StreamName=src, Data=json.dumps({"sensor_id": f"s-{i}", "temperature": 20.5 + i, "count": i}), PartitionKey="k")
     got = ka.discover_input_schema(ResourceARN=stream_arn(src), RoleARN=ROLE, InputStartingPositionConfiguration={"InputStartingPosition": "TRIM_HORIZON"})
     cols = got["InputSchema"]["RecordColumns"]
-    # Columns in the order of the fields' names (COUNT is reserved, so it gets a COL_ prefix).
+    # Columns in the order of the record's fields (COUNT is reserved, so it gets a COL_ prefix).
     assert [(c["Name"], c["SqlType"], c["Mapping"]) for c in cols] == [
-        ("COL_count", "INTEGER", "$.count"),
         ("sensor_id", "VARCHAR(4)", "$.sensor_id"),
         ("temperature", "DOUBLE", "$.temperature"),
+        ("COL_count", "INTEGER", "$.count"),
     ]
-    assert len(got["RawInputRecords"]) == 5 and got["ParsedInputRecords"][0] == ["0", "s-0", "20.5"]
+    assert len(got["RawInputRecords"]) == 5 and got["ParsedInputRecords"][0] == ["s-0", "20.5", "0"]
 
 
 CRASH_CODE = '''CREATE OR REPLACE PUMP "hot_pump" AS INSERT INTO "hot"
@@ -445,3 +448,227 @@ def test_kill9_while_an_application_runs_changes_no_output(seeded):
         n, total = expected[(row["MINUTE"], row["SENSOR_ID"])]
         assert row["N"] == n
         assert row["TOTAL"] == pytest.approx(total, rel=1e-9)
+
+
+def in_app_schema(columns, fmt="JSON") -> dict:
+    """A schema of (name, type, JSONPath) columns; CSV ones map by position."""
+    if fmt == "CSV":
+        record_format = {"RecordFormatType": "CSV", "MappingParameters": {"CSVMappingParameters": {"RecordRowDelimiter": "\n", "RecordColumnDelimiter": ","}}}
+        cols = [{"Name": n, "SqlType": t} for n, t, _ in columns]
+    else:
+        record_format = {"RecordFormatType": "JSON", "MappingParameters": {"JSONMappingParameters": {"RecordRowPath": "$"}}}
+        cols = [{"Name": n, "SqlType": t, "Mapping": m} for n, t, m in columns]
+    return {"RecordFormat": record_format, "RecordEncoding": "UTF-8", "RecordColumns": cols}
+
+
+READINGS = [("SENSOR_ID", "VARCHAR(16)", "$.sensor_id"), ("TEMPERATURE", "DOUBLE", "$.temperature")]
+
+
+def app_over(ka, kinesis, name, code, outputs, shards=1, references=()):
+    """An application over a fresh input stream, started from TRIM_HORIZON; returns the input."""
+    src = unique_name("in")
+    kinesis.create_stream(StreamName=src, ShardCount=shards)
+    streams = {}
+    for in_app, fmt in outputs:
+        out = unique_name("out")
+        kinesis.create_stream(StreamName=out, ShardCount=1)
+        streams[in_app] = out
+    time.sleep(0.2)
+    ka.create_application(
+        ApplicationName=name,
+        Inputs=[{"NamePrefix": "SOURCE_SQL_STREAM", "KinesisStreamsInput": {"ResourceARN": stream_arn(src), "RoleARN": ROLE}, "InputSchema": in_app_schema(READINGS)}],
+        Outputs=[kinesis_output(in_app, streams[in_app], fmt) for in_app, fmt in outputs],
+        **({} if references else {"ApplicationCode": code}),
+    )
+    if references:
+        # Code that joins a table compiles once the table is there.
+        version = 1
+        for r in references:
+            ka.add_application_reference_data_source(ApplicationName=name, CurrentApplicationVersionId=version, ReferenceDataSource=r)
+            version += 1
+        ka.update_application(ApplicationName=name, CurrentApplicationVersionId=version, ApplicationUpdate={"ApplicationCodeUpdate": code})
+    start(ka, name)
+    return src, streams
+
+
+def put_readings(kinesis, stream, readings):
+    kinesis.put_records(StreamName=stream, Records=[{"Data": json.dumps({"sensor_id": s, "temperature": t}), "PartitionKey": s} for s, t in readings])
+
+
+def test_a_reference_table_is_joined(seeded):
+    d, kinesis, ka, clock = seeded
+    bucket_dir = d.data_dir / "buckets" / "reference-data"
+    bucket_dir.mkdir(parents=True)
+    (bucket_dir / "sites.csv").write_text("sensor-0,roof\nsensor-1,basement\n")
+    reference = {
+        "TableName": "SITES",
+        "S3ReferenceDataSource": {"BucketARN": "arn:aws:s3:::reference-data", "FileKey": "sites.csv", "ReferenceRoleARN": ROLE},
+        "ReferenceSchema": in_app_schema([("SENSOR_ID", "VARCHAR(16)", None), ("SITE", "VARCHAR(16)", None)], "CSV"),
+    }
+    code = '''CREATE OR REPLACE PUMP "joined" AS INSERT INTO "DESTINATION_SQL_STREAM"
+SELECT STREAM s.sensor_id, r.site, s.temperature
+FROM "SOURCE_SQL_STREAM_001" AS s LEFT JOIN "SITES" AS r ON s.sensor_id = r.sensor_id;
+CREATE OR REPLACE PUMP "inner" AS INSERT INTO "KNOWN"
+SELECT STREAM "SOURCE_SQL_STREAM_001".sensor_id, site FROM "SOURCE_SQL_STREAM_001" JOIN "SITES" ON "SOURCE_SQL_STREAM_001".sensor_id = "SITES".sensor_id;
+'''
+    src, outs = app_over(ka, kinesis, "joins", code, [("DESTINATION_SQL_STREAM", "JSON"), ("KNOWN", "JSON")], references=[reference])
+    detail = ka.describe_application(ApplicationName="joins")["ApplicationDetail"]
+    assert detail["ReferenceDataSourceDescriptions"][0]["ReferenceId"] == "2.1"
+    put_readings(kinesis, src, [("sensor-0", 20.0), ("sensor-9", 21.0), ("sensor-1", 22.0)])
+    rows = wait_records(kinesis, outs["DESTINATION_SQL_STREAM"], 3, "joined rows")
+    assert rows == [
+        {"SENSOR_ID": "sensor-0", "SITE": "roof", "TEMPERATURE": 20.0},
+        {"SENSOR_ID": "sensor-9", "SITE": None, "TEMPERATURE": 21.0},
+        {"SENSOR_ID": "sensor-1", "SITE": "basement", "TEMPERATURE": 22.0},
+    ]
+    known = wait_records(kinesis, outs["KNOWN"], 2, "inner join rows")
+    assert known == [{"SENSOR_ID": "sensor-0", "SITE": "roof"}, {"SENSOR_ID": "sensor-1", "SITE": "basement"}]
+
+
+def test_windows_chains_and_the_error_stream(seeded):
+    d, kinesis, ka, clock = seeded
+    code = '''CREATE OR REPLACE STREAM "ratios" (sensor_id VARCHAR(16), ratio DOUBLE);
+CREATE OR REPLACE PUMP "divide" AS INSERT INTO "ratios"
+SELECT STREAM sensor_id, 100 / CAST(temperature AS INTEGER) FROM "SOURCE_SQL_STREAM_001";
+CREATE OR REPLACE PUMP "slide" AS INSERT INTO "SLIDING"
+SELECT STREAM sensor_id, COUNT(*) OVER w AS n, AVG(ratio) OVER w AS mean, LAG(ratio, 1) OVER w AS prev
+FROM "ratios" WINDOW w AS (PARTITION BY sensor_id ROWS 2 PRECEDING);
+CREATE OR REPLACE PUMP "stagger" AS INSERT INTO "STAGGERED"
+SELECT STREAM sensor_id, COUNT(*) AS n, SUM(ratio) AS total FROM "ratios"
+WINDOWED BY STAGGER (PARTITION BY sensor_id RANGE INTERVAL '1' MINUTE);
+'''
+    src, outs = app_over(ka, kinesis, "windows", code, [("SLIDING", "JSON"), ("STAGGERED", "JSON"), ("error_stream", "JSON")])
+    # Four readings of a, one of b, and one division by zero.
+    set_clock(clock, T0 + 1_000)
+    put_readings(kinesis, src, [("a", 10.0), ("a", 20.0), ("b", 50.0), ("a", 0.0), ("a", 25.0), ("a", 5.0)])
+    sliding = wait_records(kinesis, outs["SLIDING"], 5, "sliding rows")
+    want = [("a", 1, 10.0, None), ("a", 2, 7.5, 10.0), ("b", 1, 2.0, None), ("a", 3, (10 + 5 + 4) / 3, 5.0), ("a", 3, (5 + 4 + 20) / 3, 4.0)]
+    assert [(r["SENSOR_ID"], r["N"], r["PREV"]) for r in sliding] == [(s, n, p) for s, n, _, p in want], (
+        "a window of the current row and two before it, per sensor; the division by zero never got in"
+    )
+    assert [r["MEAN"] for r in sliding] == pytest.approx([m for _, _, m, _ in want], rel=1e-12)
+    errors = wait_records(kinesis, outs["error_stream"], 1, "error rows")
+    assert errors[0]["ERROR_NAME"] == "Error_Evaluating" and "division by zero" in errors[0]["MESSAGE"]
+    assert errors[0]["PUMP_NAME"] == "divide"
+    assert bytes.fromhex(errors[0]["DATA_ROW"]).decode() == '["a",0.0]'
+    assert read_json(kinesis, outs["STAGGERED"]) == [], "the stagger windows are open"
+    set_clock(clock, T0 + 61_000)
+    staggered = wait_records(kinesis, outs["STAGGERED"], 2, "stagger rows")
+    assert sorted((r["SENSOR_ID"], r["N"], r["TOTAL"]) for r in staggered) == [("a", 4, 10.0 + 5.0 + 4.0 + 20.0), ("b", 1, 2.0)]
+
+
+def test_out_of_order_rowtime_goes_to_the_error_stream(seeded):
+    d, kinesis, ka, clock = seeded
+    code = '''CREATE OR REPLACE PUMP "reorder" AS INSERT INTO "LATE"
+SELECT STREAM sensor_id, CHAR_TO_TIMESTAMP('HH:mm:ss', sensor_id) AS ROWTIME FROM "SOURCE_SQL_STREAM_001";
+CREATE OR REPLACE PUMP "per_minute" AS INSERT INTO "MINUTES"
+SELECT STREAM COUNT(*) AS n, FLOOR("LATE".ROWTIME TO MINUTE) AS m FROM "LATE" GROUP BY FLOOR("LATE".ROWTIME TO MINUTE);
+'''
+    src, outs = app_over(ka, kinesis, "late", code, [("MINUTES", "JSON"), ("error_stream", "JSON")])
+    times = ["00:00:10", "00:00:40", "00:00:20", "00:01:05", "00:02:00"]
+    put_readings(kinesis, src, [(t, 1.0) for t in times])
+    minutes = wait_records(kinesis, outs["MINUTES"], 3, "per-minute rows")
+    assert minutes == [
+        {"N": 2, "M": "1970-01-01 00:00:00.000"},
+        {"N": 1, "M": "1970-01-01 00:01:00.000"},
+        {"N": 1, "M": "1970-01-01 00:02:00.000"},
+    ], "windows close when a later ROWTIME passes their end (the last by the clock, far later); the late row is not counted"
+    errors = wait_records(kinesis, outs["error_stream"], 1, "error rows")
+    assert errors[0]["ERROR_NAME"] == "Error_Out_Of_Order_Rowtime"
+    assert errors[0]["DATA_ROWTIME"] == "1970-01-01 00:00:20.000"
+
+
+def test_delivery_streams_as_input_and_output(new_daemon, tmp_path):
+    d = new_daemon(config=FAST_CONFIG + '[delivery]\nbuffering_interval_cap = "1s"\n[analytics]\ntick = "100ms"\n')
+    fh = make_client(d.endpoint, service="firehose")
+    ka = make_client(d.endpoint, service="kinesisanalytics")
+    dest = {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::sql-out", "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 60}}
+    for name in ("sql-in", "sql-out"):
+        fh.create_delivery_stream(DeliveryStreamName=name, ExtendedS3DestinationConfiguration={**dest, "BucketARN": f"arn:aws:s3:::{name}"})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+        fh.describe_delivery_stream(DeliveryStreamName=n)["DeliveryStreamDescription"]["DeliveryStreamStatus"] != "ACTIVE" for n in ("sql-in", "sql-out")
+    ):
+        time.sleep(0.05)
+    fh_arn = "arn:aws:firehose:us-east-1:000000000000:deliverystream/"
+    ka.create_application(
+        ApplicationName="via-firehose",
+        Inputs=[{"NamePrefix": "SOURCE_SQL_STREAM", "KinesisFirehoseInput": {"ResourceARN": fh_arn + "sql-in", "RoleARN": ROLE}, "InputSchema": in_app_schema(READINGS)}],
+        Outputs=[{"Name": "HOT", "KinesisFirehoseOutput": {"ResourceARN": fh_arn + "sql-out", "RoleARN": ROLE}, "DestinationSchema": {"RecordFormatType": "JSON"}}],
+        ApplicationCode='CREATE PUMP "p" AS INSERT INTO "HOT" SELECT STREAM * FROM "SOURCE_SQL_STREAM_001" WHERE temperature > 50;',
+    )
+    start(ka, "via-firehose")
+    fh.put_record_batch(
+        DeliveryStreamName="sql-in",
+        Records=[{"Data": json.dumps({"sensor_id": f"s{i}", "temperature": float(i * 10)}).encode()} for i in range(10)],
+    )
+    root = d.data_dir / "buckets" / "sql-out"
+    deadline = time.monotonic() + 20
+    body = b""
+    while time.monotonic() < deadline:
+        files = [p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".sluice-tmp")] if root.exists() else []
+        body = b"".join(p.read_bytes() for p in sorted(files))
+        if body.count(b"{") >= 4:
+            break
+        time.sleep(0.1)
+    assert body == b"".join(json.dumps({"SENSOR_ID": f"s{i}", "TEMPERATURE": float(i * 10)}, separators=(",", ":")).encode() for i in range(6, 10)), (
+        "rows in the delivery stream's objects, as JSON with no delimiter"
+    )
+
+
+def test_a_crash_between_saving_and_settling_a_start_is_finished_at_start_up(seeded):
+    d, kinesis, ka, clock = seeded
+    src, outs = app_over(ka, kinesis, "restarts", 'CREATE PUMP "p" AS INSERT INTO "O" SELECT STREAM * FROM "SOURCE_SQL_STREAM_001";', [("O", "JSON")])
+    put_readings(kinesis, src, [("a", 1.0)])
+    wait_records(kinesis, outs["O"], 1, "first row")
+    ka.stop_application(ApplicationName="restarts")
+    wait_status(ka, "restarts", "READY")
+    ka.start_application(ApplicationName="restarts", InputConfigurations=[{"Id": "1.1", "InputStartingPositionConfiguration": {"InputStartingPosition": "LAST_STOPPED_POINT"}}])
+    d.restart(kill=True)  # STARTING lasts 200 ms: the kill lands in it
+    kinesis = make_client(d.endpoint)
+    ka = make_client(d.endpoint, service="kinesisanalytics")
+    wait_status(ka, "restarts", "RUNNING")
+    put_readings(kinesis, src, [("b", 2.0)])
+    rows = wait_records(kinesis, outs["O"], 2, "rows after the restart")
+    time.sleep(0.3)
+    assert [r["SENSOR_ID"] for r in read_json(kinesis, outs["O"])] == ["a", "b"], "LAST_STOPPED_POINT: a was not read again"
+
+
+def test_discover_input_schema_from_a_bucket_object(seeded):
+    d, kinesis, ka, clock = seeded
+    bucket = d.data_dir / "buckets" / "samples"
+    bucket.mkdir(parents=True)
+    (bucket / "readings.csv").write_text("s-1,20.5,7\ns-22,21.25,8\n")
+    got = ka.discover_input_schema(S3Configuration={"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::samples", "FileKey": "readings.csv"})
+    schema = got["InputSchema"]
+    assert schema["RecordFormat"]["RecordFormatType"] == "CSV"
+    assert schema["RecordFormat"]["MappingParameters"]["CSVMappingParameters"] == {"RecordRowDelimiter": "\n", "RecordColumnDelimiter": ","}
+    assert [(c["Name"], c["SqlType"]) for c in schema["RecordColumns"]] == [("COL1", "VARCHAR(4)"), ("COL2", "DOUBLE"), ("COL3", "INTEGER")]
+    assert got["ParsedInputRecords"] == [["s-1", "20.5", "7"], ["s-22", "21.25", "8"]]
+    with pytest.raises(ClientError) as e:
+        ka.discover_input_schema(S3Configuration={"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::samples", "FileKey": "missing.csv"})
+    assert e.value.response["Error"]["Code"] == "InvalidArgumentException"
+    with pytest.raises(ClientError) as e:
+        ka.discover_input_schema(ResourceARN=stream_arn("no-such-stream"), RoleARN=ROLE, InputStartingPositionConfiguration={"InputStartingPosition": "NOW"})
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_state_limits_refuse_rows_to_the_error_stream(new_daemon, tmp_path):
+    d, kinesis, ka, clock = clocked_daemon(new_daemon, tmp_path, "groups_per_window = 2\nrows_per_window = 3\n")
+    code = '''CREATE OR REPLACE PUMP "g" AS INSERT INTO "GROUPS"
+SELECT STREAM sensor_id, COUNT(*) AS n, FLOOR("SOURCE_SQL_STREAM_001".ROWTIME TO MINUTE) AS m
+FROM "SOURCE_SQL_STREAM_001" GROUP BY sensor_id, FLOOR("SOURCE_SQL_STREAM_001".ROWTIME TO MINUTE);
+CREATE OR REPLACE PUMP "w" AS INSERT INTO "WINDOWED"
+SELECT STREAM sensor_id, COUNT(*) OVER (PARTITION BY sensor_id RANGE INTERVAL '1' HOUR PRECEDING) AS n
+FROM "SOURCE_SQL_STREAM_001";
+'''
+    src, outs = app_over(ka, kinesis, "limits", code, [("GROUPS", "JSON"), ("WINDOWED", "JSON"), ("error_stream", "JSON")])
+    put_readings(kinesis, src, [("a", 1.0), ("b", 1.0), ("c", 1.0), ("a", 1.0), ("a", 1.0), ("a", 1.0)])
+    windowed = wait_records(kinesis, outs["WINDOWED"], 5, "windowed rows")
+    assert [(r["SENSOR_ID"], r["N"]) for r in windowed] == [("a", 1), ("b", 1), ("c", 1), ("a", 2), ("a", 3)], "the 4th a found its window full"
+    errors = wait_records(kinesis, outs["error_stream"], 2, "limit errors")
+    assert sorted((e["PUMP_NAME"], e["ERROR_NAME"]) for e in errors) == [("g", "Error_Limit_Exceeded"), ("w", "Error_Limit_Exceeded")]
+    assert any("groups_per_window" in e["MESSAGE"] for e in errors) and any("rows_per_window" in e["MESSAGE"] for e in errors)
+    set_clock(clock, T0 + 60_000)
+    groups = wait_records(kinesis, outs["GROUPS"], 2, "groups")
+    assert sorted((g["SENSOR_ID"], g["N"]) for g in groups) == [("a", 4), ("b", 1)], "c was refused: the window had 2 groups"

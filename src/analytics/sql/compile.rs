@@ -118,6 +118,8 @@ pub struct Pump {
     pub rowtime: Option<Expr>,
     /// Aggregates over every row so far (scalar subqueries over the source stream).
     pub running: Vec<Agg>,
+    /// A reference table joined to the stream.
+    pub join: Option<Join>,
     pub at: Location,
 }
 
@@ -127,8 +129,29 @@ pub struct Program {
     /// Other names of streams: an input's NamePrefix names its `<NamePrefix>_001` stream too
     /// when the code declares no stream of that name (an extension to KDA).
     pub aliases: Vec<(String, usize)>,
+    /// Reference tables.
+    pub tables: Vec<TableSpec>,
     /// In dependency order: a pump comes after every pump that feeds its source.
     pub pumps: Vec<Pump>,
+}
+
+/// A reference data source as the compiler needs it: its table's name and columns.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub name: String,
+    pub columns: Vec<Column>,
+}
+
+/// A join of a pump's stream with a reference table: each row meets the table's rows for which
+/// `on` holds (evaluated on the stream's columns followed by the table's).
+#[derive(Debug, Clone)]
+pub struct Join {
+    pub table: usize,
+    pub on: Expr,
+    /// LEFT JOIN: a row that meets none goes on with NULLs for the table's columns.
+    pub left: bool,
+    /// `on` is `stream expression = table column`: the table is looked up by that column.
+    pub key: Option<(Expr, usize)>,
 }
 
 /// An input as the compiler needs it: its in-application stream's name prefix and columns.
@@ -164,9 +187,9 @@ pub fn error_columns() -> Vec<Column> {
 /// Compiles application code against its inputs. An input's in-application stream is
 /// `<NamePrefix>_001`, unless the code declares a stream named exactly the NamePrefix: then that
 /// stream is fed, its columns mapped by name (case-insensitively) to the input's columns.
-pub fn compile(code: &str, inputs: &[InputSpec]) -> Result<Program, SqlError> {
+pub fn compile(code: &str, inputs: &[InputSpec], tables: &[TableSpec]) -> Result<Program, SqlError> {
     let statements = parse(code)?;
-    let mut prog = Program { streams: Vec::new(), aliases: Vec::new(), pumps: Vec::new() };
+    let mut prog = Program { streams: Vec::new(), aliases: Vec::new(), tables: tables.to_vec(), pumps: Vec::new() };
     prog.streams.push(StreamDef { name: ERROR_STREAM.into(), columns: error_columns(), input: None });
     let mut declared: HashMap<String, Location> = HashMap::new();
     for s in &statements {
@@ -274,7 +297,12 @@ fn loc(id: &ast::Ident) -> Location {
 
 /// What a column reference or expression may read, and what compiling it has collected.
 struct Scope<'a> {
+    /// The source's columns (a joined table's after the stream's).
     stream: &'a StreamDef,
+    /// How many of them are the stream's.
+    stream_width: usize,
+    /// The names a joined table may be qualified by.
+    table_qualifiers: Vec<String>,
     /// The names the source may be qualified by (its name, its alias).
     qualifiers: Vec<String>,
     named_windows: HashMap<String, &'a ast::WindowSpec>,
@@ -306,7 +334,31 @@ fn compile_pump(
     at: Location,
 ) -> Result<Pump, SqlError> {
     let (source, select) = source_of(prog, query, at)?;
-    let src = prog.streams[source].clone();
+    let mut src = prog.streams[source].clone();
+    let stream_width = src.columns.len();
+    // A joined reference table: its columns follow the stream's.
+    let mut joined: Option<(usize, Vec<String>, &ast::JoinConstraint, bool)> = None;
+    if let Some(j) = select.from[0].joins.first() {
+        let (constraint, left) = match &j.join_operator {
+            ast::JoinOperator::Join(c) | ast::JoinOperator::Inner(c) => (c, false),
+            ast::JoinOperator::Left(c) | ast::JoinOperator::LeftOuter(c) => (c, true),
+            _ => return Err(SqlError::at(at, "Only JOIN and LEFT JOIN ... ON a reference table are supported.")),
+        };
+        let ast::TableFactor::Table { name, alias, .. } = &j.relation else {
+            return Err(SqlError::at(at, "A stream joins a reference table, named by one identifier."));
+        };
+        let n = match name.0.as_slice() {
+            [p] => p.as_ident().map(norm),
+            _ => None,
+        }
+        .ok_or_else(|| SqlError::at(at, "A reference table is named by one identifier."))?;
+        let t = prog.tables.iter().position(|t| t.name == n).ok_or_else(|| {
+            SqlError::at(at, format!("No reference table {n} exists (a stream can only join a reference data source)."))
+        })?;
+        src.columns.extend(prog.tables[t].columns.iter().cloned());
+        let quals = std::iter::once(n).chain(alias.as_ref().map(|a| norm(&a.name))).collect();
+        joined = Some((t, quals, constraint, left));
+    }
     if target == ERROR_STREAM {
         return Err(SqlError::at(at, "A pump cannot insert into error_stream."));
     }
@@ -326,6 +378,8 @@ fn compile_pump(
         .collect();
     let mut scope = Scope {
         stream: &src,
+        stream_width,
+        table_qualifiers: joined.as_ref().map(|j| j.1.clone()).unwrap_or_default(),
         qualifiers: std::iter::once(src.name.clone())
             .chain(alias)
             .chain(prog.aliases.iter().filter(|(_, i)| *i == source).map(|(n, _)| n.clone()))
@@ -345,6 +399,30 @@ fn compile_pump(
     if query.order_by.is_some() || query.limit_clause.is_some() {
         return Err(SqlError::at(at, "ORDER BY and LIMIT are not supported on a stream."));
     }
+    let join = match &joined {
+        None => None,
+        Some((table, _, constraint, left)) => {
+            let ast::JoinConstraint::On(on) = constraint else {
+                return Err(SqlError::at(at, "A join with a reference table needs ON."));
+            };
+            let on = scope.expr(on)?;
+            let reads_table = |e: &Expr| {
+                let mut t = false;
+                e.walk(&mut |x| t |= matches!(x, Expr::Col(i) if *i >= stream_width));
+                t
+            };
+            let key = match &on {
+                Expr::Bin(BinOp::Eq, a, b) => match (a.as_ref(), b.as_ref()) {
+                    (x, Expr::Col(j)) | (Expr::Col(j), x) if *j >= stream_width && !reads_table(x) => {
+                        Some((x.clone(), j - stream_width))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            Some(Join { table: *table, on, left: *left, key })
+        }
+    };
     let filter = match &select.selection {
         Some(w) => {
             scope.mode = Mode::Filter;
@@ -522,7 +600,7 @@ fn compile_pump(
         }
         project[*p] = e;
     }
-    Ok(Pump { name: name.to_owned(), source, target: target_idx, kind, filter, project, rowtime, running, at })
+    Ok(Pump { name: name.to_owned(), source, target: target_idx, kind, filter, project, rowtime, running, join, at })
 }
 
 /// Whether a value of type `from` may go into a column of type `to` (numbers into numbers, text
@@ -550,20 +628,21 @@ fn source_of<'q>(
     let [from] = select.from.as_slice() else {
         return Err(SqlError::at(at, "A pump's SELECT reads exactly one stream (FROM \"stream\")."));
     };
-    if !from.joins.is_empty() {
-        return Err(SqlError::at(at, "JOIN is not supported yet."));
+    if from.joins.len() > 1 {
+        return Err(SqlError::at(at, "A pump's SELECT joins at most one reference table."));
     }
     match &from.relation {
         ast::TableFactor::Table { name, args: None, .. } => {
-            let n = match name.0.as_slice() {
-                [p] => p.as_ident().map(norm),
+            let id = match name.0.as_slice() {
+                [p] => p.as_ident(),
                 _ => None,
             }
             .ok_or_else(|| SqlError::at(at, "A stream is named by one identifier."))?;
+            let (n, here) = (norm(id), loc(id));
             if n.eq_ignore_ascii_case(ERROR_STREAM) {
-                return Err(SqlError::at(at, "error_stream cannot be read by application code."));
+                return Err(SqlError::at(here, "error_stream cannot be read by application code."));
             }
-            let i = prog.stream(&n).ok_or_else(|| SqlError::at(at, format!("The stream {n} does not exist.")))?;
+            let i = prog.stream(&n).ok_or_else(|| SqlError::at(here, format!("The stream {n} does not exist.")))?;
             Ok((i, select))
         }
         ast::TableFactor::Derived { subquery, .. } => {
@@ -642,7 +721,14 @@ impl Scope<'_> {
         if name == "ROWTIME" {
             return Ok(Expr::Rowtime);
         }
-        if let Some(i) = self.stream.columns.iter().position(|c| c.name == name) {
+        let mut found = self.stream.columns.iter().enumerate().filter(|(_, c)| c.name == name).map(|(i, _)| i);
+        if let Some(i) = found.next() {
+            if found.next().is_some() {
+                return Err(SqlError::at(
+                    at,
+                    format!("The column {name} is in both the stream and the table; qualify it."),
+                ));
+            }
             return Ok(Expr::Col(i));
         }
         if name == "APPROXIMATE_ARRIVAL_TIME" {
@@ -682,10 +768,26 @@ impl Scope<'_> {
                 let [q, c] = ids.as_slice() else {
                     return Err(SqlError::at(ids.first().map_or(at, loc), format!("The name {e} is not understood.")));
                 };
-                if !self.qualifiers.contains(&norm(q)) {
+                let col = norm(c);
+                let x = if self.table_qualifiers.contains(&norm(q)) {
+                    let i = self.stream.columns[self.stream_width..]
+                        .iter()
+                        .position(|t| t.name == col)
+                        .ok_or_else(|| SqlError::at(loc(c), format!("The table {} has no column {col}.", norm(q))))?;
+                    Expr::Col(self.stream_width + i)
+                } else if self.qualifiers.contains(&norm(q)) {
+                    if col == "ROWTIME" || col == "APPROXIMATE_ARRIVAL_TIME" {
+                        self.column(&col, loc(c))?
+                    } else {
+                        let i =
+                            self.stream.columns[..self.stream_width].iter().position(|t| t.name == col).ok_or_else(
+                                || SqlError::at(loc(c), format!("The stream {} has no column {col}.", norm(q))),
+                            )?;
+                        Expr::Col(i)
+                    }
+                } else {
                     return Err(SqlError::at(loc(q), format!("{} is not the stream this query reads.", norm(q))));
-                }
-                let x = self.column(&norm(c), loc(c))?;
+                };
                 self.check_grouped(x, &norm(c), loc(c))?
             }
             ast::Expr::Value(v) => Expr::Lit(literal(&v.value, at)?),
@@ -1189,6 +1291,7 @@ mod tests {
                CREATE PUMP "s" AS INSERT INTO "slide" SELECT STREAM sensor_id, AVG(temperature) OVER w AS a
                  FROM "SOURCE_SQL_STREAM_001" WINDOW w AS (PARTITION BY sensor_id RANGE INTERVAL '1' MINUTE PRECEDING);"#,
             &input(),
+            &[],
         )
         .unwrap();
         assert_eq!(p.pumps.len(), 3);
@@ -1214,7 +1317,7 @@ mod tests {
             ("CREATE PUMP p AS INSERT INTO o SELECT STREAM * FROM \"error_stream\"", "cannot be read"),
         ];
         for (code, want) in cases {
-            let e = compile(code, &input()).unwrap_err();
+            let e = compile(code, &input(), &[]).unwrap_err();
             assert!(e.message.contains(want), "{code}: {e}");
         }
     }
@@ -1274,7 +1377,7 @@ WHERE temperature > (
     SELECT AVG(temperature) + 3 * STDDEV(temperature)
     FROM "sensor_stream"
 );"#;
-        let p = compile(code, &seed_input).unwrap();
+        let p = compile(code, &seed_input, &[]).unwrap();
         assert_eq!(p.pumps.len(), 3);
         let anomaly = p.pumps.iter().find(|p| p.name == "anomaly_pump").unwrap();
         assert_eq!(anomaly.running.len(), 2);

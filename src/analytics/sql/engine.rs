@@ -170,6 +170,9 @@ pub enum PumpState {
     Sliding {
         /// Per window definition, its partitions.
         parts: Vec<Parts>,
+        /// Rows seen (empty partitions are dropped every so many).
+        #[serde(default)]
+        rows: u64,
     },
     Stagger {
         /// Open windows by key: when they opened, and their aggregates.
@@ -229,6 +232,11 @@ pub struct Engine<'p> {
     readers: Vec<Vec<usize>>,
     limits: Limits,
     now_ms: i64,
+    /// Reference tables' rows, and per pump joining one by a key, its index.
+    tables: Vec<Vec<Vec<Value>>>,
+    indexes: Vec<Option<BTreeMap<Key, Vec<usize>>>>,
+    /// The state is over `state_bytes`: rows that would add to it are refused.
+    pub state_full: bool,
 }
 
 /// What a step produced: rows that entered each stream the caller observes, and failures.
@@ -247,7 +255,7 @@ impl State {
                 Kind::Map => PumpState::Map { running: p.running.iter().map(|_| Acc::new()).collect() },
                 Kind::Tumbling { .. } => PumpState::Tumbling { open: BTreeMap::new() },
                 Kind::Sliding { windows, .. } => {
-                    PumpState::Sliding { parts: windows.iter().map(|_| Parts::default()).collect() }
+                    PumpState::Sliding { parts: windows.iter().map(|_| Parts::default()).collect(), rows: 0 }
                 }
                 Kind::Stagger { .. } => PumpState::Stagger { open: BTreeMap::new() },
             })
@@ -263,19 +271,38 @@ impl State {
                 (PumpState::Map { running }, Kind::Map) => running.len() == p.running.len(),
                 (PumpState::Tumbling { .. }, Kind::Tumbling { .. })
                 | (PumpState::Stagger { .. }, Kind::Stagger { .. }) => true,
-                (PumpState::Sliding { parts }, Kind::Sliding { windows, .. }) => parts.len() == windows.len(),
+                (PumpState::Sliding { parts, .. }, Kind::Sliding { windows, .. }) => parts.len() == windows.len(),
                 _ => false,
             })
     }
 }
 
 impl<'p> Engine<'p> {
-    pub fn new(prog: &'p Program, state: State, limits: Limits) -> Engine<'p> {
+    /// An engine over a program, its state and its reference tables' rows (one list per
+    /// table of the program, in order; missing ones are empty).
+    pub fn new(prog: &'p Program, state: State, limits: Limits, mut tables: Vec<Vec<Vec<Value>>>) -> Engine<'p> {
         let mut readers = vec![Vec::new(); prog.streams.len()];
         for (i, p) in prog.pumps.iter().enumerate() {
             readers[p.source].push(i);
         }
-        Engine { prog, state, readers, limits, now_ms: 0 }
+        tables.resize(prog.tables.len(), Vec::new());
+        let indexes = prog
+            .pumps
+            .iter()
+            .map(|p| {
+                let j = p.join.as_ref()?;
+                let (_, col) = j.key.as_ref()?;
+                let mut index: BTreeMap<Key, Vec<usize>> = BTreeMap::new();
+                for (i, row) in tables[j.table].iter().enumerate() {
+                    let v = row.get(*col).cloned().unwrap_or(Value::Null);
+                    if !v.is_null() {
+                        index.entry(Key(vec![v])).or_default().push(i);
+                    }
+                }
+                Some(index)
+            })
+            .collect();
+        Engine { prog, state, readers, limits, now_ms: 0, tables, indexes, state_full: false }
     }
 
     /// Rows into a stream (an input's), then through every pump downstream. `observed` says
@@ -332,8 +359,46 @@ impl<'p> Engine<'p> {
         }
     }
 
-    /// One row through one pump.
+    /// One row through one pump: joined with its reference table first, if it has one.
     fn on_row(&mut self, p: usize, row: &Row, produced: &mut Vec<Row>, out: &mut Emitted) {
+        let pump = &self.prog.pumps[p];
+        let Some(join) = &pump.join else {
+            return self.process(p, row, produced, out);
+        };
+        let table = &self.tables[join.table];
+        let cx = row_cx(row, self.now_ms, self.state.started_ms, &[]);
+        let candidates: Vec<usize> = match (&join.key, &self.indexes[p]) {
+            (Some((e, _)), Some(index)) => match e.eval(&cx) {
+                Ok(v) if !v.is_null() => index.get(&Key(vec![v])).cloned().unwrap_or_default(),
+                Ok(_) => Vec::new(),
+                Err(m) => return fail(out, pump, "Error_Evaluating", m, row),
+            },
+            _ => (0..table.len()).collect(),
+        };
+        let width = self.prog.tables[join.table].columns.len();
+        let mut matched = Vec::new();
+        for i in candidates {
+            let mut values = row.values.clone();
+            values.extend(table[i].iter().cloned());
+            let joined = Row { rowtime: row.rowtime, arrival: row.arrival, values };
+            match join.on.eval(&row_cx(&joined, self.now_ms, self.state.started_ms, &[])).and_then(|v| truth(&v)) {
+                Ok(Some(true)) => matched.push(joined),
+                Ok(_) => {}
+                Err(m) => return fail(out, pump, "Error_Evaluating", m, row),
+            }
+        }
+        if matched.is_empty() && join.left {
+            let mut values = row.values.clone();
+            values.extend(std::iter::repeat_n(Value::Null, width));
+            matched.push(Row { rowtime: row.rowtime, arrival: row.arrival, values });
+        }
+        for r in matched {
+            self.process(p, &r, produced, out);
+        }
+    }
+
+    /// One row (joined, if the pump joins) through one pump.
+    fn process(&mut self, p: usize, row: &Row, produced: &mut Vec<Row>, out: &mut Emitted) {
         let prog = self.prog;
         let pump = &prog.pumps[p];
         // Windows that this row's time closes, first.
@@ -389,6 +454,10 @@ impl<'p> Engine<'p> {
                 let PumpState::Tumbling { open } = &mut self.state.pumps[p] else { return };
                 let groups = &mut open.entry(start).or_default().0;
                 let key = Key(key);
+                if !groups.contains_key(&key) && self.state_full {
+                    let m = "The application's state is over its limit (state_bytes); the row was dropped.".to_owned();
+                    return fail(out, pump, "Error_Limit_Exceeded", m, row);
+                }
                 if !groups.contains_key(&key) && groups.len() >= limit {
                     let m = format!(
                         "The window has {limit} groups, the most allowed (groups_per_window); the row was dropped."
@@ -413,6 +482,10 @@ impl<'p> Engine<'p> {
                 let _ = range;
                 let limit = self.limits.groups_per_window;
                 let PumpState::Stagger { open } = &mut self.state.pumps[p] else { return };
+                if !open.contains_key(&key) && self.state_full {
+                    let m = "The application's state is over its limit (state_bytes); the row was dropped.".to_owned();
+                    return fail(out, pump, "Error_Limit_Exceeded", m, row);
+                }
                 if !open.contains_key(&key) && open.len() >= limit {
                     let m = format!(
                         "{limit} stagger windows are open, the most allowed (groups_per_window); the row was dropped."
@@ -427,58 +500,66 @@ impl<'p> Engine<'p> {
             }
             Kind::Sliding { windows, aggs } => {
                 let limit = self.limits.rows_per_window;
-                let PumpState::Sliding { parts } = &mut self.state.pumps[p] else { return };
-                let mut win_values = vec![Value::Null; aggs.len()];
+                let full = self.state_full;
+                let PumpState::Sliding { parts, rows } = &mut self.state.pumps[p] else { return };
+                // Each window's partition key and the row's arguments, then room checked in all
+                // before the row enters any.
+                let mut entries = Vec::with_capacity(windows.len());
                 for (w, def) in windows.iter().enumerate() {
-                    let key = match def
-                        .partition
-                        .iter()
-                        .map(|k| k.eval(&row_cx(row, now, started, &[])))
-                        .collect::<Result<Vec<_>, _>>()
-                    {
+                    let cx = row_cx(row, now, started, &[]);
+                    let key = match def.partition.iter().map(|k| k.eval(&cx)).collect::<Result<Vec<_>, _>>() {
                         Ok(k) => Key(k),
-                        Err(m) => {
-                            return fail(out, pump, "Error_Evaluating", m, row);
-                        }
+                        Err(m) => return fail(out, pump, "Error_Evaluating", m, row),
                     };
                     let mine: Vec<usize> = (0..aggs.len()).filter(|&i| aggs[i].0 == w).collect();
-                    let mut args = Vec::with_capacity(mine.len());
-                    for &i in &mine {
-                        match &aggs[i].1.arg {
-                            None => args.push(Value::Int(1)),
-                            Some(e) => match e.eval(&row_cx(row, now, started, &[])) {
-                                Ok(v) => args.push(v),
-                                Err(m) => {
-                                    return fail(out, pump, "Error_Evaluating", m, row);
-                                }
-                            },
-                        }
-                    }
-                    let part = parts[w].0.entry(key).or_default();
-                    part.push_back((row.rowtime, args));
+                    let args = match mine
+                        .iter()
+                        .map(|&i| aggs[i].1.arg.as_ref().map_or(Ok(Value::Int(1)), |e| e.eval(&cx)))
+                        .collect::<Result<Vec<_>, _>>()
+                    {
+                        Ok(a) => a,
+                        Err(m) => return fail(out, pump, "Error_Evaluating", m, row),
+                    };
+                    let part = parts[w].0.entry(key.clone()).or_default();
                     match def.frame {
                         Frame::Range(r) => {
-                            while part.front().is_some_and(|(t, _)| *t < row.rowtime - r) {
+                            while part.front().is_some_and(|(t, _)| *t < row.rowtime.saturating_sub(r)) {
                                 part.pop_front();
                             }
                         }
                         Frame::Rows(n) => {
-                            while part.len() as u64 > n + 1 {
+                            while part.len() as u64 > n {
                                 part.pop_front();
                             }
                         }
                     }
-                    while part.len() > limit {
-                        part.pop_front();
+                    if part.len() >= limit || (full && part.is_empty()) {
+                        let m = if full {
+                            "The application's state is over its limit (state_bytes); the row was dropped.".to_owned()
+                        } else {
+                            format!("The window holds {limit} rows, the most allowed (rows_per_window); the row was dropped.")
+                        };
+                        return fail(out, pump, "Error_Limit_Exceeded", m, row);
                     }
+                    entries.push((key, mine, args));
+                }
+                let mut win_values = vec![Value::Null; aggs.len()];
+                for (w, (key, mine, args)) in entries.into_iter().enumerate() {
+                    let part = parts[w].0.entry(key).or_default();
+                    part.push_back((row.rowtime, args));
                     for (slot, &i) in mine.iter().enumerate() {
                         win_values[i] = window_value(&aggs[i].1, part, slot);
                     }
                 }
-                // Partitions whose rows have all left their range.
-                for (w, def) in windows.iter().enumerate() {
-                    if let Frame::Range(r) = def.frame {
-                        parts[w].0.retain(|_, part| part.back().is_some_and(|(t, _)| *t >= row.rowtime - r));
+                // Now and then, partitions whose rows have all left their range.
+                *rows += 1;
+                if *rows % 1024 == 0 {
+                    for (w, def) in windows.iter().enumerate() {
+                        if let Frame::Range(r) = def.frame {
+                            parts[w].0.retain(|_, part| {
+                                part.back().is_some_and(|(t, _)| *t >= row.rowtime.saturating_sub(r))
+                            });
+                        }
                     }
                 }
                 let cx = Cx { win: &win_values, ..row_cx(row, now, started, &[]) };
@@ -548,7 +629,7 @@ impl<'p> Engine<'p> {
                 PumpState::Stagger { open } => {
                     open.iter().map(|(k, (_, a))| k.0.iter().map(Value::size).sum::<usize>() + a.len() * acc).sum()
                 }
-                PumpState::Sliding { parts } => parts
+                PumpState::Sliding { parts, .. } => parts
                     .iter()
                     .map(|ps| {
                         ps.0.values()
@@ -677,7 +758,7 @@ mod tests {
                 Column { name: "V".into(), ty: SqlType::Double },
             ],
         };
-        compile(code, &[input]).unwrap()
+        compile(code, &[input], &[]).unwrap()
     }
 
     fn row(t: i64, k: &str, v: f64) -> Row {
@@ -685,7 +766,7 @@ mod tests {
     }
 
     fn run(p: &Program, out_stream: &str, rows: Vec<Row>, end: i64) -> Vec<Row> {
-        let mut e = Engine::new(p, State::new(p, 0), Limits::default());
+        let mut e = Engine::new(p, State::new(p, 0), Limits::default(), Vec::new());
         let src = p.stream("SOURCE_SQL_STREAM_001").unwrap();
         let target = p.stream(out_stream).unwrap();
         let mut observed = vec![false; p.streams.len()];
@@ -811,7 +892,7 @@ mod tests {
         let mut observed = vec![false; p.streams.len()];
         observed[p.stream("O").unwrap()] = true;
         let mut out = Emitted::default();
-        let mut e = Engine::new(&p, State::new(&p, 0), Limits::default());
+        let mut e = Engine::new(&p, State::new(&p, 0), Limits::default(), Vec::new());
         for r in rows[..25].iter().cloned() {
             let t = r.rowtime;
             e.insert(src, vec![r], t, &observed, &mut out);
@@ -819,7 +900,7 @@ mod tests {
         let saved = serde_json::to_vec(&e.state).unwrap();
         let state: State = serde_json::from_slice(&saved).unwrap();
         assert!(state.fits(&p));
-        let mut e = Engine::new(&p, state, Limits::default());
+        let mut e = Engine::new(&p, state, Limits::default(), Vec::new());
         for r in rows[25..].iter().cloned() {
             let t = r.rowtime;
             e.insert(src, vec![r], t, &observed, &mut out);
@@ -836,7 +917,7 @@ mod tests {
              GROUP BY k, FLOOR(SOURCE_SQL_STREAM_001.ROWTIME TO MINUTE)",
         );
         let limits = Limits { groups_per_window: 2, ..Limits::default() };
-        let mut e = Engine::new(&p, State::new(&p, 0), limits);
+        let mut e = Engine::new(&p, State::new(&p, 0), limits, Vec::new());
         let src = p.stream("SOURCE_SQL_STREAM_001").unwrap();
         let observed = vec![true; p.streams.len()];
         let mut out = Emitted::default();

@@ -282,8 +282,8 @@ impl Expr {
                 other => return Err(format!("CEIL needs a number, not {}", other.to_text())),
             },
             Expr::Step(e, width) => match e.eval(cx)? {
-                Value::Ts(ms) => Value::Ts(ms.div_euclid(*width) * *width),
-                Value::Int(i) => Value::Int(i.div_euclid(*width) * *width),
+                Value::Ts(ms) => Value::Ts(ms.div_euclid(*width).checked_mul(*width).ok_or("STEP: out of range")?),
+                Value::Int(i) => Value::Int(i.div_euclid(*width).checked_mul(*width).ok_or("STEP: out of range")?),
                 Value::Null => Value::Null,
                 other => return Err(format!("STEP needs a TIMESTAMP or a number, not {}", other.to_text())),
             },
@@ -387,6 +387,10 @@ pub fn truth(v: &Value) -> Result<Option<bool>, String> {
     }
 }
 
+fn overflow() -> String {
+    "integer overflow".into()
+}
+
 fn binary(op: BinOp, a: Value, b: Value) -> EvalResult {
     use Value::*;
     if a.is_null() || b.is_null() {
@@ -431,13 +435,16 @@ fn binary(op: BinOp, a: Value, b: Value) -> EvalResult {
                     _ => Ok(Float(x % y)),
                 }
             }
-            (Ts(t), Interval(i)) if op == BinOp::Add => Ok(Ts(t + i)),
-            (Interval(i), Ts(t)) if op == BinOp::Add => Ok(Ts(t + i)),
-            (Ts(t), Interval(i)) if op == BinOp::Sub => Ok(Ts(t - i)),
-            (Ts(t), Ts(u)) if op == BinOp::Sub => Ok(Interval(t - u)),
-            (Interval(x), Interval(y)) if op == BinOp::Add => Ok(Interval(x + y)),
-            (Interval(x), Interval(y)) if op == BinOp::Sub => Ok(Interval(x - y)),
-            (Interval(x), Int(n)) | (Int(n), Interval(x)) if op == BinOp::Mul => Ok(Interval(x * n)),
+            (Ts(t), Interval(i)) | (Interval(i), Ts(t)) if op == BinOp::Add => {
+                t.checked_add(*i).map(Ts).ok_or_else(overflow)
+            }
+            (Ts(t), Interval(i)) if op == BinOp::Sub => t.checked_sub(*i).map(Ts).ok_or_else(overflow),
+            (Ts(t), Ts(u)) if op == BinOp::Sub => t.checked_sub(*u).map(Interval).ok_or_else(overflow),
+            (Interval(x), Interval(y)) if op == BinOp::Add => x.checked_add(*y).map(Interval).ok_or_else(overflow),
+            (Interval(x), Interval(y)) if op == BinOp::Sub => x.checked_sub(*y).map(Interval).ok_or_else(overflow),
+            (Interval(x), Int(n)) | (Int(n), Interval(x)) if op == BinOp::Mul => {
+                x.checked_mul(*n).map(Interval).ok_or_else(overflow)
+            }
             _ => Err(format!("cannot apply the operator to {} and {}", a.to_text(), b.to_text())),
         },
     }
@@ -473,7 +480,7 @@ pub fn like(s: &str, p: &str) -> bool {
 
 pub fn floor_to(ms: i64, unit: Unit) -> i64 {
     match unit.millis() {
-        Some(w) => ms.div_euclid(w) * w,
+        Some(w) => ms.div_euclid(w).saturating_mul(w),
         None => {
             let c = Civil::from_ms(ms);
             let month = if unit == Unit::Year { 1 } else { c.month as i64 };
@@ -484,7 +491,7 @@ pub fn floor_to(ms: i64, unit: Unit) -> i64 {
 
 fn add_units(ms: i64, unit: Unit, n: i64) -> i64 {
     match unit.millis() {
-        Some(w) => ms + n * w,
+        Some(w) => ms.saturating_add(n.saturating_mul(w)),
         None => {
             let c = Civil::from_ms(ms);
             let months = if unit == Unit::Year { 12 * n } else { n };
@@ -523,7 +530,7 @@ fn call(f: Func, a: Vec<Value>) -> EvalResult {
         },
         Func::Mod => match (&a[0], &a[1]) {
             (Int(_), Int(0)) => return Err("division by zero".into()),
-            (Int(x), Int(y)) => Int(x % y),
+            (Int(x), Int(y)) => Int(x.checked_rem(*y).ok_or("integer overflow")?),
             (x, y) => Float(num(x, "MOD")? % num(y, "MOD")?),
         },
         Func::Power => Float(num(&a[0], "POWER")?.powf(num(&a[1], "POWER")?)),
@@ -600,7 +607,7 @@ fn call(f: Func, a: Vec<Value>) -> EvalResult {
             let from = (int(&a[2], "OVERLAY")?.max(1) - 1) as usize;
             let len = if a.len() > 3 { int(&a[3], "OVERLAY")?.max(0) as usize } else { what.chars().count() };
             let from = from.min(s.len());
-            let to = (from + len).min(s.len());
+            let to = from.saturating_add(len).min(s.len());
             let mut out: String = s[..from].iter().collect();
             out.push_str(&what);
             out.extend(&s[to..]);
@@ -628,8 +635,8 @@ fn call(f: Func, a: Vec<Value>) -> EvalResult {
             other => return Err(format!("TIMESTAMP_TO_CHAR needs a TIMESTAMP, not {}", other.to_text())),
         },
         Func::Tsdiff => match (&a[0], &a[1]) {
-            (Ts(x), Ts(y)) => Int(x - y),
-            (x, y) => Int(int(x, "TSDIFF")? - int(y, "TSDIFF")?),
+            (Ts(x), Ts(y)) => Int(x.checked_sub(*y).ok_or("integer overflow")?),
+            (x, y) => Int(int(x, "TSDIFF")?.checked_sub(int(y, "TSDIFF")?).ok_or("integer overflow")?),
         },
         Func::UnixTimestamp => match &a[0] {
             Ts(ms) => Int(*ms),
