@@ -155,12 +155,19 @@ impl Mapping {
     pub fn rows(&self, data: &[u8]) -> Vec<Result<Vec<Value>, String>> {
         match &self.format {
             Format::Json { row_path, columns } => {
-                let doc: Json = match serde_json::from_slice(data) {
-                    Ok(d) => d,
-                    Err(e) => return vec![Err(format!("The record is not JSON: {e}"))],
-                };
+                // One JSON document, or several one after another (a reference data object of
+                // JSON lines).
+                let mut docs = Vec::new();
+                for d in serde_json::Deserializer::from_slice(data).into_iter::<Json>() {
+                    match d {
+                        Ok(d) => docs.push(d),
+                        Err(e) => return vec![Err(format!("The record is not JSON: {e}"))],
+                    }
+                }
                 let mut rows = Vec::new();
-                select(&doc, row_path, &mut rows);
+                for doc in &docs {
+                    select(doc, row_path, &mut rows);
+                }
                 if rows.is_empty() {
                     return vec![Err("The record has nothing at the RecordRowPath.".into())];
                 }
@@ -467,6 +474,8 @@ mod tests {
         assert_eq!(rows, vec![Ok(vec![Value::Str("sens".into()), Value::Float(21.0)])]);
         assert!(m.rows(br#"{"sensor_id": "a", "reading": {"temperature": "hot"}}"#)[0].is_err());
         assert!(m.rows(b"not json")[0].is_err());
+        let lines = m.rows(b"{\"sensor_id\": \"a\"}\n{\"sensor_id\": \"b\"}\n");
+        assert_eq!(lines.len(), 2, "JSON lines are a row each");
         let csv = json!({
             "RecordFormat": {"RecordFormatType": "CSV", "MappingParameters": {"CSVMappingParameters": {"RecordRowDelimiter": "\\n", "RecordColumnDelimiter": ","}}},
             "RecordColumns": [{"Name": "A", "SqlType": "INTEGER"}, {"Name": "B", "SqlType": "VARCHAR(8)"}]

@@ -672,3 +672,28 @@ FROM "SOURCE_SQL_STREAM_001";
     set_clock(clock, T0 + 60_000)
     groups = wait_records(kinesis, outs["GROUPS"], 2, "groups")
     assert sorted((g["SENSOR_ID"], g["N"]) for g in groups) == [("a", 4), ("b", 1)], "c was refused: the window had 2 groups"
+
+
+def test_records_that_do_not_fit_the_schema_go_to_the_error_stream(seeded):
+    d, kinesis, ka, clock = seeded
+    code = 'CREATE OR REPLACE PUMP "p" AS INSERT INTO "O" SELECT STREAM * FROM "SOURCE_SQL_STREAM_001";'
+    src, outs = app_over(ka, kinesis, "misfits", code, [("O", "CSV"), ("error_stream", "JSON")])
+    kinesis.put_records(
+        StreamName=src,
+        Records=[
+            {"Data": b"not json", "PartitionKey": "k"},
+            {"Data": json.dumps({"sensor_id": "a", "temperature": "warm"}), "PartitionKey": "k"},
+            {"Data": json.dumps({"sensor_id": "a-very-long-sensor-name", "temperature": 3}), "PartitionKey": "k"},
+        ],
+    )
+    errors = wait_records(kinesis, outs["error_stream"], 2, "error rows")
+    assert [e["ERROR_NAME"] for e in errors] == ["Error_Parsing_Input", "Error_Parsing_Input"]
+    assert bytes.fromhex(errors[0]["DATA_ROW"]) == b"not json", "the record as it came, hex-encoded"
+    assert "TEMPERATURE" in errors[1]["MESSAGE"] and "warm" in errors[1]["MESSAGE"]
+    assert errors[0]["ERROR_LEVEL"] == "ERROR" and errors[0]["DATA_ROWTIME"] == ts_text(T0)
+    rows = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not rows:
+        rows = [r["Data"] for s in list_all_shards(kinesis, outs["O"]) for r in read_shard(kinesis, outs["O"], s["ShardId"])]
+        time.sleep(0.05)
+    assert rows == [b"a-very-long-sens,3.0\n"], "an overlong string is truncated to its column, a number taken as DOUBLE"

@@ -206,3 +206,32 @@ def test_a_kinesis_channel_delivers_into_an_s3_compatible_server(new_daemon, s3)
     [entry] = [json.loads(line) for line in s3c.get_object(Bucket=dlq, Key=dead)["Body"].read().splitlines()]
     assert entry["sequenceNumber"] == bad_seq and entry["streamARN"] == arn
     assert entry["errorCode"] == "InvalidRecordFormat" and "rawData" not in entry
+
+
+def test_analytics_reference_data_from_the_s3_compatible_server(new_daemon, s3):
+    """A Kinesis Analytics application joins a reference table read from the S3-compatible server
+    (JSON lines, uploaded with boto3's s3 client)."""
+    from test_analytics import app_over, in_app_schema, put_readings, wait_records
+
+    endpoint, s3c = s3
+    bucket = unique_name("reference").lower()
+    s3c.create_bucket(Bucket=bucket)
+    s3c.put_object(Bucket=bucket, Key="sites.json", Body=b'{"id": "sensor-0", "site": "roof"}\n{"id": "sensor-1", "site": "cellar"}\n')
+    d = new_daemon(
+        FAST_CONFIG
+        + '[analytics]\ntick = "100ms"\n'
+        + f'[delivery.s3]\nendpoint = "{endpoint}"\naccess_key_id = "{AK}"\nsecret_access_key = "{SK}"\n'
+    )
+    kinesis = make_client(d.endpoint)
+    ka = make_client(d.endpoint, service="kinesisanalytics")
+    reference = {
+        "TableName": "SITES",
+        "S3ReferenceDataSource": {"BucketARN": f"arn:aws:s3:::{bucket}", "FileKey": "sites.json", "ReferenceRoleARN": ROLE},
+        "ReferenceSchema": in_app_schema([("ID", "VARCHAR(16)", "$.id"), ("SITE", "VARCHAR(16)", "$.site")]),
+    }
+    code = '''CREATE OR REPLACE PUMP "p" AS INSERT INTO "DESTINATION_SQL_STREAM"
+SELECT STREAM s.sensor_id, r.site FROM "SOURCE_SQL_STREAM_001" AS s JOIN "SITES" AS r ON r.id = s.sensor_id;'''
+    src, outs = app_over(ka, kinesis, "s3-reference", code, [("DESTINATION_SQL_STREAM", "JSON")], references=[reference])
+    put_readings(kinesis, src, [("sensor-1", 1.0), ("sensor-7", 2.0), ("sensor-0", 3.0)])
+    rows = wait_records(kinesis, outs["DESTINATION_SQL_STREAM"], 2, "joined rows")
+    assert rows == [{"SENSOR_ID": "sensor-1", "SITE": "cellar"}, {"SENSOR_ID": "sensor-0", "SITE": "roof"}]
