@@ -327,18 +327,14 @@ async fn change(
     Ok(json!({}))
 }
 
+/// The counts of inputs, outputs and reference data sources are checked by `change`
+/// (`check_counts`) once the addition is made.
 fn add_input(a: &State, app: &mut Application, req: &Value, version: u64) -> ApiResult<()> {
-    if !app.inputs.is_empty() {
-        return Err(ApiError::InvalidArgument(format!("An application can have at most {INPUTS_MAX} input.")));
-    }
     app.inputs.push(input_description(a, &req["Input"], format!("{version}.1"))?);
     Ok(())
 }
 
 fn add_output(_: &State, app: &mut Application, req: &Value, version: u64) -> ApiResult<()> {
-    if app.outputs.len() >= OUTPUTS_MAX {
-        return Err(ApiError::InvalidArgument(format!("An application can have at most {OUTPUTS_MAX} outputs.")));
-    }
     app.outputs.push(output_description(&req["Output"], format!("{version}.1"))?);
     Ok(())
 }
@@ -357,11 +353,6 @@ fn delete_output(_: &State, app: &mut Application, req: &Value, _: u64) -> ApiRe
 }
 
 fn add_reference(_: &State, app: &mut Application, req: &Value, version: u64) -> ApiResult<()> {
-    if app.references.len() >= REFERENCES_MAX {
-        return Err(ApiError::InvalidArgument(format!(
-            "An application can have at most {REFERENCES_MAX} reference data source."
-        )));
-    }
     let r = &req["ReferenceDataSource"];
     if r.get("S3ReferenceDataSource").is_none() {
         return Err(ApiError::InvalidArgument("A reference data source needs S3ReferenceDataSource.".into()));

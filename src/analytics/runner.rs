@@ -188,12 +188,8 @@ async fn load_tables(svc: &Service, app: &Application) -> Result<Vec<Vec<Vec<Val
 pub fn stream_of(a: &State, arn: &str) -> Result<Arc<StreamMeta>, String> {
     if let Some(name) = arn.split(":deliverystream/").nth(1).filter(|_| arn.starts_with("arn:aws:firehose:")) {
         let ds = a.firehose.get(name).map_err(|e| e.to_string())?;
-        let stream = match (&ds.internal_stream, &ds.source_stream_arn) {
-            (Some(s), _) => s.clone(),
-            (None, Some(src)) => crate::stream::meta::stream_name_from_arn(src).unwrap_or_default().to_owned(),
-            (None, None) => return Err(format!("The delivery stream {name} has no records to read.")),
-        };
-        return a.svc.stream(&stream).map_err(|_| format!("The delivery stream {name}'s storage is not open."));
+        return crate::firehose::delivery::source_stream(&a.svc, &ds)
+            .map_err(|e| format!("The delivery stream {name} cannot be read: {e}."));
     }
     let name = crate::stream::meta::stream_name_from_arn(arn).ok_or_else(|| format!("{arn} is not a stream ARN."))?;
     a.svc.stream(name).map_err(|_| format!("The stream {name} does not exist."))
@@ -206,9 +202,7 @@ fn destination(a: &State, output: &Json) -> Result<Arc<StreamMeta>, String> {
     }
     if let Some(arn) = output.pointer("/KinesisFirehoseOutputDescription/ResourceARN").and_then(Json::as_str) {
         let name = arn.split(":deliverystream/").nth(1).unwrap_or_default();
-        let ds = a.firehose.get(name).map_err(|e| e.to_string())?;
-        let internal = ds.internal_stream.ok_or_else(|| format!("The delivery stream {name} is not DirectPut."))?;
-        return a.svc.stream(&internal).map_err(|_| format!("The delivery stream {name}'s storage is not open."));
+        return crate::firehose::ops::put_target(&a.firehose, name).map_err(|e| e.to_string());
     }
     Err("The output has no destination this server can write to.".into())
 }

@@ -225,7 +225,11 @@ async fn run(svc: Arc<Service>, mut config: watch::Receiver<DeliveryStream>, sin
     }
 }
 
-fn source_stream(svc: &Service, ds: &DeliveryStream) -> Result<Arc<crate::stream::meta::StreamMeta>, String> {
+/// The stream a delivery stream's records are in: its internal stream (DirectPut), or its source.
+pub(crate) fn source_stream(
+    svc: &Service,
+    ds: &DeliveryStream,
+) -> Result<Arc<crate::stream::meta::StreamMeta>, String> {
     let name = match (&ds.internal_stream, &ds.source_stream_arn) {
         (Some(n), _) => n.clone(),
         (None, Some(arn)) => crate::stream::meta::stream_name_from_arn(arn).unwrap_or_default().to_owned(),

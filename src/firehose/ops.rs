@@ -509,8 +509,8 @@ pub async fn finish_delete(f: &Arc<State>, ds: &DeliveryStream) {
     }
 }
 
-/// The stream a put goes to, or why it cannot.
-fn put_target(f: &Arc<State>, name: &str) -> ApiResult<Arc<crate::stream::meta::StreamMeta>> {
+/// The stream a put goes to, or why it cannot (also where SQL applications' outputs go).
+pub(crate) fn put_target(f: &Arc<State>, name: &str) -> ApiResult<Arc<crate::stream::meta::StreamMeta>> {
     let ds = f.get(name)?;
     if ds.kind == "KinesisStreamAsSource" {
         return Err(ApiError::InvalidArgument(

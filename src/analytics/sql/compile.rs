@@ -312,6 +312,8 @@ struct Scope<'a> {
     windows: Vec<Window>,
     win_aggs: Vec<(usize, Agg)>,
     running: Vec<Agg>,
+    /// Compiling a scalar subquery: its aggregates are running ones.
+    in_subquery: bool,
     at: Location,
 }
 
@@ -391,6 +393,7 @@ fn compile_pump(
         windows: Vec::new(),
         win_aggs: Vec::new(),
         running: Vec::new(),
+        in_subquery: false,
         at,
     };
     if select.distinct.is_some() {
@@ -942,18 +945,15 @@ impl Scope<'_> {
         else {
             return Err(SqlError::at(at, "A scalar subquery selects exactly one value."));
         };
-        // Its aggregates become running ones.
-        let saved = std::mem::take(&mut self.aggs);
+        // Compiled as a grouped projection with no keys, its aggregates becoming running ones.
         self.mode = Mode::Grouped;
+        self.in_subquery = true;
         let keys = std::mem::take(&mut self.keys);
         let x = self.expr(e);
         self.keys = keys;
+        self.in_subquery = false;
         self.mode = Mode::Filter;
-        let collected = std::mem::replace(&mut self.aggs, saved);
-        let x = x?;
-        let base = self.running.len();
-        self.running.extend(collected);
-        Ok(remap_aggs(x, base))
+        x
     }
 
     fn function(&mut self, f: &ast::Function) -> Result<Expr, SqlError> {
@@ -1008,9 +1008,9 @@ impl Scope<'_> {
                     Ok(Expr::Win(self.win_aggs.len() - 1))
                 }
                 None if matches!(func, AggFn::Lag(_)) => Err(SqlError::at(at, "LAG needs a window (OVER).")),
-                None if self.mode == Mode::Grouped => {
-                    self.aggs.push(agg);
-                    Ok(Expr::Agg(self.aggs.len() - 1))
+                None if self.in_subquery => {
+                    self.running.push(agg);
+                    Ok(Expr::Running(self.running.len() - 1))
                 }
                 None => {
                     self.aggs.push(agg);
@@ -1093,10 +1093,10 @@ impl Scope<'_> {
     fn in_aggregate(&mut self, a: &ast::Expr) -> Result<Expr, SqlError> {
         let mode = self.mode;
         self.mode = Mode::Row;
-        let before = (self.aggs.len(), self.win_aggs.len());
+        let before = (self.aggs.len(), self.win_aggs.len(), self.running.len());
         let x = self.expr(a);
         self.mode = mode;
-        if self.aggs.len() != before.0 || self.win_aggs.len() != before.1 {
+        if (self.aggs.len(), self.win_aggs.len(), self.running.len()) != before {
             return Err(SqlError::at(self.at, "Aggregates cannot be nested."));
         }
         x
@@ -1162,28 +1162,6 @@ impl Scope<'_> {
                 self.windows.len() - 1
             }
         })
-    }
-}
-
-/// `Agg(i)` as `Running(base + i)`.
-fn remap_aggs(x: Expr, base: usize) -> Expr {
-    let r = |e: Box<Expr>| Box::new(remap_aggs(*e, base));
-    match x {
-        Expr::Agg(i) => Expr::Running(base + i),
-        Expr::Bin(o, a, b) => Expr::Bin(o, r(a), r(b)),
-        Expr::Not(a) => Expr::Not(r(a)),
-        Expr::Neg(a) => Expr::Neg(r(a)),
-        Expr::IsNull(a, n) => Expr::IsNull(r(a), n),
-        Expr::Cast(a, t) => Expr::Cast(r(a), t),
-        Expr::Call(f, args) => Expr::Call(f, args.into_iter().map(|a| remap_aggs(a, base)).collect()),
-        Expr::Case(o, w, e) => Expr::Case(
-            o.map(r),
-            w.into_iter().map(|(a, b)| (remap_aggs(a, base), remap_aggs(b, base))).collect(),
-            e.map(r),
-        ),
-        Expr::FloorNum(a) => Expr::FloorNum(r(a)),
-        Expr::CeilNum(a) => Expr::CeilNum(r(a)),
-        other => other,
     }
 }
 

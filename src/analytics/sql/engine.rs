@@ -454,22 +454,21 @@ impl<'p> Engine<'p> {
                 let PumpState::Tumbling { open } = &mut self.state.pumps[p] else { return };
                 let groups = &mut open.entry(start).or_default().0;
                 let key = Key(key);
-                if !groups.contains_key(&key) && self.state_full {
-                    let m = "The application's state is over its limit (state_bytes); the row was dropped.".to_owned();
-                    return fail(out, pump, "Error_Limit_Exceeded", m, row);
-                }
-                if !groups.contains_key(&key) && groups.len() >= limit {
-                    let m = format!(
-                        "The window has {limit} groups, the most allowed (groups_per_window); the row was dropped."
-                    );
-                    return fail(out, pump, "Error_Limit_Exceeded", m, row);
+                if !groups.contains_key(&key) {
+                    if let Err(m) = room(self.state_full, groups.len(), limit, || {
+                        format!(
+                            "The window has {limit} groups, the most allowed (groups_per_window); the row was dropped."
+                        )
+                    }) {
+                        return fail(out, pump, "Error_Limit_Exceeded", m, row);
+                    }
                 }
                 let accs = groups.entry(key).or_insert_with(|| aggs.iter().map(|_| Acc::new()).collect());
                 for (a, v) in accs.iter_mut().zip(&args) {
                     a.add(v);
                 }
             }
-            Kind::Stagger { keys, range, aggs, .. } => {
+            Kind::Stagger { keys, aggs, .. } => {
                 let key =
                     match keys.iter().map(|k| k.eval(&row_cx(row, now, started, &[]))).collect::<Result<Vec<_>, _>>() {
                         Ok(k) => Key(k),
@@ -479,18 +478,14 @@ impl<'p> Engine<'p> {
                     Ok(a) => a,
                     Err(m) => return fail(out, pump, "Error_Evaluating", m, row),
                 };
-                let _ = range;
                 let limit = self.limits.groups_per_window;
                 let PumpState::Stagger { open } = &mut self.state.pumps[p] else { return };
-                if !open.contains_key(&key) && self.state_full {
-                    let m = "The application's state is over its limit (state_bytes); the row was dropped.".to_owned();
-                    return fail(out, pump, "Error_Limit_Exceeded", m, row);
-                }
-                if !open.contains_key(&key) && open.len() >= limit {
-                    let m = format!(
-                        "{limit} stagger windows are open, the most allowed (groups_per_window); the row was dropped."
-                    );
-                    return fail(out, pump, "Error_Limit_Exceeded", m, row);
+                if !open.contains_key(&key) {
+                    if let Err(m) = room(self.state_full, open.len(), limit, || {
+                        format!("{limit} stagger windows are open, the most allowed (groups_per_window); the row was dropped.")
+                    }) {
+                        return fail(out, pump, "Error_Limit_Exceeded", m, row);
+                    }
                 }
                 let (_, accs) =
                     open.entry(key).or_insert_with(|| (row.rowtime, aggs.iter().map(|_| Acc::new()).collect()));
@@ -535,7 +530,7 @@ impl<'p> Engine<'p> {
                     }
                     if part.len() >= limit || (full && part.is_empty()) {
                         let m = if full {
-                            "The application's state is over its limit (state_bytes); the row was dropped.".to_owned()
+                            STATE_FULL.to_owned()
                         } else {
                             format!("The window holds {limit} rows, the most allowed (rows_per_window); the row was dropped.")
                         };
@@ -646,6 +641,20 @@ impl<'p> Engine<'p> {
     pub fn limits(&self) -> Limits {
         self.limits
     }
+}
+
+const STATE_FULL: &str = "The application's state is over its limit (state_bytes); the row was dropped.";
+
+/// Whether a new group (or stagger window) may open: not while the state is over `state_bytes`,
+/// nor past `groups_per_window` (`full_message` says which bound).
+fn room(state_full: bool, groups: usize, limit: usize, full_message: impl FnOnce() -> String) -> Result<(), String> {
+    if state_full {
+        return Err(STATE_FULL.into());
+    }
+    if groups >= limit {
+        return Err(full_message());
+    }
+    Ok(())
 }
 
 fn fail(out: &mut Emitted, pump: &Pump, name: &'static str, message: String, row: &Row) {
