@@ -56,7 +56,29 @@ pub struct Config {
     pub encryption: EncryptionConfig,
     pub delivery: DeliveryConfig,
     pub analytics: AnalyticsConfig,
+    pub queues: QueuesConfig,
     pub debug: DebugConfig,
+}
+
+/// `[queues]`: Kinesis queues' bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueuesConfig {
+    /// Records one queue has in flight (received, neither acknowledged nor timed out), at most;
+    /// a receive that would go past it answers ThrottlingException.
+    pub in_flight_max: usize,
+    /// Records one queue holds state for (in flight, dead letters, and those taken from the
+    /// stream and not yet received), at most; past it the queue takes no more from the stream.
+    pub records_max: usize,
+    /// Tests and replays: a file holding the epoch milliseconds that visibility timeouts are
+    /// measured by, instead of the wall clock.
+    pub clock_file: Option<PathBuf>,
+}
+
+impl Default for QueuesConfig {
+    fn default() -> Self {
+        QueuesConfig { in_flight_max: 120_000, records_max: 1_000_000, clock_file: None }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -349,6 +371,7 @@ impl Default for Config {
             encryption: EncryptionConfig::default(),
             delivery: DeliveryConfig::default(),
             analytics: AnalyticsConfig::default(),
+            queues: QueuesConfig::default(),
             debug: DebugConfig::default(),
         }
     }

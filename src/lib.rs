@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod notify;
 pub mod protocol;
 pub mod push;
+pub mod queues;
 pub mod reader;
 pub mod runtime;
 pub mod service;
@@ -72,8 +73,13 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     };
     let firehose = firehose::Firehose::start(Arc::clone(&svc));
     let analytics = analytics::Analytics::start(Arc::clone(&svc), Arc::clone(&firehose.0));
+    let queues = queues::Queues::start(Arc::clone(&svc)).await;
     let routes = http::Routes::default()
-        .with(Arc::new(kinesis::Kinesis { svc: Arc::clone(&svc), delivery: Arc::clone(&firehose.0) }))
+        .with(Arc::new(kinesis::Kinesis {
+            svc: Arc::clone(&svc),
+            delivery: Arc::clone(&firehose.0),
+            queues: Arc::clone(&queues),
+        }))
         .with(Arc::new(dynamodb::DynamoDb::new(Arc::clone(&svc))))
         .with(Arc::new(firehose))
         .with(Arc::new(analytics));
@@ -87,6 +93,7 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     if let Some(w) = watchdog {
         w.abort();
     }
+    queues.stop().await;
     tracing::info!("stopping: syncing and closing shards");
     tokio::task::spawn_blocking(move || svc.shutdown()).await?;
     tracing::info!("stopped");

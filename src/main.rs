@@ -84,6 +84,8 @@ enum BenchCommand {
     Delivery(sluice::bench::delivery::DeliveryArgs),
     /// Kinesis Analytics SQL: rows/s through a filter and a tumbling GROUP BY, put-to-output time.
     Analytics(sluice::bench::analytics::AnalyticsArgs),
+    /// Kinesis queues: records/s received and acknowledged per consumer count, put-to-receive time.
+    Queues(sluice::bench::queues::QueuesArgs),
 }
 
 #[derive(clap::Args)]
@@ -156,6 +158,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Analytics(args)) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(sluice::bench::analytics::run(args))
+        }
+        Command::Bench(BenchCommand::Queues(args)) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(sluice::bench::queues::run(args))
         }
         Command::Bench(BenchCommand::Kcl(args)) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

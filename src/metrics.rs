@@ -102,8 +102,19 @@ pub struct AnalyticsCounters {
     pub millis_behind: u64,
 }
 
+/// A Kinesis queue's gauges.
+#[derive(Default, Clone, Copy)]
+pub struct QueueGauges {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub dead_letters: u64,
+    /// Arrival time of the oldest record the queue holds unacknowledged (epoch ms; 0: none).
+    pub oldest_unacknowledged_ms: i64,
+}
+
 #[derive(Default)]
 struct Inner {
+    queues: BTreeMap<String, QueueGauges>,
     delivery: BTreeMap<String, DeliveryCounters>,
     analytics: BTreeMap<String, AnalyticsCounters>,
     shards: BTreeMap<(String, String), ShardCounters>,
@@ -225,6 +236,19 @@ impl Metrics {
         self.with(|i| {
             let key = if i.analytics.contains_key(name) || i.analytics.len() < LABEL_SETS_MAX { name } else { OTHER };
             f(i.analytics.entry(key.to_owned()).or_default())
+        })
+    }
+
+    pub fn queue(&self, name: &str, f: impl FnOnce(&mut QueueGauges)) {
+        self.with(|i| {
+            let key = if i.queues.contains_key(name) || i.queues.len() < LABEL_SETS_MAX { name } else { OTHER };
+            f(i.queues.entry(key.to_owned()).or_default())
+        })
+    }
+
+    pub fn forget_queue(&self, name: &str) {
+        self.with(|i| {
+            i.queues.remove(name);
         })
     }
 
@@ -352,6 +376,21 @@ impl Metrics {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
                 for (app, c) in &i.analytics {
                     let _ = writeln!(out, "{name}{{application=\"{}\"}} {}", escape(app), get(c));
+                }
+            }
+            type QueueSeries = (&'static str, &'static str, fn(&QueueGauges, i64) -> f64);
+            let queues: [QueueSeries; 4] = [
+                ("sluice_queue_visible_records", "Records a queue can deliver now (held, or not yet taken from the stream).", |g, _| g.visible as f64),
+                ("sluice_queue_in_flight_records", "Records a queue has delivered and not yet had acknowledged, within their visibility timeout.", |g, _| g.in_flight as f64),
+                ("sluice_queue_dead_letter_records", "A queue's dead-letter records.", |g, _| g.dead_letters as f64),
+                ("sluice_queue_oldest_unacknowledged_age_seconds", "Age of the oldest record a queue holds unacknowledged.", |g, now| {
+                    if g.oldest_unacknowledged_ms > 0 { (now - g.oldest_unacknowledged_ms).max(0) as f64 / 1e3 } else { 0.0 }
+                }),
+            ];
+            for (name, help, get) in queues {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+                for (q, g) in &i.queues {
+                    let _ = writeln!(out, "{name}{{queue=\"{}\"}} {}", escape(q), get(g, now));
                 }
             }
             let name = "sluice_ondemand_scaling_total";

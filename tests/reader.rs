@@ -83,7 +83,11 @@ fn check(all: &[(u32, String)], rounds: usize) {
 async fn the_reader_follows_lineage_and_resumes_from_a_saved_position() {
     let dir = tempfile::tempdir().unwrap();
     let svc = Service::start(config(dir.path())).await.unwrap();
-    let k = Kinesis { svc: svc.clone(), delivery: sluice::firehose::Firehose::start(svc.clone()).0 };
+    let k = Kinesis {
+        svc: svc.clone(),
+        delivery: sluice::firehose::Firehose::start(svc.clone()).0,
+        queues: sluice::queues::Queues::start(svc.clone()).await,
+    };
     call(&k, "CreateStream", json!({"StreamName": "r", "ShardCount": 2})).await;
     put_round(&k, 0).await;
     // Split shard 0 in two, then merge shard 1 with the upper child: records of one key move
@@ -155,7 +159,11 @@ async fn the_reader_follows_lineage_and_resumes_from_a_saved_position() {
 
     // A day and an hour on, the closed shards' records have all expired: the shards leave the
     // stream (ListShards, files), their children stay, and a reader starts at the children.
-    let k = Kinesis { svc: svc.clone(), delivery: sluice::firehose::Firehose::start(svc.clone()).0 };
+    let k = Kinesis {
+        svc: svc.clone(),
+        delivery: sluice::firehose::Firehose::start(svc.clone()).0,
+        queues: sluice::queues::Queues::start(svc.clone()).await,
+    };
     let before = call(&k, "ListShards", json!({"StreamName": "r"})).await["Shards"].as_array().unwrap().len();
     assert_eq!(before, 5);
     assert_eq!(expiry::expire_closed_shards(&svc, now_ms() + 25 * 3_600_000).await, 3);

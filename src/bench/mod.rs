@@ -10,6 +10,7 @@ pub mod kcl;
 pub mod lease;
 pub mod payload;
 pub mod produce;
+pub mod queues;
 pub mod report;
 
 pub use produce::{produce, ProduceArgs};

@@ -600,38 +600,15 @@ fn describe(f: &Arc<State>, req: Value) -> ApiResult<Value> {
 
 fn list(f: &Arc<State>, req: Value) -> ApiResult<Value> {
     let limit = req.get("MaxResults").and_then(Value::as_u64).unwrap_or(LIST_MAX as u64).min(LIST_MAX as u64) as usize;
-    let after = match text(&req, "NextToken") {
-        Some(t) => Some(crate::kinesis::ops::streams::decode_token(&f.svc, t)?.after),
-        None => None,
-    };
-    let filters: Vec<(String, Option<i64>)> = req["StreamFilter"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            let name = text(s, "StreamARN").and_then(crate::stream::meta::stream_name_from_arn).unwrap_or_default();
-            let ts = s.get("StreamCreationTimestamp").and_then(Value::as_f64).map(|t| (t * 1000.0).round() as i64);
-            (name.to_owned(), ts)
-        })
-        .collect();
+    let list = crate::kinesis::ops::streams::ListRequest::parse(&f.svc, &req, limit)?;
     let matching: Vec<Channel> = all(&f.svc)
         .into_iter()
-        .filter(|c| after.as_deref().is_none_or(|a| c.name.as_str() > a))
         .filter(|c| {
             let stream = crate::stream::meta::stream_name_from_arn(&c.stream_arn).unwrap_or_default();
-            filters.is_empty()
-                || filters
-                    .iter()
-                    .any(|(n, ts)| n == stream && ts.is_none_or(|t| (t - c.stream_created_ms).abs() < 1000))
+            list.admits(&c.name, stream, c.stream_created_ms)
         })
         .collect();
-    let page: Vec<Value> = matching.iter().take(limit).map(|c| c.summary(&f.svc)).collect();
-    let mut out = json!({"ChannelSummaries": page});
-    if matching.len() > limit {
-        out["NextToken"] =
-            json!(crate::kinesis::ops::streams::encode_token(&f.svc, "~channels~", &matching[limit - 1].name));
-    }
-    Ok(out)
+    Ok(list.page(&f.svc, &matching, "ChannelSummaries", |c| &c.name, |c| c.summary(&f.svc)))
 }
 
 async fn update(f: &Arc<State>, req: Value) -> ApiResult<Value> {

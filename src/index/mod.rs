@@ -8,6 +8,9 @@
 //!   search. Written off the core threads by the index writer thread without syncing: an entry
 //!   that is lost only makes recovery scan a little further.
 //! - `meta`: daemon-wide values (the next stream id, the on-disk format version).
+//! - `queues`: each Kinesis queue's delivery state (`crate::queues`), keyed by the queue's id:
+//!   one small entry per record the queue holds, and the queue's stream position. Written
+//!   synced, in one batch per group of answers.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,6 +30,8 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// Items of the DynamoDB-compatible tables, keyed by table id and encoded primary key.
 const CF_TABLES: &str = "tables";
+/// Kinesis queues' delivery state.
+const CF_QUEUES: &str = "queues";
 const KEY_NEXT_STREAM_ID: &[u8] = b"next_stream_id";
 /// Index operations the writer thread batches into one rocksdb write.
 const INDEX_BATCH_OPS_MAX: usize = 4096;
@@ -95,8 +100,8 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
-        let cfs =
-            [CF_STREAMS, CF_SEQIDX, CF_META, CF_TABLES].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let cfs = [CF_STREAMS, CF_SEQIDX, CF_META, CF_TABLES, CF_QUEUES]
+            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(Store { db: Arc::new(db) })
     }
@@ -189,26 +194,61 @@ impl Store {
 
     /// Deletes every item whose key starts with `prefix` (a dropped table), synced.
     pub fn item_delete_prefix(&self, prefix: &[u8]) -> Result<(), StoreError> {
+        self.delete_prefix(CF_TABLES, prefix)
+    }
+
+    /// Deletes every key of a column family that starts with `prefix`, synced.
+    fn delete_prefix(&self, cf: &str, prefix: &[u8]) -> Result<(), StoreError> {
         let mut end = prefix.to_vec();
         end.push(0xff);
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.cf(CF_TABLES), prefix, &end[..]);
+        batch.delete_range_cf(self.cf(cf), prefix, &end[..]);
         self.db.write_opt(batch, &Self::synced())?;
         Ok(())
     }
 
-    /// Metadata keys starting with `prefix`, in order, with their values.
-    pub fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mode = rocksdb::IteratorMode::From(prefix.as_bytes(), rocksdb::Direction::Forward);
+    /// Every key of a column family that starts with `prefix`, in order, with its value.
+    fn scan(&self, cf: &str, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_META), mode) {
+        for item in self.db.iterator_cf(self.cf(cf), mode) {
             let (k, v) = item?;
-            if !k.starts_with(prefix.as_bytes()) {
+            if !k.starts_with(prefix) {
                 break;
             }
-            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+            out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)
+    }
+
+    /// Writes (`Some`) and deletes (`None`) queue state in one synced batch.
+    pub fn queue_write(&self, ops: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+        let cf = self.cf(CF_QUEUES);
+        let mut batch = WriteBatch::default();
+        for (k, v) in ops {
+            match v {
+                Some(v) => batch.put_cf(cf, k, v),
+                None => batch.delete_cf(cf, k),
+            }
+        }
+        self.db.write_opt(batch, &Self::synced())?;
+        Ok(())
+    }
+
+    /// Every queue-state key starting with `prefix`, in key order, with its value.
+    pub fn queue_scan(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        self.scan(CF_QUEUES, prefix)
+    }
+
+    /// Deletes every queue-state key starting with `prefix` (a deleted queue), synced.
+    pub fn queue_delete_prefix(&self, prefix: &[u8]) -> Result<(), StoreError> {
+        self.delete_prefix(CF_QUEUES, prefix)
+    }
+
+    /// Metadata keys starting with `prefix`, in order, with their values.
+    pub fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let rows = self.scan(CF_META, prefix.as_bytes())?;
+        Ok(rows.into_iter().map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)).collect())
     }
 
     /// Removes a metadata key (a synced write).

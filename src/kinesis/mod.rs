@@ -4,6 +4,8 @@
 //! ([`ops`]), their validation against AWS's model, and the Kinesis domain: stream lifecycle,
 //! record routing ([`routing`]), resharding ([`reshard`]), on-demand scaling ([`ondemand`]) and
 //! enhanced fan-out ([`fanout`], [`ops::consumers`], the push protocol in [`crate::push`]).
+//! The channel operations are served by [`crate::firehose::channels`] and the queue operations
+//! by [`crate::queues`].
 //! Streams are stored by the engine ([`crate::service`], [`crate::runtime`], [`crate::log`]);
 //! the HTTP front end ([`crate::http`]) reads bodies and encodes answers and knows nothing of
 //! Kinesis. Signatures are checked by the front end as `[auth] mode` says.
@@ -45,6 +47,8 @@ pub static MEMBER_KINDS: MemberKinds = MemberKinds {
         "StreamCreationTimestamp",
         "ConsumerCreationTimestamp",
         "ChannelCreationTimestamp",
+        "QueueCreationTimestamp",
+        "FirstReceiveTimestamp",
         "Timestamp",
         "LastUpdateTimestamp",
     ],
@@ -55,6 +59,8 @@ pub struct Kinesis {
     pub svc: Arc<Service>,
     /// The delivery engine, which serves the channel operations.
     pub delivery: Arc<crate::firehose::State>,
+    /// The queues, which serve the queue operations.
+    pub queues: Arc<crate::queues::Queues>,
 }
 
 impl AwsService for Kinesis {
@@ -67,7 +73,7 @@ impl AwsService for Kinesis {
     }
 
     fn has_operation(&self, op: &str) -> bool {
-        OPERATIONS.contains(&op)
+        serves(op)
     }
 
     fn member_kinds(&self) -> &'static MemberKinds {
@@ -77,8 +83,9 @@ impl AwsService for Kinesis {
     fn call(&self, op: String, proto: Protocol, body: Bytes, auth: ApiResult<()>) -> BoxFuture<Reply> {
         let svc = self.svc.clone();
         let delivery = self.delivery.clone();
+        let queues = self.queues.clone();
         Box::pin(async move {
-            if !OPERATIONS.contains(&op.as_str()) {
+            if !serves(&op) {
                 return Reply::Whole(Err(ApiError::UnknownOperation(String::new())));
             }
             // Hot path: JSON puts are decoded straight into their typed shape, without a Value
@@ -117,6 +124,14 @@ impl AwsService for Kinesis {
                     Err(e) => Reply::Whole(Err(e)),
                 };
             }
+            if crate::queues::OPERATIONS.contains(&op.as_str()) {
+                return Reply::Whole(crate::queues::dispatch(&queues, &op, value).await);
+            }
+            if matches!(op.as_str(), "TagResource" | "UntagResource" | "ListTagsForResource")
+                && crate::queues::ops::names_queue(&value)
+            {
+                return Reply::Whole(crate::queues::ops::tags(&queues, &op, &value).await);
+            }
             if crate::firehose::channels::OPERATIONS.contains(&op.as_str()) {
                 return Reply::Whole(crate::firehose::channels::dispatch(&delivery, &op, value).await);
             }
@@ -125,6 +140,10 @@ impl AwsService for Kinesis {
             Reply::Whole(result.map(|v| if MODEL.has_output(&op) { v } else { Value::Null }))
         })
     }
+}
+
+fn serves(op: &str) -> bool {
+    OPERATIONS.contains(&op) || crate::queues::OPERATIONS.contains(&op)
 }
 
 /// A `StreamId` given beside the stream's name or ARN must be that stream's.
@@ -145,8 +164,8 @@ fn check_stream_id(svc: &Service, req: &Value) -> ApiResult<()> {
 /// `scripts/gen_model.py`).
 pub static MODEL: LazyLock<Model> = LazyLock::new(|| Model::from_json(include_str!("model.json")));
 
-/// The operations this daemon serves. The model's others (queues) answer
-/// UnknownOperationException until they are built.
+/// The operations this daemon serves besides the queue operations
+/// ([`crate::queues::OPERATIONS`]): with them, every operation of the model.
 pub const OPERATIONS: &[&str] = &[
     "AddTagsToStream",
     "CreateChannel",

@@ -61,6 +61,9 @@ pub enum ApiError {
     InvalidApplicationConfiguration(String),
     #[error("{0}")]
     UnsupportedOperation(String),
+    /// Kinesis queues: a request over the queue's bounds.
+    #[error("{0}")]
+    Throttling(String),
     /// Internal: an append reached a shard a reshard had just closed. The API layer routes the
     /// records again; a client sees InternalFailure only if that keeps failing.
     #[error("{0}")]
@@ -95,6 +98,7 @@ impl ApiError {
             ApiError::UnableToDetectSchema(_) => "UnableToDetectSchemaException",
             ApiError::InvalidApplicationConfiguration(_) => "InvalidApplicationConfigurationException",
             ApiError::UnsupportedOperation(_) => "UnsupportedOperationException",
+            ApiError::Throttling(_) => "ThrottlingException",
             ApiError::ShardClosed(_) => "InternalFailure",
         }
     }
@@ -135,6 +139,7 @@ impl ApiError {
             ApiError::UnableToDetectSchema(_) => 24,
             ApiError::InvalidApplicationConfiguration(_) => 25,
             ApiError::UnsupportedOperation(_) => 26,
+            ApiError::Throttling(_) => 27,
             ApiError::ShardClosed(_) => 6,
         }
     }
@@ -165,6 +170,7 @@ impl ApiError {
             | ApiError::UnableToDetectSchema(m)
             | ApiError::InvalidApplicationConfiguration(m)
             | ApiError::UnsupportedOperation(m)
+            | ApiError::Throttling(m)
             | ApiError::ShardClosed(m) => m,
         }
     }

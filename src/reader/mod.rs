@@ -56,6 +56,11 @@ impl ShardCursor {
         Ok(ShardCursor { runtime, key, position, tip })
     }
 
+    /// Records committed past the position, as of the last tip seen.
+    pub fn pending(&self) -> u64 {
+        self.tip.borrow().next.saturating_sub(self.position)
+    }
+
     /// Resolves when the shard's tip changes (a commit or a close); never, once the shard is gone.
     pub async fn changed(&mut self) {
         if self.tip.changed().await.is_err() {

@@ -79,6 +79,12 @@ impl StreamReader {
         &self.position
     }
 
+    /// Records in the shards being read that are past the position (shards not yet readable,
+    /// such as children waiting on their parents, are not counted).
+    pub fn backlog(&self) -> u64 {
+        self.cursors.values().map(|c| c.pending()).sum()
+    }
+
     /// Opens cursors on the shards that have become readable and drops the finished ones.
     async fn refresh(&mut self, meta: &StreamMeta) -> Result<(), ApiError> {
         for s in &meta.shards {

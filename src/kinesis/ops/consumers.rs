@@ -124,7 +124,7 @@ pub async fn register_stream_consumer(svc: &Arc<Service>, input: ConsumerInput) 
         )));
     }
     let limit = svc.cfg.fanout.consumers_per_stream;
-    if meta.consumers.len() as u32 >= limit {
+    if (meta.consumers.len() + crate::queues::of_stream(svc, meta.id).len()) as u32 >= limit {
         return Err(ApiError::LimitExceeded(format!(
             "Stream {} under account {} has reached the limit of {limit} registered consumers.",
             meta.name, svc.cfg.account_id

@@ -191,6 +191,9 @@ pub async fn update_stream_mode(svc: &Arc<Service>, input: UpdateStreamModeInput
     if meta.status != StreamStatus::Active {
         return Err(svc.not_active(&meta));
     }
+    if mode == StreamMode::Provisioned && meta.mode == StreamMode::OnDemand {
+        crate::queues::refuse_while_queued(svc, &meta, "switching it to PROVISIONED")?;
+    }
     if mode == StreamMode::OnDemand && meta.mode != StreamMode::OnDemand {
         let on_demand = svc.client_streams().iter().filter(|s| s.mode == StreamMode::OnDemand).count() as u32;
         if on_demand >= svc.cfg.streams.on_demand_stream_limit {

@@ -219,6 +219,7 @@ pub async fn delete_stream(svc: &Arc<Service>, input: DeleteStreamInput) -> ApiR
     if meta.status == StreamStatus::Deleting {
         return Err(svc.not_found(&meta.name));
     }
+    crate::queues::refuse_while_queued(svc, &meta, "the stream")?;
     let channels = crate::firehose::channels::of_stream(svc, &meta.name);
     if !channels.is_empty() {
         return Err(ApiError::ResourceInUse(format!(
@@ -376,6 +377,7 @@ pub fn describe_stream_summary(svc: &Service, input: StreamRef) -> ApiResult<Val
             "EnhancedMonitoring": [{"ShardLevelMetrics": meta.shard_level_metrics}],
             "OpenShardCount": meta.open_shard_count(),
             "ConsumerCount": meta.consumers.len(),
+            "QueueCount": crate::queues::of_stream(svc, meta.id).len(),
             "MaxRecordSizeInKiB": meta.max_record_size_kib,
             "RecordDistributionStrategy": meta.distribution.as_str(),
         }
@@ -531,6 +533,61 @@ fn shard_filter(f: Option<&ShardFilter>) -> ApiResult<Filter> {
 pub(crate) struct Token {
     pub stream: String,
     pub after: String,
+}
+
+/// What ListChannels and ListQueues share: the page after the request's NextToken, of the items
+/// their StreamFilter admits (a union over the filters; a StreamCreationTimestamp names the
+/// stream's incarnation), `limit` at a time.
+pub(crate) struct ListRequest {
+    after: Option<String>,
+    filters: Vec<(String, Option<i64>)>,
+    limit: usize,
+}
+
+impl ListRequest {
+    pub(crate) fn parse(svc: &Service, req: &Value, limit: usize) -> ApiResult<ListRequest> {
+        let after = match req.get("NextToken").and_then(Value::as_str) {
+            Some(t) => Some(decode_token(svc, t)?.after),
+            None => None,
+        };
+        let filters = req["StreamFilter"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let arn = s.get("StreamARN").and_then(Value::as_str);
+                let name = arn.and_then(crate::stream::meta::stream_name_from_arn).unwrap_or_default();
+                let ts = s.get("StreamCreationTimestamp").and_then(|t| crate::kinesis::timestamp_ms(t, "t").ok());
+                (name.to_owned(), ts)
+            })
+            .collect();
+        Ok(ListRequest { after, filters, limit })
+    }
+
+    /// Whether an item named `name`, on stream `stream` created at `created_ms`, is listed.
+    pub(crate) fn admits(&self, name: &str, stream: &str, created_ms: i64) -> bool {
+        self.after.as_deref().is_none_or(|a| name > a)
+            && (self.filters.is_empty()
+                || self.filters.iter().any(|(n, ts)| n == stream && ts.is_none_or(|t| (t - created_ms).abs() < 1000)))
+    }
+
+    /// The answer: the first `limit` of `matching` (in name order) under `member`, and a
+    /// NextToken when more remain.
+    pub(crate) fn page<T>(
+        &self,
+        svc: &Service,
+        matching: &[T],
+        member: &str,
+        name: impl Fn(&T) -> &str,
+        summary: impl Fn(&T) -> Value,
+    ) -> Value {
+        let page: Vec<Value> = matching.iter().take(self.limit).map(summary).collect();
+        let mut out = json!({ member: page });
+        if matching.len() > self.limit {
+            out["NextToken"] = json!(encode_token(svc, &format!("~{member}~"), name(&matching[self.limit - 1])));
+        }
+        out
+    }
 }
 
 pub(crate) fn encode_token(svc: &Service, stream: &str, after: &str) -> String {
