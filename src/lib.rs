@@ -65,15 +65,17 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         })
     });
     let subscriptions = Arc::clone(&svc.subscriptions);
-    let stopping = async move {
-        shutdown_signal().await;
-        notify::notify("STOPPING=1");
-        // Long-lived subscriptions would otherwise hold the drain for its whole timeout.
-        subscriptions.cancel_all();
-    };
     let firehose = firehose::Firehose::start(Arc::clone(&svc));
     let analytics = analytics::Analytics::start(Arc::clone(&svc), Arc::clone(&firehose.0));
     let queues = queues::Queues::start(Arc::clone(&svc)).await;
+    let waiting = Arc::clone(&queues);
+    let stopping = async move {
+        shutdown_signal().await;
+        notify::notify("STOPPING=1");
+        // Long-lived subscriptions and long polls would otherwise hold the drain.
+        subscriptions.cancel_all();
+        waiting.release_waiters();
+    };
     let routes = http::Routes::default()
         .with(Arc::new(kinesis::Kinesis {
             svc: Arc::clone(&svc),

@@ -91,6 +91,8 @@ pub enum Command {
         reply: Answer<(Vec<Value>, Vec<Value>)>,
     },
     Configure(Settings),
+    /// Answers every waiting receive now (empty): the daemon is stopping.
+    Release,
     Stop(oneshot::Sender<()>),
 }
 
@@ -417,6 +419,11 @@ impl Actor {
                 answers.push(deferred(reply, Ok(result)));
             }
             Command::Configure(settings) => self.spec.settings = settings,
+            Command::Release => {
+                for w in self.waiters.drain(..) {
+                    answers.push(deferred(w.reply, Ok(Vec::new())));
+                }
+            }
             Command::Stop(_) => unreachable!("handled by the loop"),
         }
     }

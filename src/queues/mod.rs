@@ -249,15 +249,14 @@ impl Queues {
             tracing::error!(queue = %name, error = %e, "activating a queue");
             return;
         }
-        let settings = meta.settings();
-        let meta = Arc::new(meta);
-        self.metas_mut().insert(meta.name.clone(), meta.clone());
+        // The task runs before the queue shows ACTIVE, so that a receive never finds it missing.
         match self.task(&meta.id) {
             Some(task) => {
-                let _ = task.tx.send(engine::Command::Configure(settings)).await;
+                let _ = task.tx.send(engine::Command::Configure(meta.settings())).await;
             }
             None => self.start_task(&meta).await,
         }
+        self.metas_mut().insert(meta.name.clone(), Arc::new(meta));
     }
 
     /// Removes a DELETING queue: its task, its state and its metadata.
@@ -281,6 +280,14 @@ impl Queues {
         let mut metas = self.metas_mut();
         if metas.get(&meta.name).is_some_and(|m| m.id == meta.id) {
             metas.remove(&meta.name);
+        }
+    }
+
+    /// Answers every waiting receive at once (when the daemon starts to stop, so that long polls
+    /// do not hold the drain).
+    pub fn release_waiters(&self) {
+        for t in self.tasks().values() {
+            let _ = t.tx.try_send(engine::Command::Release);
         }
     }
 

@@ -997,3 +997,19 @@ def test_kill9_under_several_consumers(new_daemon):
     assert len(acked) == total, f"seed {seed}: {total - len(acked)} records never acknowledged"
     assert k.receive_queue_records(QueueARN=qarn, WaitTimeSeconds=1)["QueueRecords"] == []
     assert d.starts == rounds + 1
+
+
+def test_sigterm_answers_parked_long_polls(new_daemon):
+    d = new_daemon()
+    k = make_client(d.endpoint)
+    stream = on_demand(k)
+    qarn = make_queue(k, stream)
+    result: list = []
+    th = threading.Thread(target=lambda: result.append(receive(k, qarn, wait=20)))
+    th.start()
+    time.sleep(0.3)
+    t = time.monotonic()
+    assert d.stop() == 0
+    th.join(timeout=30)
+    assert result == [[]], "the parked receive was answered, empty"
+    assert time.monotonic() - t < 10, "the long poll did not hold the drain for its 20 s"
