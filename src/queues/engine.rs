@@ -38,6 +38,8 @@ pub type Key = (u32, u64);
 const TAKE_BYTES: usize = 1 << 20;
 /// Commands applied before their changes are written and answered.
 const GROUP_MAX: usize = 512;
+/// An unreadable record is tried again this much later.
+const UNREADABLE_RETRY_MS: i64 = 30_000;
 /// How often the queue's gauges are refreshed.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 /// A read refused by a full worker queue is retried this often, this many times.
@@ -181,11 +183,23 @@ fn position_key(id: &str) -> Vec<u8> {
     format!("{id}/p").into_bytes()
 }
 
+/// A per-entry failure: the receipt handle is not (or no longer) good.
+fn invalid(why: String) -> (&'static str, String) {
+    ("InvalidArgumentException", why)
+}
+
 /// The clock visibility timeouts are measured by.
 pub fn clock(svc: &Service) -> i64 {
+    static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
     if let Some(path) = &svc.cfg.queues.clock_file {
         if let Some(ms) = std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse::<i64>().ok()) {
+            LAST.store(ms, std::sync::atomic::Ordering::Relaxed);
             return ms;
+        }
+        // A file caught while it is rewritten: the last time read from it.
+        let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+        if last != 0 {
+            return last;
         }
     }
     svc.now_ms()
@@ -227,6 +241,8 @@ struct Actor {
     /// Entries changed since the last write (written, or deleted when no longer held).
     dirty: BTreeSet<Key>,
     position_dirty: bool,
+    /// The daemon is stopping: receives with nothing to deliver are answered at once.
+    releasing: bool,
 }
 
 /// Loads a queue's state and starts its task.
@@ -243,6 +259,7 @@ pub async fn spawn(svc: Arc<Service>, spec: Spec) -> ApiResult<Handle> {
         waiters: VecDeque::new(),
         dirty: BTreeSet::new(),
         position_dirty: false,
+        releasing: false,
     };
     actor.load().await?;
     tokio::spawn(actor.run(rx));
@@ -294,6 +311,8 @@ impl Actor {
             self.spec.start,
             position,
         );
+        // What was just read is what is stored.
+        self.dirty.clear();
         Ok(())
     }
 
@@ -334,7 +353,7 @@ impl Actor {
                 next_stats = tokio::time::Instant::now() + STATS_EVERY;
             }
             let timer = self.next_timer(now).min(next_stats);
-            let take = !self.waiters.is_empty() && self.entries.len() < self.spec.records_max;
+            let take = self.waiters.iter().any(|w| !w.dead) && self.entries.len() < self.spec.records_max;
             let event = tokio::select! {
                 c = rx.recv() => Event::Command(c),
                 b = self.reader.next(TAKE_BYTES, Duration::from_secs(3600)), if take => Event::Taken(b),
@@ -403,13 +422,15 @@ impl Actor {
             Command::Receive { dead, limit, wait, visibility_s, reply } => {
                 let now = clock(&self.svc);
                 match self.deliver(dead, limit, visibility_s, now).await {
-                    Ok(records) if records.is_empty() && !wait.is_zero() => self.waiters.push_back(Waiter {
-                        dead,
-                        limit,
-                        visibility_s,
-                        until: tokio::time::Instant::now() + wait,
-                        reply,
-                    }),
+                    Ok(records) if records.is_empty() && !wait.is_zero() && !self.releasing => {
+                        self.waiters.push_back(Waiter {
+                            dead,
+                            limit,
+                            visibility_s,
+                            until: tokio::time::Instant::now() + wait,
+                            reply,
+                        })
+                    }
                     result => answers.push(deferred(reply, result)),
                 }
             }
@@ -420,6 +441,7 @@ impl Actor {
             }
             Command::Configure(settings) => self.spec.settings = settings,
             Command::Release => {
+                self.releasing = true;
                 for w in self.waiters.drain(..) {
                     answers.push(deferred(w.reply, Ok(Vec::new())));
                 }
@@ -431,6 +453,9 @@ impl Actor {
     async fn serve_waiters(&mut self, answers: &mut Vec<Deferred>) {
         let mut kept = VecDeque::new();
         while let Some(w) = self.waiters.pop_front() {
+            if w.reply.is_closed() {
+                continue; // the client went away: nothing is delivered to it
+            }
             let now = clock(&self.svc);
             match self.deliver(w.dead, w.limit, w.visibility_s, now).await {
                 Ok(records) if records.is_empty() && tokio::time::Instant::now() < w.until => kept.push_back(w),
@@ -506,12 +531,15 @@ impl Actor {
                 if dead || self.entries.len() >= self.spec.records_max {
                     break;
                 }
-                match self.reader.next(TAKE_BYTES, Duration::ZERO).await? {
-                    Some(batch) => {
+                match self.reader.next(TAKE_BYTES, Duration::ZERO).await {
+                    Ok(Some(batch)) => {
                         self.take(batch, now);
                         continue;
                     }
-                    None => break,
+                    Ok(None) => break,
+                    // What is already in this answer is delivered; the error is for the next.
+                    Err(_) if !out.is_empty() => break,
+                    Err(e) => return Err(e),
                 }
             };
             let mut e = self.entries[&key];
@@ -530,11 +558,21 @@ impl Actor {
             }
             let record = match self.taken.remove(&key) {
                 Some(r) => r,
-                None => match self.read(key).await? {
-                    Some(r) => r,
-                    None => {
+                None => match self.read(key).await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => {
                         // Trimmed from the log: past retention, no longer delivered.
                         self.remove(key);
+                        continue;
+                    }
+                    Err(err) => {
+                        // An unreadable record (a damaged log range) is tried again later and
+                        // does not hold up the others.
+                        tracing::error!(queue = %self.spec.name, shard = key.0, ordinal = key.1, error = %err,
+                            "reading a queue's record");
+                        self.unindex(key, &e);
+                        e.visible_at = now + UNREADABLE_RETRY_MS;
+                        self.insert(key, e);
                         continue;
                     }
                 },
@@ -668,9 +706,9 @@ impl Actor {
                     }
                     ok.push(json!({"ReceiptHandle": handle}));
                 }
-                Err(why) => failed.push(json!({
+                Err((code, why)) => failed.push(json!({
                     "ReceiptHandle": handle,
-                    "ErrorCode": "InvalidArgumentException",
+                    "ErrorCode": code,
                     "ErrorMessage": why,
                 })),
             }
@@ -678,40 +716,48 @@ impl Actor {
         (ok, failed)
     }
 
-    /// The record a handle names, if the handle is still good. `Ok(None)`: an acknowledgement
-    /// of a record the queue no longer holds (acknowledged already), which succeeds.
-    fn check(&self, action: Action, dead: bool, handle: &str, now: i64) -> Result<Option<Key>, String> {
+    /// The record a handle names, if the handle is still good: for an acknowledgement, until the
+    /// record is received again (or changes path); for a visibility change or a restore, while
+    /// it is in flight. `Ok(None)`: an acknowledgement of a record the queue no longer holds
+    /// (acknowledged already), which succeeds. A failure is its ErrorCode and message.
+    fn check(&self, action: Action, dead: bool, handle: &str, now: i64) -> Result<Option<Key>, (&'static str, String)> {
         let Some((issued_dead, key, generation)) = self.parse_receipt(handle) else {
-            return Err(format!("The receipt handle {handle} is not valid for queue {}.", self.spec.name));
+            return Err(invalid(format!("The receipt handle {handle} is not valid for queue {}.", self.spec.name)));
         };
         if issued_dead != dead {
-            return Err(if dead {
+            return Err(invalid(if dead {
                 "The receipt handle was issued by ReceiveQueueRecords, not ReceiveDeadLetterQueueRecords.".into()
             } else {
                 "The receipt handle was issued by ReceiveDeadLetterQueueRecords, not ReceiveQueueRecords.".into()
-            });
+            }));
         }
         let Some(e) = self.entries.get(&key) else {
             return if action == Action::Acknowledge {
                 Ok(None)
             } else {
-                Err("The record is no longer in the queue: it was acknowledged, or it passed the stream's retention \
+                Err((
+                    "ResourceNotFoundException",
+                    "The record is no longer in the queue: it was acknowledged, or it passed the stream's retention \
                      period."
-                    .into())
+                        .into(),
+                ))
             };
         };
         if e.generation != generation {
-            return Err("The receipt handle has expired: the record was received again since.".into());
+            return Err(invalid("The receipt handle has expired: the record was received again since.".into()));
         }
-        if e.dead != dead {
-            return Err(if dead {
+        // Received MaxReceiveCount times and out of time: a dead letter, even before a receive
+        // has met it.
+        let lapsed = self.spec.settings.max_receive.is_some_and(|m| e.receive_count >= m) && e.visible_at <= now;
+        if e.dead != dead || (!e.dead && lapsed) {
+            return Err(invalid(if dead {
                 "The receipt handle has expired: the dead-letter record was restored.".into()
             } else {
                 "The receipt handle has expired: the record became a dead-letter record.".into()
-            });
+            }));
         }
-        if e.visible_at <= now {
-            return Err("The receipt handle has expired: the record's visibility timeout has passed.".into());
+        if action != Action::Acknowledge && e.visible_at <= now {
+            return Err(invalid("The receipt handle has expired: the record's visibility timeout has passed.".into()));
         }
         Ok(Some(key))
     }
@@ -720,10 +766,10 @@ impl Actor {
     /// if the write fails, they get the error and the state is read back from the store.
     async fn commit(&mut self, answers: Vec<Deferred>) {
         let mut ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(self.dirty.len() + 1);
-        for key in std::mem::take(&mut self.dirty) {
-            ops.push((entry_key(&self.spec.id, key), self.entries.get(&key).map(Entry::encode)));
+        for key in &self.dirty {
+            ops.push((entry_key(&self.spec.id, *key), self.entries.get(key).map(Entry::encode)));
         }
-        if std::mem::take(&mut self.position_dirty) {
+        if self.position_dirty {
             match serde_json::to_vec(self.reader.position()) {
                 Ok(p) => ops.push((position_key(&self.spec.id), Some(p))),
                 Err(e) => tracing::error!(queue = %self.spec.name, error = %e, "encoding the queue's position"),
@@ -744,10 +790,12 @@ impl Actor {
         for a in answers {
             a(failed.clone());
         }
-        if failed.is_some() {
-            if let Err(e) = self.load().await {
-                tracing::error!(queue = %self.spec.name, error = %e, "reading queue state back");
-            }
+        if failed.is_none() {
+            self.dirty.clear();
+            self.position_dirty = false;
+        } else if let Err(e) = self.load().await {
+            // The changes stay marked, and are written with the next commit.
+            tracing::error!(queue = %self.spec.name, error = %e, "reading queue state back");
         }
     }
 

@@ -159,6 +159,8 @@ async fn create(q: &Arc<Queues>, req: Value) -> ApiResult<Value> {
     let tags = tags_of(&req);
     check_tags(&name, &tags)?;
     let _guard = q.control.lock().await;
+    // DeleteStream and UpdateStreamMode check for queues under the stream lock.
+    let _stream_guard = q.svc.control.lock().await;
     let stream = q.svc.resolve(None, Some(stream_arn))?;
     if stream.mode != StreamMode::OnDemand {
         return Err(ApiError::InvalidArgument(format!(
@@ -207,6 +209,7 @@ async fn create(q: &Arc<Queues>, req: Value) -> ApiResult<Value> {
     };
     let meta = q.save(meta).await?;
     let out = json!({"QueueDescription": description(q, &meta)});
+    drop(_stream_guard);
     drop(_guard);
     let q2 = q.clone();
     let activate = async move { q2.settle(&name, &id, "CREATING").await };
@@ -271,14 +274,14 @@ async fn delete(q: &Arc<Queues>, req: &Value) -> ApiResult<Value> {
     if current.status == "DELETING" {
         return Ok(json!({}));
     }
-    // In-flight records are not delivered again, and receipt handles stop being good, at once.
-    let task = q.tasks().remove(&current.id);
-    if let Some(task) = task {
-        task.stop().await;
-    }
     let mut m = (*current).clone();
     m.status = "DELETING".into();
     let m = q.save(m).await?;
+    // In-flight records are not delivered again, and receipt handles stop being good, at once.
+    let task = q.tasks().remove(&m.id);
+    if let Some(task) = task {
+        task.stop().await;
+    }
     drop(_guard);
     let q2 = q.clone();
     crate::kinesis::after(q.svc.cfg.streams.delete_delay, async move {

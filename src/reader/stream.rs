@@ -99,10 +99,13 @@ impl StreamReader {
             if !parents_done {
                 continue;
             }
-            let from = match self.position.next.get(&s.index) {
-                Some(&ordinal) => Position::AtOrdinal(ordinal),
-                None if s.parent.is_some() => Position::TrimHorizon,
-                None => self.start,
+            // A child starts at its first record, or, for a reader from a time, at that time: a
+            // reader that starts after a reshard does not read the children's earlier records.
+            let from = match (self.position.next.get(&s.index), self.start) {
+                (Some(&ordinal), _) => Position::AtOrdinal(ordinal),
+                (None, Position::AtTimestamp(t)) => Position::AtTimestamp(t),
+                (None, _) if s.parent.is_some() => Position::TrimHorizon,
+                (None, start) => start,
             };
             let key = ShardKey { stream_id: self.stream_id, shard_index: s.index };
             let cursor = ShardCursor::open(self.runtime.clone(), key, from).await?;
@@ -132,7 +135,17 @@ impl StreamReader {
             let mut finished_any = false;
             for index in order {
                 let cursor = self.cursors.get_mut(&index).expect("listed above");
-                let d = cursor.next(max_bytes, Duration::ZERO).await?;
+                let d = match cursor.next(max_bytes, Duration::ZERO).await {
+                    // A shard removed from the metadata (expired) while it was being read.
+                    Err(ApiError::ResourceNotFound(_)) if meta.shard(index).is_none() => {
+                        self.cursors.remove(&index);
+                        self.position.next.remove(&index);
+                        self.position.finished.insert(index);
+                        finished_any = true;
+                        continue;
+                    }
+                    other => other?,
+                };
                 self.position.next.insert(index, cursor.position);
                 if d.ended {
                     self.cursors.remove(&index);

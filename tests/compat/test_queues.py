@@ -127,6 +127,13 @@ def error_of(fn, *a, **kw) -> tuple[str, str]:
     return error_code(ei), ei.value.response["Error"].get("Message", "")
 
 
+def set_clock(path, ms: int) -> None:
+    """Rewrites the clock file atomically, so the daemon never reads it half written."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(str(ms))
+    os.replace(tmp, path)
+
+
 def metrics(endpoint: str) -> str:
     with urllib.request.urlopen(endpoint + "/metrics", timeout=5) as r:
         return r.read().decode()
@@ -494,16 +501,21 @@ def test_receipt_handles(kinesis):
     assert out["Failed"][0]["ErrorCode"] == "InvalidArgumentException"
     out = kinesis.acknowledge_queue_records(QueueARN=other, Entries=[{"ReceiptHandle": recs[1]["ReceiptHandle"]}])
     assert out["Failed"][0]["ErrorCode"] == "InvalidArgumentException"
-    # After the visibility timeout the handle has expired, and the record comes again with a new one.
+    # Past its visibility timeout a handle no longer changes the record's visibility; it still
+    # acknowledges it until the record is received again, and then never.
     time.sleep(1.1)
-    out = kinesis.acknowledge_queue_records(QueueARN=qarn, Entries=[{"ReceiptHandle": recs[1]["ReceiptHandle"]}])
-    assert "expired" in out["Failed"][0]["ErrorMessage"]
+    out = kinesis.update_queue_records_visibility(
+        QueueARN=qarn, Entries=[{"ReceiptHandle": recs[1]["ReceiptHandle"], "VisibilityTimeoutSeconds": 60}]
+    )
+    assert "visibility timeout has passed" in out["Failed"][0]["ErrorMessage"]
     again = receive(kinesis, qarn, limit=10)
     assert sorted(r["RecordId"] for r in again) == sorted(r["RecordId"] for r in recs[1:])
     assert all(r["ReceiveCount"] == 2 for r in again)
     assert {r["ReceiptHandle"] for r in again}.isdisjoint(r["ReceiptHandle"] for r in recs)
     first = {r["RecordId"]: r["FirstReceiveTimestamp"] for r in recs}
     assert all(r["FirstReceiveTimestamp"] == first[r["RecordId"]] for r in again)
+    out = kinesis.acknowledge_queue_records(QueueARN=qarn, Entries=[{"ReceiptHandle": recs[1]["ReceiptHandle"]}])
+    assert "received again" in out["Failed"][0]["ErrorMessage"]
     # The handle of the earlier delivery stays expired even though the record is in flight again.
     out = kinesis.update_queue_records_visibility(
         QueueARN=qarn, Entries=[{"ReceiptHandle": recs[2]["ReceiptHandle"], "VisibilityTimeoutSeconds": 60}]
@@ -535,10 +547,14 @@ def test_visibility_per_call_and_per_record(kinesis):
     time.sleep(1.1)
     both = receive(kinesis, qarn, VisibilityTimeoutSeconds=0)
     assert sorted(r["RecordId"] for r in both) == sorted([a["RecordId"], b["RecordId"]])
-    # VisibilityTimeoutSeconds 0 on the call: visible again at once, the handle already expired.
-    out = ack(kinesis, qarn, both)
-    assert len(out["Failed"]) == 2 and all("expired" in f["ErrorMessage"] for f in out["Failed"])
-    assert len(drain(kinesis, qarn, 2)) == 2
+    # VisibilityTimeoutSeconds 0 on the call: visible again at once, yet the handles acknowledge
+    # the records until they are received again.
+    out = kinesis.update_queue_records_visibility(
+        QueueARN=qarn, Entries=[{"ReceiptHandle": both[0]["ReceiptHandle"], "VisibilityTimeoutSeconds": 60}]
+    )
+    assert "visibility timeout has passed" in out["Failed"][0]["ErrorMessage"]
+    assert ack(kinesis, qarn, both)["Failed"] == []
+    assert receive(kinesis, qarn) == []
     delete_queue(kinesis, qarn)
     kinesis.delete_stream(StreamName=stream)
 
@@ -621,7 +637,7 @@ def test_dead_letters_restore_and_acknowledge(kinesis, endpoint):
     out = kinesis.update_dead_letter_queue_records_visibility(
         QueueARN=qarn, Entries=[{"ReceiptHandle": keep["ReceiptHandle"], "VisibilityTimeoutSeconds": 0}]
     )
-    assert out["Failed"][0]["ErrorCode"] == "InvalidArgumentException"
+    assert out["Failed"][0]["ErrorCode"] == "ResourceNotFoundException"
     assert receive(kinesis, qarn) == []
     assert kinesis.receive_dead_letter_queue_records(QueueARN=qarn, WaitTimeSeconds=1)["QueueRecords"] == []
     deadline = time.monotonic() + 5
@@ -677,6 +693,23 @@ def test_a_queue_across_a_split_and_a_merge(kinesis):
     kinesis.delete_stream(StreamName=stream)
 
 
+def test_a_latest_queue_on_a_resharded_stream_skips_the_children_s_history(kinesis):
+    stream = on_demand(kinesis)
+    s0 = kinesis.list_shards(StreamName=stream)["Shards"][0]
+    lo, hi = int(s0["HashKeyRange"]["StartingHashKey"]), int(s0["HashKeyRange"]["EndingHashKey"])
+    kinesis.split_shard(StreamName=stream, ShardToSplit=s0["ShardId"], NewStartingHashKey=str((lo + hi) // 2))
+    wait_stream_active(kinesis, stream)
+    put(kinesis, stream, 40, "before")
+    latest = make_queue(kinesis, stream)
+    trim = make_queue(kinesis, stream, {"Type": "TRIM_HORIZON"})
+    after = put(kinesis, stream, 40, "after")
+    assert sorted(r["Data"] for r in drain(kinesis, latest, 80)) == sorted(after)
+    assert len(drain(kinesis, trim, 80)) == 80
+    for q in (latest, trim):
+        delete_queue(kinesis, q)
+    kinesis.delete_stream(StreamName=stream)
+
+
 def wait_stream_active(client, name: str) -> None:
     deadline = time.monotonic() + 10
     while client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
@@ -686,7 +719,7 @@ def wait_stream_active(client, name: str) -> None:
 
 def test_records_past_retention_are_not_delivered(new_daemon, tmp_path):
     clock = tmp_path / "clock"
-    clock.write_text(str(int(time.time() * 1000)))
+    set_clock(clock, int(time.time() * 1000))
     d = new_daemon(FAST_CONFIG + f'[queues]\nclock_file = "{clock}"\n')
     k = make_client(d.endpoint)
     stream = on_demand(k)
@@ -695,7 +728,7 @@ def test_records_past_retention_are_not_delivered(new_daemon, tmp_path):
     got = receive(k, qarn, limit=2)
     assert len(got) == 2
     # 25 hours on (retention is 24): neither the in-flight records nor the others come again.
-    clock.write_text(str(int(time.time() * 1000) + 25 * 3_600_000))
+    set_clock(clock, int(time.time() * 1000) + 25 * 3_600_000)
     assert receive(k, qarn) == []
     assert kinesis_dead(k, qarn) == []
     d.restart(kill=True)
@@ -780,9 +813,11 @@ class Model:
             return False
         if r["acked"]:
             return action == "ack"
-        if r["handle"] != handle or r["dead"] != dead or r["visible"] <= now:
+        self.settle_dead(now)
+        if r["handle"] != handle or r["dead"] != dead:
             return False
-        return True
+        # An acknowledgement is good until the record is received again; the others only in flight.
+        return action == "ack" or r["visible"] > now
 
     def apply(self, handle: str, now: int, action: str, visibility_s: int = 0) -> None:
         data, _ = self.handles[handle]
@@ -803,7 +838,7 @@ def test_property_against_a_model_of_the_queue(new_daemon, tmp_path):
     print(f"SLUICE_QUEUE_MODEL_SEED={seed}")
     clock = tmp_path / "clock"
     now = int(time.time() * 1000)
-    clock.write_text(str(now))
+    set_clock(clock, now)
     d = new_daemon(FAST_CONFIG + f'[queues]\nclock_file = "{clock}"\n')
     k = make_client(d.endpoint)
     stream = on_demand(k)
@@ -891,12 +926,12 @@ def test_property_against_a_model_of_the_queue(new_daemon, tmp_path):
                     model.apply(h, now, action, vis)
         elif op == "time":
             now += rng.choice([1000, 5000, 21_000, 31_000, 61_000])
-            clock.write_text(str(now))
+            set_clock(clock, now)
         elif op == "restart":
             d.restart(kill=rng.random() < 0.7)
     # In the end: everything acknowledged or dead, nothing lost, nothing acknowledged seen again.
     now += 3_600_000
-    clock.write_text(str(now))
+    set_clock(clock, now)
     for _ in range(200):
         visible = model.visible(now, False)
         if not visible:
