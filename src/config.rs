@@ -277,6 +277,8 @@ pub enum AuthMode {
     Signed,
     /// Anything goes, signed or not.
     None,
+    /// Every request's SigV4 signature is verified against `[[auth.keys]]`.
+    Sigv4,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -291,6 +293,104 @@ pub struct EncryptionConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     pub mode: AuthMode,
+    /// The access keys `sigv4` accepts.
+    pub keys: Vec<KeyConfig>,
+    /// Serve `signed` or `none` on an address other than loopback (refused otherwise).
+    pub allow_unauthenticated: bool,
+}
+
+/// An `[[auth.keys]]` entry. The secret is given in the file, read from a file (its contents,
+/// trimmed) or from an environment variable: exactly one of the three.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyConfig {
+    pub access_key_id: String,
+    pub secret_access_key: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    pub secret_access_key_env: Option<String>,
+    /// The key's account; the daemon's (`account_id`) when not given.
+    pub account_id: Option<String>,
+    /// The secret, once resolved from one of the three sources.
+    #[serde(skip)]
+    pub secret: String,
+}
+
+impl crate::http::sigv4::Secret for KeyConfig {
+    fn access_key_id(&self) -> &str {
+        &self.access_key_id
+    }
+    fn secret_access_key(&self) -> &str {
+        &self.secret
+    }
+}
+
+impl Config {
+    /// Reads each key's secret from where it is given.
+    fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        let daemon_account = self.account_id.clone();
+        for k in &mut self.auth.keys {
+            let id = k.access_key_id.clone();
+            if id.is_empty() {
+                return Err(ConfigError("auth.keys: every key needs an access_key_id".into()));
+            }
+            k.secret = match (&k.secret_access_key, &k.secret_access_key_file, &k.secret_access_key_env) {
+                (Some(s), None, None) => s.clone(),
+                (None, Some(path), None) => std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("auth.keys {id}: reading {}: {e}", path.display())))?
+                    .trim()
+                    .to_owned(),
+                (None, None, Some(var)) => std::env::var(var)
+                    .map_err(|_| ConfigError(format!("auth.keys {id}: environment variable {var} is not set")))?,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "auth.keys {id}: give exactly one of secret_access_key, secret_access_key_file, \
+                         secret_access_key_env"
+                    )))
+                }
+            };
+            if k.secret.is_empty() {
+                return Err(ConfigError(format!("auth.keys {id}: the secret is empty")));
+            }
+            // Keys of other accounts need per-account resources, which are not built yet.
+            if k.account_id.as_ref().is_some_and(|a| *a != daemon_account) {
+                return Err(ConfigError(format!(
+                    "auth.keys {id}: account_id must be the daemon's ({daemon_account}); keys of other accounts are \
+                     not supported yet"
+                )));
+            }
+        }
+        if self.auth.mode == AuthMode::Sigv4 && self.auth.keys.is_empty() {
+            return Err(ConfigError("auth.mode = \"sigv4\" needs at least one [[auth.keys]] entry".into()));
+        }
+        Ok(())
+    }
+
+    /// Refuses to serve without signature checks on an address other than loopback, unless
+    /// `auth.allow_unauthenticated` says so (then it warns).
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.auth.mode == AuthMode::Sigv4 {
+            return Ok(());
+        }
+        let mut exposed: Vec<String> = Vec::new();
+        if !self.listen.ip().is_loopback() {
+            exposed.push(self.listen.to_string());
+        }
+        if let Some(push) = self.fanout.push_addr().filter(|a| !a.ip().is_loopback()) {
+            exposed.push(push.to_string());
+        }
+        if exposed.is_empty() {
+            return Ok(());
+        }
+        if self.auth.allow_unauthenticated {
+            tracing::warn!(listen = %exposed.join(", "), "serving without signature verification on a non-loopback address (auth.allow_unauthenticated = true)");
+            return Ok(());
+        }
+        Err(ConfigError(format!(
+            "refusing to listen on {} without signature verification: set [auth] mode = \"sigv4\" with \
+             [[auth.keys]], or auth.allow_unauthenticated = true to serve it unauthenticated on purpose",
+            exposed.join(", ")
+        )))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -426,7 +526,8 @@ pub const SEGMENT_SIZE_MAX: u64 = 1 << 30;
 impl Config {
     /// Parses TOML text; unknown keys and bad values fail with the key's name.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.resolve_secrets()?;
         config.validate()?;
         Ok(config)
     }

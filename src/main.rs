@@ -200,6 +200,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cfg.storage.durability = d;
     }
     cfg.validate()?;
+    cfg.check_exposure()?;
     let threads = cfg.worker_count().max(2);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)

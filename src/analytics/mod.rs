@@ -153,6 +153,10 @@ impl State {
 }
 
 impl AwsService for Analytics {
+    fn signing_name(&self) -> &'static str {
+        "kinesisanalytics"
+    }
+
     fn target_prefix(&self) -> &'static str {
         TARGET_PREFIX
     }

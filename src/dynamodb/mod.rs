@@ -91,6 +91,10 @@ impl DynamoDb {
 }
 
 impl AwsService for DynamoDb {
+    fn signing_name(&self) -> &'static str {
+        "dynamodb"
+    }
+
     fn target_prefix(&self) -> &'static str {
         TARGET_PREFIX
     }

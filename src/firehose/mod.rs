@@ -207,6 +207,10 @@ pub fn scan<T: serde::de::DeserializeOwned>(svc: &Service, prefix: &str, what: &
 }
 
 impl AwsService for Firehose {
+    fn signing_name(&self) -> &'static str {
+        "firehose"
+    }
+
     fn target_prefix(&self) -> &'static str {
         TARGET_PREFIX
     }

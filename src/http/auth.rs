@@ -4,7 +4,8 @@
 //! `Authorization` header or in the query string (`X-Amz-Algorithm`, `X-Amz-Credential`,
 //! `X-Amz-Signature`, `X-Amz-SignedHeaders`, `X-Amz-Date`), and answers as AWS does when it is
 //! missing or incomplete. The signature itself is not verified and any credentials are accepted.
-//! `"none"` accepts anything.
+//! `"none"` accepts anything. `"sigv4"` runs this check first, then verifies the signature itself
+//! once the body is read ([`super::sigv4`]).
 
 use http::HeaderMap;
 

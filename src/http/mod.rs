@@ -13,6 +13,7 @@
 //! shutdown in-flight requests get [`DRAIN_TIMEOUT`] to finish.
 
 pub mod auth;
+pub mod sigv4;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -50,6 +51,8 @@ pub enum Reply {
 pub trait AwsService: Send + Sync + 'static {
     /// The `X-Amz-Target` prefix before the dot, e.g. `Kinesis_20131202`.
     fn target_prefix(&self) -> &'static str;
+    /// The name its requests are signed for (the SigV4 credential scope's service).
+    fn signing_name(&self) -> &'static str;
     /// The protocols it speaks (by content type).
     fn protocols(&self) -> &'static [Protocol];
     /// Whether it has operation `op`.
@@ -345,7 +348,17 @@ async fn api(svc: Arc<Service>, routes: Routes, budget: Arc<Semaphore>, req: Req
         .filter(|p| p.content_type() == content_type && accepted.contains(p));
     let proto = spoken.unwrap_or(Protocol::Cbor);
     let op = routed.as_ref().map_or("unknown", |(_, op)| op.as_str()).to_owned();
-    let auth = auth::check(svc.cfg.auth.mode, req.headers(), req.uri().query());
+    let mut auth = auth::check(svc.cfg.auth.mode, req.headers(), req.uri().query());
+    // What the signature covers besides the body, kept only when it is verified.
+    let signed_parts = (svc.cfg.auth.mode == crate::config::AuthMode::Sigv4).then(|| {
+        (
+            req.method().as_str().to_owned(),
+            req.uri().path().to_owned(),
+            req.uri().query().map(str::to_owned),
+            req.headers().clone(),
+            req.uri().authority().map(|a| a.as_str().to_owned()),
+        )
+    });
     let limit = svc.cfg.http.max_body_size as usize;
     let declared = req
         .headers()
@@ -415,6 +428,18 @@ async fn api(svc: Arc<Service>, routes: Routes, budget: Arc<Semaphore>, req: Req
     let Some((service, op)) = routed else {
         return error_response(proto, &ApiError::UnknownOperation(String::new()));
     };
+    if let (Ok(()), Some((method, path, query, headers, authority))) = (&auth, &signed_parts) {
+        let signed = sigv4::Request {
+            method,
+            path,
+            query: query.as_deref(),
+            headers,
+            authority: authority.as_deref(),
+            body: &body,
+        };
+        auth = sigv4::verify(&signed, &svc.cfg.auth.keys, &svc.cfg.region, service.signing_name(), svc.now_ms())
+            .map(|_| ());
+    }
     match service.call(op.clone(), proto, body, auth).await {
         Reply::Whole(result) => finish(&svc, proto, service.as_ref(), &op, result),
         Reply::Events(events) => {

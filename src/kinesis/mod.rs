@@ -64,6 +64,10 @@ pub struct Kinesis {
 }
 
 impl AwsService for Kinesis {
+    fn signing_name(&self) -> &'static str {
+        "kinesis"
+    }
+
     fn target_prefix(&self) -> &'static str {
         TARGET_PREFIX
     }
