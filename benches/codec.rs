@@ -95,5 +95,50 @@ fn put_records_decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, batch_codec, crc, routing, put_records_decode);
+/// SigV4 verification of one request: a small botocore-signed body (the signature matches), and
+/// a 512 KiB PutRecords-sized body (the signature does not match, after the same work: the body's
+/// SHA-256, the canonical request, the key derivation and the compare).
+fn sigv4_verify(c: &mut Criterion) {
+    use sluice::http::sigv4::{verify, Request, Secret};
+    struct Key;
+    impl Secret for Key {
+        fn access_key_id(&self) -> &str {
+            "AKIDEXAMPLE"
+        }
+        fn secret_access_key(&self) -> &str {
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+        }
+    }
+    let mut h = http::HeaderMap::new();
+    for (k, v) in [
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", "Kinesis_20131202.DescribeStreamSummary"),
+        ("host", "127.0.0.1:4567"),
+        ("x-amz-date", "20150830T123600Z"),
+        (
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/kinesis/aws4_request, \
+             SignedHeaders=content-type;host;x-amz-date;x-amz-target, \
+             Signature=1a35a6f1c68b97c4572f9deeb6782e898d0365655554da163abc4f8c00e64f29",
+        ),
+    ] {
+        h.insert(k, v.parse().expect("a header value"));
+    }
+    let now = 1_440_938_160_000;
+    let mut g = c.benchmark_group("sigv4_verify");
+    let small = br#"{"StreamName":"s1"}"#.to_vec();
+    let large = vec![b'x'; 512 << 10];
+    for (name, body) in [("small_body", &small), ("512KiB_body", &large)] {
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let req = Request { method: "POST", path: "/", query: None, headers: &h, authority: None, body };
+                black_box(verify(black_box(&req), &[Key], "us-east-1", "kinesis", now))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, batch_codec, crc, routing, put_records_decode, sigv4_verify);
 criterion_main!(benches);

@@ -99,6 +99,11 @@ pub fn verify<K: Secret>(
             "Credential should be scoped to correct service: '{service}'. "
         )));
     }
+    if !parts.signed_headers.iter().any(|h| h == "host") {
+        return Err(ApiError::InvalidSignature(
+            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".into(),
+        ));
+    }
     check_time(&parts, signed_ms, now_ms)?;
     let canonical = canonical_request(req, &parts)?;
     let scope = format!("{}/{}/{}/aws4_request", parts.date, parts.region, parts.service);
@@ -593,6 +598,21 @@ mod tests {
         assert_eq!(verify(&req, KEYS, "us-east-1", "kinesis", SIGNED_AT + 299_000), Ok(1));
         let e = verify(&req, KEYS, "us-east-1", "kinesis", SIGNED_AT + 301_000).unwrap_err();
         assert!(e.message().starts_with("Signature expired"), "{e:?}");
+    }
+
+    #[test]
+    fn host_must_be_signed() {
+        let h = headers(&[
+            ("x-amz-date", "20150830T123600Z"),
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/kinesis/aws4_request, \
+                 SignedHeaders=x-amz-date, Signature=00",
+            ),
+        ]);
+        let e = verify(&request(&h, b"{}"), KEYS, "us-east-1", "kinesis", SIGNED_AT).unwrap_err();
+        assert_eq!(e.type_name(), "InvalidSignatureException");
+        assert!(e.message().contains("'Host'"), "{e:?}");
     }
 
     #[test]
