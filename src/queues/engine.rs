@@ -316,6 +316,8 @@ impl Actor {
         Ok(())
     }
 
+    /// Holds `e` for `key`, replacing (and unindexing) what was held before, and marks it to be
+    /// written.
     fn insert(&mut self, key: Key, e: Entry) {
         if let Some(old) = self.entries.insert(key, e) {
             self.unindex(key, &old);
@@ -489,13 +491,17 @@ impl Actor {
             .filter(|k| self.entries[k].receive_count >= max)
             .collect();
         for key in due {
-            let mut e = self.entries[&key];
-            self.unindex(key, &e);
-            e.dead = true;
-            e.visible_at = now;
-            self.taken.remove(&key);
-            self.insert(key, e);
+            self.make_dead(key, now);
         }
+    }
+
+    /// A record becomes a dead letter, visible on the dead-letter path at once.
+    fn make_dead(&mut self, key: Key, now: i64) {
+        let mut e = self.entries[&key];
+        e.dead = true;
+        e.visible_at = now;
+        self.taken.remove(&key);
+        self.insert(key, e);
     }
 
     /// Up to `limit` visible records (dead letters when `dead`), now in flight.
@@ -545,11 +551,7 @@ impl Actor {
             let mut e = self.entries[&key];
             debug_assert_eq!(e.visible_at, at);
             if !dead && self.spec.settings.max_receive.is_some_and(|m| e.receive_count >= m) {
-                self.unindex(key, &e);
-                e.dead = true;
-                e.visible_at = now;
-                self.taken.remove(&key);
-                self.insert(key, e);
+                self.make_dead(key, now);
                 continue;
             }
             if retention.is_none_or(|r| e.arrival_ms < now - r) {
@@ -570,7 +572,6 @@ impl Actor {
                         // does not hold up the others.
                         tracing::error!(queue = %self.spec.name, shard = key.0, ordinal = key.1, error = %err,
                             "reading a queue's record");
-                        self.unindex(key, &e);
                         e.visible_at = now + UNREADABLE_RETRY_MS;
                         self.insert(key, e);
                         continue;
@@ -692,12 +693,10 @@ impl Actor {
                     match action {
                         Action::Acknowledge => self.remove(key),
                         Action::Visibility => {
-                            self.unindex(key, &e);
                             e.visible_at = now + visibility_s as i64 * 1000;
                             self.insert(key, e);
                         }
                         Action::Restore => {
-                            self.unindex(key, &e);
                             e.dead = false;
                             e.receive_count = 0;
                             e.visible_at = now;
