@@ -7,7 +7,7 @@ export ROCKSDB_LIB_DIR ?= /usr/lib/$(shell gcc -dumpmachine 2>/dev/null || echo 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 SLUICE_BIN ?= $(TARGET_DIR)/debug/sluice
 
-.PHONY: run deps build release test test-rust test-compat lint fmt fuzz crash-long bench clean
+.PHONY: run deps build release test test-rust test-compat test-secure lint fmt fuzz crash-long bench clean
 
 run: deps
 	cargo run --release -- serve
@@ -26,7 +26,9 @@ test: deps
 	scripts/test-servers.sh >/dev/null
 	cargo build --bins
 	cargo test
+	SLUICE_SECURE=1 cargo test --test api_streams --test api_settings --test reshard --test crash_recovery
 	SLUICE_BIN=$(SLUICE_BIN) .venv/bin/python -m pytest -q tests/compat
+	SLUICE_SECURE=1 SLUICE_BIN=$(SLUICE_BIN) .venv/bin/python -m pytest -q tests/compat
 
 test-rust: deps
 	cargo test
@@ -35,6 +37,14 @@ test-compat: build
 	scripts/venv.sh
 	scripts/test-servers.sh >/dev/null
 	SLUICE_BIN=$(SLUICE_BIN) .venv/bin/python -m pytest -q tests/compat
+
+# The same suite against daemons with TLS and verified signatures (every client signs and trusts a
+# test CA).
+test-secure: build
+	scripts/venv.sh
+	scripts/test-servers.sh >/dev/null
+	SLUICE_SECURE=1 cargo test --test api_streams --test api_settings --test reshard --test crash_recovery
+	SLUICE_SECURE=1 SLUICE_BIN=$(SLUICE_BIN) .venv/bin/python -m pytest -q tests/compat
 
 # Every fuzz target for FUZZ_SECONDS each (CI runs 20).
 FUZZ_SECONDS ?= 60

@@ -99,16 +99,7 @@ fn put_records_decode(c: &mut Criterion) {
 /// a 512 KiB PutRecords-sized body (the signature does not match, after the same work: the body's
 /// SHA-256, the canonical request, the key derivation and the compare).
 fn sigv4_verify(c: &mut Criterion) {
-    use sluice::http::sigv4::{verify, Request, Secret};
-    struct Key;
-    impl Secret for Key {
-        fn access_key_id(&self) -> &str {
-            "AKIDEXAMPLE"
-        }
-        fn secret_access_key(&self) -> &str {
-            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
-        }
-    }
+    use sluice::http::sigv4::{verify, Request, StaticKey};
     let mut h = http::HeaderMap::new();
     for (k, v) in [
         ("content-type", "application/x-amz-json-1.1"),
@@ -133,7 +124,7 @@ fn sigv4_verify(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let req = Request { method: "POST", path: "/", query: None, headers: &h, authority: None, body };
-                black_box(verify(black_box(&req), &[Key], "us-east-1", "kinesis", now))
+                black_box(verify(black_box(&req), &[StaticKey::EXAMPLE], "us-east-1", "kinesis", now))
             })
         });
     }

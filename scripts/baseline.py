@@ -32,8 +32,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def bench(binary, *args):
-    out = subprocess.run([str(binary), "bench", *args, "--json"], capture_output=True, text=True, timeout=600)
+def bench(binary, *args, env=None):
+    out = subprocess.run([str(binary), "bench", *args, "--json"], capture_output=True, text=True, timeout=600, env=env)
     if out.returncode != 0:
         raise SystemExit(f"bench {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
     return json.loads(out.stdout)

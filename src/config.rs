@@ -53,6 +53,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub ondemand: OnDemandConfig,
     pub auth: AuthConfig,
+    pub tls: TlsConfig,
     pub encryption: EncryptionConfig,
     pub delivery: DeliveryConfig,
     pub analytics: AnalyticsConfig,
@@ -281,6 +282,23 @@ pub enum AuthMode {
     Sigv4,
 }
 
+/// `[tls]`: the API port serves HTTPS and the push port TLS when both files are given (PEM).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Both files, when TLS is on.
+    pub fn files(&self) -> Option<(PathBuf, PathBuf)> {
+        Some((self.cert_file.clone()?, self.key_file.clone()?))
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EncryptionConfig {
@@ -297,6 +315,13 @@ pub struct AuthConfig {
     pub keys: Vec<KeyConfig>,
     /// Serve `signed` or `none` on an address other than loopback (refused otherwise).
     pub allow_unauthenticated: bool,
+    /// `GET /metrics` wants `Authorization: Bearer <token>` with the token in this file (trimmed).
+    pub metrics_token_file: Option<PathBuf>,
+    /// In `sigv4` mode without a token, `GET /metrics` is refused unless this says it is public.
+    pub metrics_public: bool,
+    /// The token, once read.
+    #[serde(skip)]
+    pub metrics_token: Option<String>,
 }
 
 /// An `[[auth.keys]]` entry. The secret is given in the file, read from a file (its contents,
@@ -310,9 +335,27 @@ pub struct KeyConfig {
     pub secret_access_key_env: Option<String>,
     /// The key's account; the daemon's (`account_id`) when not given.
     pub account_id: Option<String>,
+    /// The IAM user the key belongs to (its principal `arn:aws:iam::<account>:user/<user>`); the
+    /// access key id when not given.
+    pub user: Option<String>,
+    /// IAM action patterns the key may perform (`kinesis:Get*`, `dynamodb:*`); all when not given.
+    pub actions: Option<Vec<String>>,
     /// The secret, once resolved from one of the three sources.
     #[serde(skip)]
     pub secret: String,
+}
+
+impl KeyConfig {
+    /// The key as the services authorize it (after the configuration is loaded).
+    pub fn caller(&self) -> crate::http::iam::Caller {
+        let account = self.account_id.clone().unwrap_or_default();
+        let user = self.user.as_deref().unwrap_or(&self.access_key_id);
+        crate::http::iam::Caller {
+            arn: format!("arn:aws:iam::{account}:user/{user}"),
+            account,
+            actions: self.actions.clone(),
+        }
+    }
 }
 
 impl crate::http::sigv4::Secret for KeyConfig {
@@ -351,13 +394,36 @@ impl Config {
             if k.secret.is_empty() {
                 return Err(ConfigError(format!("auth.keys {id}: the secret is empty")));
             }
-            // Keys of other accounts need per-account resources, which are not built yet.
-            if k.account_id.as_ref().is_some_and(|a| *a != daemon_account) {
-                return Err(ConfigError(format!(
-                    "auth.keys {id}: account_id must be the daemon's ({daemon_account}); keys of other accounts are \
-                     not supported yet"
-                )));
+            let account = k.account_id.get_or_insert_with(|| daemon_account.clone());
+            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ConfigError(format!("auth.keys {id}: account_id must be 12 digits")));
             }
+            if let Some(user) = &k.user {
+                if user.is_empty() || !user.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c)) {
+                    return Err(ConfigError(format!(
+                        "auth.keys {id}: user must be an IAM user name (letters, digits and +=,.@_-/)"
+                    )));
+                }
+            }
+            for pattern in k.actions.iter().flatten() {
+                let service_wide = pattern == "*";
+                if !service_wide
+                    && !pattern.split_once(':').is_some_and(|(svc, act)| !svc.is_empty() && !act.is_empty())
+                {
+                    return Err(ConfigError(format!(
+                        "auth.keys {id}: action '{pattern}' is not of the form service:Action (wildcards allowed)"
+                    )));
+                }
+            }
+        }
+        if let Some(path) = &self.auth.metrics_token_file {
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("auth.metrics_token_file: reading {}: {e}", path.display())))?;
+            let token = token.trim();
+            if token.len() < 16 {
+                return Err(ConfigError("auth.metrics_token_file: the token must be at least 16 characters".into()));
+            }
+            self.auth.metrics_token = Some(token.to_owned());
         }
         if self.auth.mode == AuthMode::Sigv4 && self.auth.keys.is_empty() {
             return Err(ConfigError("auth.mode = \"sigv4\" needs at least one [[auth.keys]] entry".into()));
@@ -468,6 +534,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             ondemand: OnDemandConfig::default(),
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
             encryption: EncryptionConfig::default(),
             delivery: DeliveryConfig::default(),
             analytics: AnalyticsConfig::default(),
@@ -559,6 +626,9 @@ impl Config {
             if f.url.as_deref().is_some_and(|u| !u.starts_with("http://")) {
                 return Err(ConfigError(format!("delivery.functions entry for {}: url must be http://", f.arn)));
             }
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(ConfigError("tls: give both cert_file and key_file, or neither".into()));
         }
         if self.streams.shard_limit == 0 {
             return Err(ConfigError("streams.shard_limit must be at least 1".into()));

@@ -36,6 +36,10 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     let listen = cfg.listen;
     tracing::info!(data_dir = %cfg.data_dir.display(), %listen, durability = %cfg.storage.durability,
         workers = cfg.worker_count(), "starting sluice");
+    let tls = match cfg.tls.files() {
+        Some((cert, key)) => Some(Arc::new(http::tls::Tls::new(cert, key).map_err(|e| anyhow::anyhow!("[tls]: {e}"))?)),
+        None => None,
+    };
     let svc = service::Service::start(cfg).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
     let push = match svc.cfg.fanout.push_addr() {
@@ -44,10 +48,11 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("binding push protocol address {addr}: {e}"))?;
             tracing::info!(push = %l.local_addr()?, "push protocol listening");
-            Some(tokio::spawn(push::server::serve(l, Arc::clone(&svc))))
+            Some(tokio::spawn(push::server::serve(l, Arc::clone(&svc), tls.clone())))
         }
         None => None,
     };
+    let reloader = Some(tokio::spawn(reload_on_sighup(tls.clone())));
     let autoscaler = tokio::spawn(kinesis::ondemand::run(Arc::clone(&svc)));
     let expiry = tokio::spawn(kinesis::expiry::run(Arc::clone(&svc)));
     tracing::info!(listen = %listener.local_addr()?, "ready");
@@ -85,21 +90,44 @@ pub async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         .with(Arc::new(dynamodb::DynamoDb::new(Arc::clone(&svc))))
         .with(Arc::new(firehose))
         .with(Arc::new(analytics));
-    http::serve(listener, Arc::clone(&svc), routes, stopping).await;
+    http::serve(listener, Arc::clone(&svc), routes, tls, stopping).await;
     svc.subscriptions.cancel_all();
     autoscaler.abort();
     expiry.abort();
     if let Some(p) = push {
         p.abort();
     }
-    if let Some(w) = watchdog {
-        w.abort();
+    for task in [watchdog, reloader].into_iter().flatten() {
+        task.abort();
     }
     queues.stop().await;
     tracing::info!("stopping: syncing and closing shards");
     tokio::task::spawn_blocking(move || svc.shutdown()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP reads the TLS certificate and key again (connections already open keep theirs);
+/// without TLS it is logged and changes nothing (it does not stop the daemon).
+async fn reload_on_sighup(tls: Option<Arc<http::tls::Tls>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; the TLS certificate will not be reloaded");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        let Some(tls) = &tls else {
+            tracing::info!("SIGHUP: no [tls] configured; nothing to reload");
+            continue;
+        };
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the previous one stays"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

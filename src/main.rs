@@ -64,6 +64,18 @@ struct SubscribeArgs {
     /// Stop after this many records.
     #[arg(long)]
     count: Option<u64>,
+    /// Connect with TLS, trusting the certificates in this PEM file.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// The name the server's certificate must carry (with --ca-file).
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
+    /// Authenticate with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (for a server in sigv4 mode).
+    #[arg(long)]
+    sign: bool,
+    /// The region the server signs for (with --sign).
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    region: String,
 }
 
 #[derive(Subcommand)]
@@ -222,7 +234,19 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
         Some(("timestamp", ms)) => Start::AtTimestamp(ms.parse().context("--from timestamp:EPOCH_MS")?),
         _ => anyhow::bail!("--from must be trim-horizon, latest, at:SEQ, after:SEQ or timestamp:EPOCH_MS"),
     };
-    let mut client = PushClient::connect(&args.push, "sluice subscribe").await?;
+    let mut options = sluice::push::client::ConnectOptions::default();
+    if let Some(ca) = &args.ca_file {
+        options.tls = Some(sluice::push::client::TlsClient::from_ca_file(ca, &args.tls_name)?);
+    }
+    if args.sign {
+        let var = |name: &str| std::env::var(name).with_context(|| format!("--sign needs {name}"));
+        options.credentials = Some(sluice::push::client::Credentials {
+            access_key_id: var("AWS_ACCESS_KEY_ID")?,
+            secret_access_key: var("AWS_SECRET_ACCESS_KEY")?,
+            region: args.region.clone(),
+        });
+    }
+    let mut client = PushClient::connect_with(&args.push, "sluice subscribe", &options).await?;
     client.subscribe(&args.stream, &args.consumer, &args.shard, start).await?;
     let mut seen = 0u64;
     let mut out = std::io::stdout().lock();

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ciborium::value::Value as Cbor;
 use sluice::config::Compression;
+use sluice::http::iam::Effect;
 use sluice::log::segment::{decode_batch_header, encode_batch, verify_batch, SegmentHeader, FORMAT_VERSION};
 use sluice::protocol::codec::{decode_request, Protocol};
 use sluice::protocol::eventstream;
@@ -151,6 +152,11 @@ fn push_seeds() -> Seeds {
         ),
         ("credit", Frame::Credit { subscription_id: 1, bytes: 4096 }),
         ("end", Frame::End { subscription_id: 1, reason: EndReason::TakenOver, continuation: "x".into() }),
+        ("challenge", Frame::Challenge { nonce: vec![7; 32] }),
+        (
+            "auth",
+            Frame::Auth { access_key_id: "AKIDEXAMPLE".into(), date_ms: 1_764_633_600_000, signature: vec![1; 32] },
+        ),
     ];
     frames
         .into_iter()
@@ -186,6 +192,17 @@ fn auth_seeds() -> Seeds {
         ),
         ("incomplete", b"AWS4- Signature=b, Credential=a\n".to_vec()),
         ("query", b"\nX-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=x&X-Amz-Date=y".to_vec()),
+    ]
+}
+
+/// `<principal account>\n<action>\n<resource>\n<policy JSON>` for the policy evaluator.
+fn iam_seeds() -> Seeds {
+    let grant = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::210987654321:root"},"Action":["kinesis:Get*","kinesis:DescribeStreamSummary"],"Resource":"arn:aws:kinesis:us-east-1:000000000000:stream/s","Condition":{"StringEquals":{"aws:PrincipalAccount":"210987654321"}}}]}"#;
+    let deny = r#"{"Statement":{"Effect":"Deny","NotPrincipal":{"AWS":["000000000000"]},"NotAction":"kinesis:Describe*","Condition":{"ArnNotLikeIfExists":{"aws:PrincipalArn":"arn:aws:iam::*:user/ad?min"},"Null":{"aws:SourceAccount":"false"}}}}"#;
+    let resource = "arn:aws:kinesis:us-east-1:000000000000:stream/s";
+    vec![
+        ("grant", format!("210987654321\nkinesis:GetRecords\n{resource}\n{grant}").into_bytes()),
+        ("deny", format!("210987654321\nkinesis:PutRecords\n{resource}\n{deny}").into_bytes()),
     ]
 }
 
@@ -236,6 +253,7 @@ fn all() -> Vec<(&'static str, Seeds)> {
         ("ddb_expr", ddb_expr_seeds()),
         ("kpl", kpl_seeds()),
         ("firehose_prefix", firehose_prefix_seeds()),
+        ("iam", iam_seeds()),
     ]
 }
 
@@ -277,6 +295,19 @@ fn fuzz_seeds_are_valid_inputs() {
                     let _ = sluice::kinesis::MODEL.check(op, &mut v);
                 }
                 "auth_header" => assert!(std::str::from_utf8(&bytes).is_ok(), "{name}"),
+                "iam" => {
+                    let text = std::str::from_utf8(&bytes).unwrap();
+                    let parts: Vec<&str> = text.splitn(4, '\n').collect();
+                    let policy: serde_json::Value = serde_json::from_str(parts[3]).unwrap();
+                    let req = sluice::http::iam::Request {
+                        principal: sluice::http::iam::Principal { account: parts[0], arn: "arn:aws:iam::x:user/u" },
+                        action: parts[1],
+                        resource: parts[2],
+                        resource_account: "000000000000",
+                    };
+                    let want = if name == "grant" { Effect::Allow } else { Effect::Deny };
+                    assert_eq!(sluice::http::iam::evaluate(&policy, &req), want, "{name}");
+                }
                 "firehose_prefix" => {
                     let text = std::str::from_utf8(&bytes).unwrap();
                     let text = text.split_once('\n').map_or(text, |(_, t)| t);

@@ -20,7 +20,7 @@ use sluice::service::Service;
 use sluice::time::now_ms;
 
 async fn call(k: &Kinesis, op: &str, body: Value) -> Value {
-    match k.call(op.into(), Protocol::Json, serde_json::to_vec(&body).unwrap().into(), Ok(())).await {
+    match k.call(op.into(), Protocol::Json, serde_json::to_vec(&body).unwrap().into(), Ok(None)).await {
         Reply::Whole(Ok(v)) => v,
         Reply::Whole(Err(e)) => panic!("{op}: {} {}", e.type_name(), e.message()),
         Reply::Events(_) => panic!("{op}: an event stream"),

@@ -4,18 +4,7 @@
 //! Input lines: `<Authorization>\n<X-Amz-Date>\n<query>\n<path>\n<extra header name>:<value>\n<body>`.
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use sluice::http::sigv4::{verify, Request, Secret};
-
-struct Key;
-
-impl Secret for Key {
-    fn access_key_id(&self) -> &str {
-        "AKIDEXAMPLE"
-    }
-    fn secret_access_key(&self) -> &str {
-        "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
-    }
-}
+use sluice::http::sigv4::{verify, Request, StaticKey};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -44,5 +33,5 @@ fuzz_target!(|data: &[u8]| {
         authority: Some("127.0.0.1:4567"),
         body: body.as_bytes(),
     };
-    let _ = verify(&req, &[Key], "us-east-1", "kinesis", 1_440_938_160_000);
+    let _ = verify(&req, &[StaticKey::EXAMPLE], "us-east-1", "kinesis", 1_440_938_160_000);
 });

@@ -173,14 +173,21 @@ impl AwsService for Analytics {
         &MEMBER_KINDS
     }
 
-    fn call(&self, op: String, proto: Protocol, body: Bytes, auth: ApiResult<()>) -> BoxFuture<Reply> {
+    fn call(&self, op: String, proto: Protocol, body: Bytes, auth: crate::http::Auth) -> BoxFuture<Reply> {
         let a = self.0.clone();
         Box::pin(async move {
+            let (auth, caller) = crate::http::iam::split(auth);
             let value = match MODEL.request(OPERATIONS, &op, proto, &body, &MEMBER_KINDS, auth) {
                 Ok(v) => v,
                 Err(e) => return Reply::Whole(Err(e)),
             };
             drop(body);
+            let resource = ("kinesisanalytics", "application");
+            if let Err(e) =
+                crate::http::iam::check_named(caller.as_deref(), &value, "ApplicationName", resource, &op, &a.svc.cfg)
+            {
+                return Reply::Whole(Err(e));
+            }
             Reply::Whole(ops::dispatch(&a, &op, value).await)
         })
     }

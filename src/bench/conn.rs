@@ -1,4 +1,10 @@
 //! A minimal Kinesis JSON client for the load tool: one keep-alive HTTP/1.1 connection.
+//!
+//! By default requests carry a well-formed signature that is never computed (the servers
+//! benchmarked do not verify it), so the client spends nothing on it. An `https://` endpoint, or
+//! `SLUICE_BENCH_SIGN=1`, makes the Kinesis calls real clients' calls: SigV4-signed with
+//! `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (region `AWS_REGION`, default us-east-1), over
+//! TLS trusting `AWS_CA_BUNDLE` for https, as an AWS SDK sends them.
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -7,19 +13,44 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+#[derive(Clone)]
 pub(crate) struct Endpoint {
     pub(crate) host: String,
     pub(crate) port: u16,
+    /// Requests are signed for real, over TLS for an https endpoint.
+    signed: Option<SignedEndpoint>,
+}
+
+#[derive(Clone)]
+struct SignedEndpoint {
+    endpoint: crate::kcl::client::Endpoint,
+    credentials: crate::kcl::client::Credentials,
+    region: String,
 }
 
 pub(crate) fn parse_endpoint(url: &str) -> anyhow::Result<Endpoint> {
-    let rest = url.strip_prefix("http://").context("only http:// endpoints are supported")?;
+    let tls = url.starts_with("https://");
+    let rest = url.strip_prefix("http://").or(url.strip_prefix("https://")).context("endpoint: http:// or https://")?;
     let authority = rest.split('/').next().unwrap_or(rest);
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) => (h.to_owned(), p.parse().context("endpoint port")?),
-        None => (authority.to_owned(), 80),
+        None => (authority.to_owned(), if tls { 443 } else { 80 }),
     };
-    Ok(Endpoint { host, port })
+    let signed = if tls || std::env::var("SLUICE_BENCH_SIGN").is_ok_and(|v| v == "1") {
+        let var = |name: &str| std::env::var(name).with_context(|| format!("a signed benchmark needs {name}"));
+        Some(SignedEndpoint {
+            endpoint: crate::kcl::client::Endpoint::parse(url)?,
+            credentials: crate::kcl::client::Credentials {
+                access_key_id: var("AWS_ACCESS_KEY_ID")?,
+                secret_access_key: var("AWS_SECRET_ACCESS_KEY")?,
+                session_token: None,
+            },
+            region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        })
+    } else {
+        None
+    };
+    Ok(Endpoint { host, port, signed })
 }
 
 /// A SigV4-shaped signature: present and well formed, never verified by the servers benchmarked.
@@ -30,20 +61,31 @@ pub(crate) const BENCH_AUTHORIZATION: &str =
 pub(crate) const BENCH_DATE: &str = "20240101T000000Z";
 
 pub(crate) struct Conn {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+    /// A real client's connection (signed, maybe TLS), for Kinesis calls.
+    signed: Option<crate::kcl::client::AwsClient>,
     host: String,
 }
 
 impl Conn {
     pub(crate) async fn open(ep: &Endpoint) -> anyhow::Result<Conn> {
+        let host = format!("{}:{}", ep.host, ep.port);
+        if let Some(s) = &ep.signed {
+            let client = crate::kcl::client::AwsClient::kinesis(s.endpoint.clone(), &s.region, s.credentials.clone())
+                .with_roots(crate::kcl::client::trusted_roots()?)?;
+            return Ok(Conn { sender: None, signed: Some(client), host });
+        }
         let tcp = tokio::net::TcpStream::connect((ep.host.as_str(), ep.port)).await?;
         tcp.set_nodelay(true)?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
         tokio::spawn(conn);
-        Ok(Conn { sender, host: format!("{}:{}", ep.host, ep.port) })
+        Ok(Conn { sender: Some(sender), signed: None, host })
     }
 
     pub(crate) async fn call(&mut self, op: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
+        if let Some(client) = &self.signed {
+            return client.call_raw(op, body).await.map_err(|e| anyhow::anyhow!("{op}: {e}"));
+        }
         self.call_target(&format!("Kinesis_20131202.{op}"), "application/x-amz-json-1.1", body).await
     }
 
@@ -62,8 +104,9 @@ impl Conn {
             .header("x-amz-date", BENCH_DATE)
             .header("authorization", BENCH_AUTHORIZATION)
             .body(Full::new(body))?;
-        self.sender.ready().await?;
-        let resp = self.sender.send_request(req).await?;
+        let sender = self.sender.as_mut().context("a signed benchmark speaks Kinesis only")?;
+        sender.ready().await?;
+        let resp = sender.send_request(req).await?;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await?.to_bytes();
         Ok((status, body))

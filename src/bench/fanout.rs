@@ -192,7 +192,7 @@ async fn case(
             _ => {
                 for shard in 0..shards {
                     let (arn, samples, ready) = (arn.clone(), samples.clone(), ready_tx.clone());
-                    let ep = Endpoint { host: ep.host.clone(), port: ep.port };
+                    let ep = Endpoint::clone(ep);
                     tasks.push(tokio::spawn(async move {
                         if let Err(e) = event_stream_subscriber(&ep, &arn, shard, start, samples, ready).await {
                             eprintln!("subscriber: {e:#}");

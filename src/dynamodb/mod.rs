@@ -119,13 +119,20 @@ impl AwsService for DynamoDb {
         &PLAIN
     }
 
-    fn call(&self, op: String, proto: Protocol, body: Bytes, auth: ApiResult<()>) -> BoxFuture<Reply> {
+    fn call(&self, op: String, proto: Protocol, body: Bytes, auth: crate::http::Auth) -> BoxFuture<Reply> {
         let ctx = Ctx { svc: self.svc.clone(), writes: self.writes.clone(), tables_lock: self.tables_lock.clone() };
         Box::pin(async move {
+            let (auth, caller) = crate::http::iam::split(auth);
             let req = match decode_request(proto, &body, &PLAIN).and_then(|v| auth.map(|()| v)) {
                 Ok(v) => v,
                 Err(e) => return Reply::Whole(Err(e)),
             };
+            let resource = ("dynamodb", "table");
+            if let Err(e) =
+                crate::http::iam::check_named(caller.as_deref(), &req, "TableName", resource, &op, &ctx.svc.cfg)
+            {
+                return Reply::Whole(Err(e));
+            }
             Reply::Whole(ctx.dispatch(&op, req).await)
         })
     }

@@ -227,14 +227,26 @@ impl AwsService for Firehose {
         &MEMBER_KINDS
     }
 
-    fn call(&self, op: String, proto: Protocol, body: Bytes, auth: ApiResult<()>) -> BoxFuture<Reply> {
+    fn call(&self, op: String, proto: Protocol, body: Bytes, auth: crate::http::Auth) -> BoxFuture<Reply> {
         let f = self.0.clone();
         Box::pin(async move {
+            let (auth, caller) = crate::http::iam::split(auth);
             let value = match MODEL.request(OPERATIONS, &op, proto, &body, &MEMBER_KINDS, auth) {
                 Ok(v) => v,
                 Err(e) => return Reply::Whole(Err(e)),
             };
             drop(body);
+            let resource = ("firehose", "deliverystream");
+            if let Err(e) = crate::http::iam::check_named(
+                caller.as_deref(),
+                &value,
+                "DeliveryStreamName",
+                resource,
+                &op,
+                &f.svc.cfg,
+            ) {
+                return Reply::Whole(Err(e));
+            }
             Reply::Whole(ops::dispatch(&f, &op, value).await)
         })
     }

@@ -13,7 +13,9 @@
 //! shutdown in-flight requests get [`DRAIN_TIMEOUT`] to finish.
 
 pub mod auth;
+pub mod iam;
 pub mod sigv4;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -71,14 +73,22 @@ pub trait AwsService: Send + Sync + 'static {
     fn member_kinds(&self) -> &'static MemberKinds;
     /// Runs `op` on a body read whole, in `proto`. `auth` is the front end's verdict on the
     /// request's signature: the service answers it after its own checks of the operation name
-    /// and the body's framing, and before anything else, as AWS orders them.
-    fn call(&self, op: String, proto: Protocol, body: Bytes, auth: ApiResult<()>) -> BoxFuture<Reply>;
+    /// and the body's framing, and before anything else, as AWS orders them. With a verified
+    /// signature it carries the [`iam::Caller`], whose permission the service checks for the
+    /// operation's resource once it knows which one that is.
+    fn call(&self, op: String, proto: Protocol, body: Bytes, auth: Auth) -> BoxFuture<Reply>;
 }
+
+/// The front end's verdict on a request's signature: refused, accepted unverified (`None`,
+/// modes `signed` and `none`), or verified as signed by a key.
+pub type Auth = ApiResult<Option<Arc<iam::Caller>>>;
 
 /// The services the front end routes to, by target prefix.
 #[derive(Clone, Default)]
 pub struct Routes {
     services: Vec<Arc<dyn AwsService>>,
+    /// `[[auth.keys]]` as callers, by index.
+    callers: Arc<Vec<Arc<iam::Caller>>>,
 }
 
 impl Routes {
@@ -99,7 +109,16 @@ const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests.
-pub async fn serve(listener: TcpListener, svc: Arc<Service>, routes: Routes, shutdown: impl Future<Output = ()>) {
+/// With `tls`, every connection is a TLS one ([`tls::Tls`]).
+pub async fn serve(
+    listener: TcpListener,
+    svc: Arc<Service>,
+    routes: Routes,
+    tls: Option<Arc<tls::Tls>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut routes = routes;
+    routes.callers = Arc::new(svc.cfg.auth.keys.iter().map(|k| Arc::new(k.caller())).collect());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(svc.cfg.http.header_read_timeout).keep_alive(true);
     builder
@@ -132,15 +151,22 @@ pub async fn serve(listener: TcpListener, svc: Arc<Service>, routes: Routes, shu
                 let svc = svc.clone();
                 let budget = body_budget.clone();
                 let routes = routes.clone();
-                let conn = builder
-                    .serve_connection(
-                        TokioIo::new(stream),
-                        service_fn(move |req| handle(svc.clone(), routes.clone(), budget.clone(), req)),
-                    )
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                let handler = service_fn(move |req| handle(svc.clone(), routes.clone(), budget.clone(), req));
+                let watcher = graceful.watcher();
+                let builder = builder.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    match tls {
+                        None => {
+                            let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), handler).into_owned()).await;
+                        }
+                        Some(tls) => {
+                            if let Some(stream) = tls.accept_http(stream).await {
+                                let conn = builder.serve_connection(TokioIo::new(stream), handler).into_owned();
+                                let _ = watcher.watch(conn).await;
+                            }
+                        }
+                    }
                     drop(permit);
                 });
             }
@@ -175,6 +201,9 @@ async fn handle(
     }
     let mut resp = match (req.method(), path) {
         (&Method::GET, "/healthz") => plain(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::GET, "/metrics") if !metrics_allowed(&svc.cfg.auth, req.headers()) => {
+            plain(StatusCode::FORBIDDEN, "text/plain", "GET /metrics needs the metrics bearer token\n".into())
+        }
         (&Method::GET, "/metrics") => {
             let enabled = |stream: &str| svc.stream(stream).map(|m| m.shard_level_metrics.clone()).unwrap_or_default();
             let mut text = svc.metrics.render(&enabled);
@@ -194,6 +223,24 @@ async fn handle(
         h.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(CORS_EXPOSE_HEADERS));
     }
     Ok(resp)
+}
+
+/// Whether a `GET /metrics` may be answered: with the configured bearer token; without one, in
+/// every mode but `sigv4` (unless `metrics_public`).
+fn metrics_allowed(auth: &crate::config::AuthConfig, headers: &http::HeaderMap) -> bool {
+    use sha2::{Digest, Sha256};
+    match &auth.metrics_token {
+        Some(token) => {
+            let given = headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            // Digests are compared, so the time taken says nothing about the token.
+            Sha256::digest(given.trim().as_bytes()) == Sha256::digest(token.as_bytes())
+        }
+        None => auth.mode != crate::config::AuthMode::Sigv4 || auth.metrics_public,
+    }
 }
 
 /// The headers a browser may read from an answer, as AWS's endpoint lists them.
@@ -348,7 +395,7 @@ async fn api(svc: Arc<Service>, routes: Routes, budget: Arc<Semaphore>, req: Req
         .filter(|p| p.content_type() == content_type && accepted.contains(p));
     let proto = spoken.unwrap_or(Protocol::Cbor);
     let op = routed.as_ref().map_or("unknown", |(_, op)| op.as_str()).to_owned();
-    let mut auth = auth::check(svc.cfg.auth.mode, req.headers(), req.uri().query());
+    let checked = auth::check(svc.cfg.auth.mode, req.headers(), req.uri().query());
     // What the signature covers besides the body, kept only when it is verified.
     let signed_parts = (svc.cfg.auth.mode == crate::config::AuthMode::Sigv4).then(|| {
         (
@@ -428,18 +475,22 @@ async fn api(svc: Arc<Service>, routes: Routes, budget: Arc<Semaphore>, req: Req
     let Some((service, op)) = routed else {
         return error_response(proto, &ApiError::UnknownOperation(String::new()));
     };
-    if let (Ok(()), Some((method, path, query, headers, authority))) = (&auth, &signed_parts) {
-        let signed = sigv4::Request {
-            method,
-            path,
-            query: query.as_deref(),
-            headers,
-            authority: authority.as_deref(),
-            body: &body,
-        };
-        auth = sigv4::verify(&signed, &svc.cfg.auth.keys, &svc.cfg.region, service.signing_name(), svc.now_ms())
-            .map(|_| ());
-    }
+    let auth: Auth = match (checked, &signed_parts) {
+        (Err(e), _) => Err(e),
+        (Ok(()), None) => Ok(None),
+        (Ok(()), Some((method, path, query, headers, authority))) => {
+            let signed = sigv4::Request {
+                method,
+                path,
+                query: query.as_deref(),
+                headers,
+                authority: authority.as_deref(),
+                body: &body,
+            };
+            sigv4::verify(&signed, &svc.cfg.auth.keys, &svc.cfg.region, service.signing_name(), svc.now_ms())
+                .map(|index| routes.callers.get(index).cloned())
+        }
+    };
     match service.call(op.clone(), proto, body, auth).await {
         Reply::Whole(result) => finish(&svc, proto, service.as_ref(), &op, result),
         Reply::Events(events) => {

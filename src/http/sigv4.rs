@@ -42,6 +42,24 @@ pub trait Secret {
     fn secret_access_key(&self) -> &str;
 }
 
+/// A key given by its two strings (tests, benchmarks, fuzzing and clients).
+#[derive(Debug, Clone, Copy)]
+pub struct StaticKey(pub &'static str, pub &'static str);
+
+impl StaticKey {
+    /// AWS's documented example key.
+    pub const EXAMPLE: StaticKey = StaticKey("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
+}
+
+impl Secret for StaticKey {
+    fn access_key_id(&self) -> &str {
+        self.0
+    }
+    fn secret_access_key(&self) -> &str {
+        self.1
+    }
+}
+
 /// How far a request's date may be from the daemon's clock.
 pub const SKEW_MAX_MS: i64 = 5 * 60 * 1000;
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -99,7 +117,7 @@ pub fn verify<K: Secret>(
             "Credential should be scoped to correct service: '{service}'. "
         )));
     }
-    if !parts.signed_headers.iter().any(|h| h == "host") {
+    if !parts.signed_headers.iter().any(|h| h == "host" || h == ":authority") {
         return Err(ApiError::InvalidSignature(
             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".into(),
         ));
@@ -120,6 +138,66 @@ pub fn verify<K: Secret>(
         ));
     }
     Ok(index)
+}
+
+/// What the push protocol's AUTH frame signs (`docs/push-protocol.md`, version 2).
+const PUSH_ALGORITHM: &str = "SLUICE-PUSH-HMAC-SHA256";
+
+/// The push protocol's proof of a secret: HMAC-SHA256, under the SigV4 signing key of the date
+/// (UTC day of `date_ms`), `region` and service `kinesis`, of
+/// `SLUICE-PUSH-HMAC-SHA256 \n date_ms \n hex(nonce) \n access_key_id \n client`.
+#[derive(Debug, Clone, Copy)]
+pub struct PushAuth<'a> {
+    /// The server's CHALLENGE.
+    pub nonce: &'a [u8],
+    pub access_key_id: &'a str,
+    pub date_ms: i64,
+    /// The client name of the HELLO.
+    pub client: &'a str,
+}
+
+impl PushAuth<'_> {
+    fn mac(&self, secret: &str, region: &str) -> Hmac<Sha256> {
+        let day = format_amz_date(self.date_ms);
+        let key = signing_key(secret, &day[..8], region, "kinesis");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
+        let text =
+            format!("{PUSH_ALGORITHM}\n{}\n{}\n{}\n{}", self.date_ms, hex(self.nonce), self.access_key_id, self.client);
+        mac.update(text.as_bytes());
+        mac
+    }
+
+    /// The signature a client sends.
+    pub fn sign(&self, secret: &str, region: &str) -> Vec<u8> {
+        self.mac(secret, region).finalize().into_bytes().to_vec()
+    }
+
+    /// Checks `signature` against `keys` (constant-time, the same 5-minute window as requests);
+    /// returns the index of the key.
+    pub fn verify<K: Secret>(
+        &self,
+        keys: &[K],
+        region: &str,
+        now_ms: i64,
+        signature: &[u8],
+    ) -> Result<usize, ApiError> {
+        let Some(index) = keys.iter().position(|k| k.access_key_id() == self.access_key_id) else {
+            return Err(ApiError::UnrecognizedClient("The security token included in the request is invalid.".into()));
+        };
+        if self.date_ms.saturating_sub(now_ms).unsigned_abs() > SKEW_MAX_MS as u64 {
+            return Err(ApiError::InvalidSignature(format!(
+                "Signature expired or not yet current: {} is more than 5 min. from {}",
+                format_amz_date(self.date_ms),
+                format_amz_date(now_ms)
+            )));
+        }
+        if self.mac(keys[index].secret_access_key(), region).verify_slice(signature).is_err() {
+            return Err(ApiError::InvalidSignature(
+                "The signature we calculated does not match the signature you provided.".into(),
+            ));
+        }
+        Ok(index)
+    }
 }
 
 fn check_time(parts: &Parts, signed_ms: i64, now_ms: i64) -> Result<(), ApiError> {
@@ -363,7 +441,8 @@ fn canonical_request(req: &Request, parts: &Parts) -> Result<Vec<u8>, ApiError> 
             .map(|v| String::from_utf8_lossy(v.as_bytes()).split_whitespace().collect::<Vec<_>>().join(" "))
             .collect();
         let values = match (values.is_empty(), name.as_str(), req.authority) {
-            (true, "host", Some(authority)) => vec![authority.to_owned()],
+            // HTTP/2 has no Host header: the JS SDK signs `:authority`, others `host`.
+            (true, "host" | ":authority", Some(authority)) => vec![authority.to_owned()],
             (true, _, _) => {
                 return Err(ApiError::InvalidSignature(format!(
                     "The request does not carry the signed header '{name}'."
@@ -438,18 +517,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 mod tests {
     use super::*;
 
-    struct Key(&'static str, &'static str);
-
-    impl Secret for Key {
-        fn access_key_id(&self) -> &str {
-            self.0
-        }
-        fn secret_access_key(&self) -> &str {
-            self.1
-        }
-    }
-
-    const KEYS: &[Key] = &[Key("OTHER", "x"), Key("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")];
+    const KEYS: &[StaticKey] = &[StaticKey("OTHER", "x"), StaticKey::EXAMPLE];
     /// 2015-08-30T12:36:00Z, the date of the requests below.
     const SIGNED_AT: i64 = 1_440_938_160_000;
 
@@ -530,12 +598,12 @@ mod tests {
             kind(verify(&request(&wrong, body), KEYS, "us-east-1", "kinesis", SIGNED_AT)),
             "InvalidSignatureException"
         );
-        let other = [Key("AKIDEXAMPLE", "not-the-secret")];
+        let other = [StaticKey("AKIDEXAMPLE", "not-the-secret")];
         assert_eq!(
             kind(verify(&request(&h, body), &other, "us-east-1", "kinesis", SIGNED_AT)),
             "InvalidSignatureException"
         );
-        let unknown = [Key("SOMEONE", "x")];
+        let unknown = [StaticKey("SOMEONE", "x")];
         assert_eq!(
             kind(verify(&request(&h, body), &unknown, "us-east-1", "kinesis", SIGNED_AT)),
             "UnrecognizedClientException"
@@ -631,6 +699,54 @@ mod tests {
             kind("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/kinesis/aws4_request, SignedHeaders=host"),
             "IncompleteSignatureException"
         );
+    }
+
+    #[test]
+    fn http2_requests_may_sign_the_authority() {
+        // The JS SDK over HTTP/2 signs `:authority` (there is no Host header).
+        let h = headers(&[
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", "Kinesis_20131202.DescribeStreamSummary"),
+            ("x-amz-date", "20150830T123600Z"),
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/kinesis/aws4_request, \
+                 SignedHeaders=:authority;content-type;x-amz-date;x-amz-target, \
+                 Signature=cc132a3176043b89ee7caf730b342175d819af186c93b64eb4b67bfe54ee7dec",
+            ),
+        ]);
+        let mut req = request(&h, b"{}");
+        req.authority = Some("127.0.0.1:4567");
+        assert_eq!(verify(&req, KEYS, "us-east-1", "kinesis", SIGNED_AT).unwrap(), 1);
+        req.authority = Some("127.0.0.1:4568");
+        assert_eq!(
+            verify(&req, KEYS, "us-east-1", "kinesis", SIGNED_AT).unwrap_err().type_name(),
+            "InvalidSignatureException"
+        );
+        req.authority = None;
+        assert_eq!(
+            verify(&req, KEYS, "us-east-1", "kinesis", SIGNED_AT).unwrap_err().type_name(),
+            "InvalidSignatureException"
+        );
+    }
+
+    #[test]
+    fn push_auth_signs_and_verifies() {
+        let nonce = [9u8; 32];
+        let auth = PushAuth { nonce: &nonce, access_key_id: "AKIDEXAMPLE", date_ms: SIGNED_AT, client: "cli" };
+        let sig = auth.sign(StaticKey::EXAMPLE.1, "us-east-1");
+        assert_eq!(sig.len(), 32);
+        assert_eq!(auth.verify(KEYS, "us-east-1", SIGNED_AT + 1000, &sig).unwrap(), 1);
+        let kind = |a: &PushAuth, now: i64, sig: &[u8]| a.verify(KEYS, "us-east-1", now, sig).unwrap_err().type_name();
+        assert_eq!(kind(&auth, SIGNED_AT + SKEW_MAX_MS + 1, &sig), "InvalidSignatureException");
+        assert_eq!(kind(&auth, SIGNED_AT, &sig[..31]), "InvalidSignatureException");
+        assert_eq!(kind(&PushAuth { client: "other", ..auth }, SIGNED_AT, &sig), "InvalidSignatureException");
+        let other_nonce = [8u8; 32];
+        assert_eq!(kind(&PushAuth { nonce: &other_nonce, ..auth }, SIGNED_AT, &sig), "InvalidSignatureException");
+        assert_eq!(kind(&PushAuth { access_key_id: "NOPE", ..auth }, SIGNED_AT, &sig), "UnrecognizedClientException");
+        assert!(auth.verify(KEYS, "eu-west-1", SIGNED_AT, &sig).is_err(), "the region is in the key");
+        let far = PushAuth { date_ms: i64::MIN, ..auth };
+        assert_eq!(kind(&far, i64::MAX, &sig), "InvalidSignatureException");
     }
 
     #[test]

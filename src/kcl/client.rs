@@ -407,7 +407,8 @@ impl AwsClient {
         Err(CallError { status, kind, message })
     }
 
-    async fn call_raw(&self, op: &str, body: Bytes) -> Result<(u16, Bytes), CallError> {
+    /// Calls `op` with a body as is; answers the status and body, whatever the status.
+    pub async fn call_raw(&self, op: &str, body: Bytes) -> Result<(u16, Bytes), CallError> {
         let req = self.request(op, body)?;
         let mut sender = self.connection().await?;
         let exchange = async {

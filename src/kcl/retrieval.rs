@@ -381,7 +381,9 @@ impl Subscriber {
                     }
                 }
                 Some(Err(e)) => {
-                    return Err(CallError { status: 0, kind: "ConnectionError".into(), message: e.to_string() })
+                    // The subscription is gone with its connection: the next call subscribes again.
+                    self.body = None;
+                    return Err(CallError { status: 0, kind: "ConnectionError".into(), message: e.to_string() });
                 }
                 None => {
                     self.body = None;

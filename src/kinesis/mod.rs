@@ -13,6 +13,7 @@
 //! Limits: AWS's documented quotas (`docs/ARCHITECTURE.md`, section 17), enforced per shard when
 //! `[limits] enforce = true`.
 
+pub mod access;
 pub mod expiry;
 pub mod fanout;
 pub mod ondemand;
@@ -84,7 +85,7 @@ impl AwsService for Kinesis {
         &MEMBER_KINDS
     }
 
-    fn call(&self, op: String, proto: Protocol, body: Bytes, auth: ApiResult<()>) -> BoxFuture<Reply> {
+    fn call(&self, op: String, proto: Protocol, body: Bytes, auth: crate::http::Auth) -> BoxFuture<Reply> {
         let svc = self.svc.clone();
         let delivery = self.delivery.clone();
         let queues = self.queues.clone();
@@ -92,6 +93,7 @@ impl AwsService for Kinesis {
             if !serves(&op) {
                 return Reply::Whole(Err(ApiError::UnknownOperation(String::new())));
             }
+            let (auth, caller) = crate::http::iam::split(auth);
             // Hot path: JSON puts are decoded straight into their typed shape, without a Value
             // tree. A request it refuses is decoded again and checked against the model, so that
             // the answer is AWS's.
@@ -100,7 +102,7 @@ impl AwsService for Kinesis {
                 && (op == "PutRecords" || op == "PutRecord")
                 && !body.iter().all(|b| b.is_ascii_whitespace())
             {
-                return Reply::Whole(match dispatch_json_bytes(&svc, &op, &body).await {
+                return Reply::Whole(match dispatch_json_bytes(&svc, &op, &body, caller.as_deref()).await {
                     Ok(v) => Ok(v),
                     Err(e) => {
                         let exact =
@@ -114,8 +116,13 @@ impl AwsService for Kinesis {
                 Err(e) => return Reply::Whole(Err(e)),
             };
             drop(body);
-            if let Err(e) =
-                auth.and_then(|()| MODEL.check(&op, &mut value)).and_then(|()| check_stream_id(&svc, &value))
+            if let Err(e) = auth
+                .and_then(|()| MODEL.check(&op, &mut value))
+                .and_then(|()| match &caller {
+                    Some(c) => access::authorize(&svc, c, &op, access::Named::of(&value)),
+                    None => Ok(()),
+                })
+                .and_then(|()| check_stream_id(&svc, &value))
             {
                 return Reply::Whole(Err(e));
             }
@@ -265,12 +272,29 @@ async fn dispatch(svc: &Arc<Service>, op: &str, req: Value) -> ApiResult<Value> 
 }
 
 /// The data-plane puts, decoded from JSON bytes straight into their typed shapes.
-async fn dispatch_json_bytes(svc: &Arc<Service>, op: &str, body: &[u8]) -> ApiResult<Value> {
+async fn dispatch_json_bytes(
+    svc: &Arc<Service>,
+    op: &str,
+    body: &[u8],
+    caller: Option<&crate::http::iam::Caller>,
+) -> ApiResult<Value> {
     let ser =
         |e: serde_json::Error| ApiError::Serialization(format!("Request does not match the operation's shape: {e}"));
+    let allowed = |name: Option<&str>, arn: Option<&str>| match caller {
+        Some(c) => access::authorize(svc, c, op, access::Named { stream_name: name, arn, shard_iterator: None }),
+        None => Ok(()),
+    };
     match op {
-        "PutRecords" => ops::records::put_records(svc, serde_json::from_slice(body).map_err(ser)?).await,
-        "PutRecord" => ops::records::put_record(svc, serde_json::from_slice(body).map_err(ser)?).await,
+        "PutRecords" => {
+            let input: ops::records::PutRecordsInput = serde_json::from_slice(body).map_err(ser)?;
+            allowed(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
+            ops::records::put_records(svc, input).await
+        }
+        "PutRecord" => {
+            let input: ops::records::PutRecordInput = serde_json::from_slice(body).map_err(ser)?;
+            allowed(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
+            ops::records::put_record(svc, input).await
+        }
         _ => Err(ApiError::UnknownOperation(format!("Operation {op} is not supported by this daemon."))),
     }
 }

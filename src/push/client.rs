@@ -18,14 +18,70 @@
 //! consumes records, answers pings, and remembers each subscription's continuation sequence
 //! number, so that a new connection can resume with `Start::AfterSequenceNumber` exactly where
 //! the last one stopped.
+//!
+//! [`PushClient::connect_with`] adds TLS (a server certificate checked against given roots) and
+//! authentication with an access key (protocol version 2).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls;
 
-use super::frame::{decode, encode, EndReason, Frame, FrameError, PushRecord, Start, VERSION};
+use super::frame::{decode, encode, EndReason, Frame, FrameError, PushRecord, Start, VERSION, VERSION_AUTH};
+use crate::http::sigv4::PushAuth;
+
+/// A connection's byte stream: plain TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// An access key to authenticate with.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// The region the server signs for (its `region`).
+    pub region: String,
+}
+
+/// TLS towards the server: the roots its certificate must chain to, and the name it must carry.
+#[derive(Clone)]
+pub struct TlsClient {
+    config: Arc<rustls::ClientConfig>,
+    server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl TlsClient {
+    /// Trusts the certificates of a PEM file (a private CA, or the server's self-signed one).
+    pub fn from_ca_file(path: &std::path::Path, server_name: &str) -> Result<TlsClient, ClientError> {
+        use rustls::pki_types::pem::PemObject;
+        let pem = std::fs::read(path)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| ClientError::Protocol(format!("{}: {e}", path.display())))?;
+            roots.add(cert).map_err(|e| ClientError::Protocol(format!("{}: {e}", path.display())))?;
+        }
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = vec![b"sluice-push".to_vec()];
+        let server_name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(|e| ClientError::Protocol(format!("server name {server_name}: {e}")))?;
+        Ok(TlsClient { config: Arc::new(config), server_name })
+    }
+}
+
+/// How to connect: plain or TLS, anonymous or with a key.
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    pub tls: Option<TlsClient>,
+    pub credentials: Option<Credentials>,
+}
 
 /// Credit granted per subscription; records flow while it lasts.
 pub const CREDIT_WINDOW_BYTES: u32 = 8 << 20;
@@ -57,7 +113,7 @@ pub enum Event {
 }
 
 pub struct PushClient {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buf: BytesMut,
     out: Vec<u8>,
     next_request: u32,
@@ -66,9 +122,26 @@ pub struct PushClient {
 }
 
 impl PushClient {
+    /// Connects over plain TCP without a key (protocol version 1).
     pub async fn connect(addr: &str, client_name: &str) -> Result<PushClient, ClientError> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        PushClient::connect_with(addr, client_name, &ConnectOptions::default()).await
+    }
+
+    /// Connects as `options` say: with credentials the client speaks version 2 and answers the
+    /// server's challenge.
+    pub async fn connect_with(
+        addr: &str,
+        client_name: &str,
+        options: &ConnectOptions,
+    ) -> Result<PushClient, ClientError> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Io> = match &options.tls {
+            None => Box::new(tcp),
+            Some(tls) => Box::new(
+                tokio_rustls::TlsConnector::from(tls.config.clone()).connect(tls.server_name.clone(), tcp).await?,
+            ),
+        };
         let mut c = PushClient {
             stream,
             buf: BytesMut::with_capacity(64 << 10),
@@ -76,7 +149,19 @@ impl PushClient {
             next_request: 1,
             continuations: HashMap::new(),
         };
-        c.send(&Frame::Hello { version: VERSION, client: client_name.into() }).await?;
+        let version = if options.credentials.is_some() { VERSION_AUTH } else { VERSION };
+        c.send(&Frame::Hello { version, client: client_name.into() }).await?;
+        if let Some(creds) = &options.credentials {
+            let nonce = match c.read_frame().await? {
+                Frame::Challenge { nonce } => nonce,
+                Frame::Error { code, message, .. } => return Err(ClientError::Server { code, message }),
+                other => return Err(ClientError::Protocol(format!("expected CHALLENGE, got {other:?}"))),
+            };
+            let date_ms = crate::time::now_ms();
+            let auth = PushAuth { nonce: &nonce, access_key_id: &creds.access_key_id, date_ms, client: client_name };
+            let signature = auth.sign(&creds.secret_access_key, &creds.region);
+            c.send(&Frame::Auth { access_key_id: creds.access_key_id.clone(), date_ms, signature }).await?;
+        }
         match c.read_frame().await? {
             Frame::HelloOk { .. } => Ok(c),
             Frame::Error { code, message, .. } => Err(ClientError::Server { code, message }),

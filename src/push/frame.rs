@@ -12,7 +12,10 @@
 use bytes::{Buf, BufMut};
 
 pub const MAGIC: [u8; 4] = *b"SLPU";
+/// Version 1: no authentication.
 pub const VERSION: u16 = 1;
+/// Version 2: HELLO is answered with CHALLENGE; HELLO_OK comes after the client's AUTH holds.
+pub const VERSION_AUTH: u16 = 2;
 /// Largest frame accepted, type and body included.
 pub const FRAME_LEN_MAX: usize = 16 << 20;
 const HEADER_LEN: usize = 8;
@@ -52,17 +55,67 @@ pub enum EndReason {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Hello { version: u16, client: String },
-    HelloOk { version: u16, server: String, heartbeat_ms: u32 },
-    Subscribe { request_id: u32, stream: String, consumer: String, shard: String, start: Start, credit_bytes: u32 },
-    Subscribed { request_id: u32, subscription_id: u32, continuation: String },
-    Records { subscription_id: u32, millis_behind: u64, continuation: String, records: Vec<PushRecord> },
-    Credit { subscription_id: u32, bytes: u32 },
-    Ping { nonce: u64 },
-    Pong { nonce: u64 },
-    Error { id: u32, code: u16, message: String },
-    Unsubscribe { subscription_id: u32 },
-    End { subscription_id: u32, reason: EndReason, continuation: String },
+    Hello {
+        version: u16,
+        client: String,
+    },
+    HelloOk {
+        version: u16,
+        server: String,
+        heartbeat_ms: u32,
+    },
+    Subscribe {
+        request_id: u32,
+        stream: String,
+        consumer: String,
+        shard: String,
+        start: Start,
+        credit_bytes: u32,
+    },
+    Subscribed {
+        request_id: u32,
+        subscription_id: u32,
+        continuation: String,
+    },
+    Records {
+        subscription_id: u32,
+        millis_behind: u64,
+        continuation: String,
+        records: Vec<PushRecord>,
+    },
+    Credit {
+        subscription_id: u32,
+        bytes: u32,
+    },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    Error {
+        id: u32,
+        code: u16,
+        message: String,
+    },
+    Unsubscribe {
+        subscription_id: u32,
+    },
+    End {
+        subscription_id: u32,
+        reason: EndReason,
+        continuation: String,
+    },
+    /// Version 2: the server's answer to HELLO, before HELLO_OK.
+    Challenge {
+        nonce: Vec<u8>,
+    },
+    /// Version 2: the client's proof that it holds an access key's secret.
+    Auth {
+        access_key_id: String,
+        date_ms: i64,
+        signature: Vec<u8>,
+    },
 }
 
 const T_HELLO: u8 = 0x01;
@@ -76,6 +129,8 @@ const T_PONG: u8 = 0x08;
 const T_ERROR: u8 = 0x09;
 const T_UNSUBSCRIBE: u8 = 0x0A;
 const T_END: u8 = 0x0B;
+const T_CHALLENGE: u8 = 0x0C;
+const T_AUTH: u8 = 0x0D;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -186,6 +241,18 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.put_u8(*reason as u8);
             put_str(out, continuation);
         }
+        Frame::Challenge { nonce } => {
+            out.put_u8(T_CHALLENGE);
+            out.put_u32(nonce.len() as u32);
+            out.put_slice(nonce);
+        }
+        Frame::Auth { access_key_id, date_ms, signature } => {
+            out.put_u8(T_AUTH);
+            put_str(out, access_key_id);
+            out.put_i64(*date_ms);
+            out.put_u32(signature.len() as u32);
+            out.put_slice(signature);
+        }
     }
     let len = out.len() - start - HEADER_LEN;
     let crc = crc32c::crc32c(&out[start + HEADER_LEN..]);
@@ -277,6 +344,8 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
             };
             Frame::End { subscription_id, reason, continuation: r.str()? }
         }
+        T_CHALLENGE => Frame::Challenge { nonce: r.bytes()? },
+        T_AUTH => Frame::Auth { access_key_id: r.str()?, date_ms: r.i64()?, signature: r.bytes()? },
         t => return Err(FrameError::UnknownType(t)),
     };
     if !r.0.is_empty() {
@@ -310,6 +379,10 @@ impl<'a> Reader<'a> {
     }
     fn i64(&mut self) -> Result<i64, FrameError> {
         Ok(self.take(8)?.get_i64())
+    }
+    fn bytes(&mut self) -> Result<Vec<u8>, FrameError> {
+        let n = self.u32()? as usize;
+        Ok(self.take(n)?.to_vec())
     }
     fn str(&mut self) -> Result<String, FrameError> {
         let n = self.u16()? as usize;
@@ -399,6 +472,20 @@ mod tests {
         round_trip(Frame::Error { id: 0, code: 3, message: "no such stream".into() });
         round_trip(Frame::Unsubscribe { subscription_id: 3 });
         round_trip(Frame::End { subscription_id: 3, reason: EndReason::TakenOver, continuation: "y".into() });
+        round_trip(Frame::Challenge { nonce: vec![7; 32] });
+    }
+
+    #[test]
+    fn golden_auth() {
+        let b = round_trip(Frame::Auth { access_key_id: "AK".into(), date_ms: 1, signature: vec![0xab, 0xcd] });
+        let body: Vec<u8> = vec![
+            0x0D, 0, 2, b'A', b'K', // type, access key id
+            0, 0, 0, 0, 0, 0, 0, 1, // date ms
+            0, 0, 0, 2, 0xab, 0xcd, // signature
+        ];
+        assert_eq!(&b[8..], &body[..]);
+        let b = round_trip(Frame::Challenge { nonce: vec![1, 2] });
+        assert_eq!(&b[8..], &[0x0C, 0, 0, 0, 2, 1, 2]);
     }
 
     #[test]

@@ -8,11 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 
-use super::frame::{decode, encode, EndReason, Frame, PushRecord, Start, FRAME_LEN_MAX, VERSION};
+use super::frame::{decode, encode, EndReason, Frame, PushRecord, Start, FRAME_LEN_MAX, VERSION, VERSION_AUTH};
+use crate::config::AuthMode;
+use crate::http::sigv4::PushAuth;
+use crate::http::tls::Tls;
+use crate::kinesis::access::Named;
 use crate::kinesis::fanout::Pacer;
 use crate::kinesis::positions::parse_position;
 use crate::kinesis::shards::find_shard;
@@ -34,7 +38,8 @@ const SUBSCRIPTIONS_PER_CONNECTION_MAX: usize = 1024;
 /// A connection that sends nothing for this many heartbeat intervals is closed.
 const MISSED_HEARTBEATS_MAX: u32 = 3;
 
-pub async fn serve(listener: TcpListener, svc: Arc<Service>) {
+/// Serves until aborted; with `tls`, every connection is a TLS one.
+pub async fn serve(listener: TcpListener, svc: Arc<Service>, tls: Option<Arc<Tls>>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,
@@ -46,8 +51,16 @@ pub async fn serve(listener: TcpListener, svc: Arc<Service>) {
         };
         let _ = stream.set_nodelay(true);
         let svc = svc.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(svc, stream).await {
+            let ended = match tls {
+                None => connection(svc, stream).await,
+                Some(tls) => match tls.accept_push(stream).await {
+                    Some(stream) => connection(svc, stream).await,
+                    None => Ok(()),
+                },
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "push connection ended");
             }
         });
@@ -59,8 +72,11 @@ struct Credit {
     more: Notify,
 }
 
-async fn connection(svc: Arc<Service>, stream: TcpStream) -> std::io::Result<()> {
-    let (mut rd, wr) = stream.into_split();
+async fn connection<S>(svc: Arc<Service>, stream: S) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, wr) = tokio::io::split(stream);
     let (out, mut out_rx) = mpsc::channel::<Frame>(OUTBOUND_FRAMES_MAX);
     let writer = tokio::spawn(async move {
         let mut wr = BufWriter::new(wr);
@@ -78,6 +94,15 @@ async fn connection(svc: Arc<Service>, stream: TcpStream) -> std::io::Result<()>
     let heartbeat = svc.cfg.fanout.heartbeat_interval;
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut hello = false;
+    // Version 2: the CHALLENGE sent and the HELLO's client name, until AUTH answers it.
+    let mut challenge: Option<(Vec<u8>, String)> = None;
+    // The access key that authenticated the connection (an index into `[[auth.keys]]`).
+    let mut caller: Option<crate::http::iam::Caller> = None;
+    let hello_ok = |version| Frame::HelloOk {
+        version,
+        server: format!("sluice/{}", env!("CARGO_PKG_VERSION")),
+        heartbeat_ms: heartbeat.as_millis() as u32,
+    };
     let mut missed = 0u32;
     let mut subs: std::collections::HashMap<u32, (Arc<Credit>, tokio::task::AbortHandle)> = Default::default();
     let next_id = AtomicU32::new(1);
@@ -117,26 +142,66 @@ async fn connection(svc: Arc<Service>, stream: TcpStream) -> std::io::Result<()>
             continue;
         };
         match frame {
-            Frame::Hello { version, .. } if !hello => {
-                if version != VERSION {
+            Frame::Hello { version, client } if !hello && challenge.is_none() => {
+                if version != VERSION && version != VERSION_AUTH {
                     let _ = out
                         .send(Frame::Error {
                             id: 0,
                             code: CODE_UNSUPPORTED_VERSION,
-                            message: format!("version {version} is not supported; this server speaks {VERSION}"),
+                            message: format!(
+                                "version {version} is not supported; this server speaks {VERSION} and {VERSION_AUTH}"
+                            ),
                         })
                         .await;
                     break Ok(());
                 }
+                if version == VERSION_AUTH {
+                    let mut nonce = vec![0u8; 32];
+                    if getrandom::getrandom(&mut nonce).is_err() {
+                        let e = ApiError::InternalFailure("No randomness for a challenge.".into());
+                        let _ =
+                            out.send(Frame::Error { id: 0, code: e.push_code(), message: e.message().into() }).await;
+                        break Ok(());
+                    }
+                    let _ = out.send(Frame::Challenge { nonce: nonce.clone() }).await;
+                    challenge = Some((nonce, client));
+                    continue;
+                }
+                if svc.cfg.auth.mode == AuthMode::Sigv4 {
+                    let e = ApiError::MissingAuthenticationToken(format!(
+                        "This server authenticates push connections: send HELLO with version {VERSION_AUTH} and \
+                         answer its CHALLENGE."
+                    ));
+                    let _ = out.send(Frame::Error { id: 0, code: e.push_code(), message: e.message().into() }).await;
+                    break Ok(());
+                }
                 hello = true;
-                let server = format!("sluice/{}", env!("CARGO_PKG_VERSION"));
-                let _ = out
-                    .send(Frame::HelloOk { version: VERSION, server, heartbeat_ms: heartbeat.as_millis() as u32 })
-                    .await;
+                let _ = out.send(hello_ok(VERSION)).await;
+            }
+            Frame::Auth { access_key_id, date_ms, signature } if !hello && challenge.is_some() => {
+                let (nonce, client) = challenge.take().unwrap_or_default();
+                if svc.cfg.auth.mode == AuthMode::Sigv4 {
+                    let auth = PushAuth { nonce: &nonce, access_key_id: &access_key_id, date_ms, client: &client };
+                    match auth.verify(&svc.cfg.auth.keys, &svc.cfg.region, svc.now_ms(), &signature) {
+                        Ok(k) => caller = Some(svc.cfg.auth.keys[k].caller()),
+                        Err(e) => {
+                            let _ = out
+                                .send(Frame::Error { id: 0, code: e.push_code(), message: e.message().into() })
+                                .await;
+                            break Ok(());
+                        }
+                    }
+                }
+                hello = true;
+                let _ = out.send(hello_ok(VERSION_AUTH)).await;
             }
             _ if !hello => {
                 let _ = out
-                    .send(Frame::Error { id: 0, code: CODE_BAD_FRAME, message: "the first frame must be HELLO".into() })
+                    .send(Frame::Error {
+                        id: 0,
+                        code: CODE_BAD_FRAME,
+                        message: "the first frames must be HELLO (and AUTH for version 2)".into(),
+                    })
                     .await;
                 break Ok(());
             }
@@ -150,7 +215,18 @@ async fn connection(svc: Arc<Service>, stream: TcpStream) -> std::io::Result<()>
                     continue;
                 }
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
-                match start_subscription(&svc, &stream, &consumer, &shard, start).await {
+                let allowed = match &caller {
+                    Some(c) => {
+                        let named = Named { stream_name: Some(&stream), ..Default::default() };
+                        crate::kinesis::access::authorize(&svc, c, "SubscribeToShard", named)
+                    }
+                    None => Ok(()),
+                };
+                let started = match allowed {
+                    Ok(()) => start_subscription(&svc, &stream, &consumer, &shard, start).await,
+                    Err(e) => Err(e),
+                };
+                match started {
                     Ok((cursor, lease, seq)) => {
                         let credit =
                             Arc::new(Credit { bytes: AtomicI64::new(i64::from(credit_bytes)), more: Notify::new() });

@@ -1,5 +1,10 @@
 //! Test harness: starts the real `sluice` binary on a temp dir and a free port, and gives a real
 //! AWS SDK client for it.
+//!
+//! With `SLUICE_SECURE=1`, a daemon whose config sets neither `[auth]` nor `[tls]` serves HTTPS
+//! with a certificate made for it and verifies every signature against one key, which
+//! [`Daemon::client`] signs with and whose certificate it trusts: the SDK-driven suites run
+//! against daemons in production shape (`make test`).
 
 #![allow(dead_code)]
 
@@ -22,6 +27,51 @@ pub struct Daemon {
     config: String,
     env: Vec<(String, String)>,
     child: Option<Child>,
+    /// The certificate served in secure mode (PEM), which clients trust.
+    tls_pem: Option<String>,
+}
+
+/// The key daemons verify in secure mode.
+const SECURE_KEY: (&str, &str) = ("AKIDSLUICERUST", "sluice-rust/secret");
+
+/// In secure mode, `config` with sigv4 and TLS (files written to `dir`) and the certificate.
+fn secured(config: &str, dir: &Path) -> (String, Option<String>) {
+    let secure = std::env::var("SLUICE_SECURE").is_ok_and(|v| v == "1");
+    if !secure || config.contains("[auth]") || config.contains("[tls]") {
+        return (config.to_owned(), None);
+    }
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("tls-cert.pem"), dir.join("tls-key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let config = format!(
+        "{config}\n[auth]\nmode = \"sigv4\"\n[[auth.keys]]\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n\
+         [tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        SECURE_KEY.0,
+        SECURE_KEY.1,
+        cert_path.display(),
+        key_path.display()
+    );
+    (config, Some(cert.cert.pem()))
+}
+
+/// A Kinesis client of `endpoint` with these credentials, trusting `ca_pem` for https.
+pub fn sdk_client(endpoint: &str, key: (&str, &str), ca_pem: Option<&str>) -> aws_sdk_kinesis::Client {
+    let mut conf = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(key.0, key.1, None, None, "test"));
+    if let Some(pem) = ca_pem {
+        use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+        let trust = tls::TrustStore::empty().with_native_roots(false).with_pem_certificate(pem.as_bytes());
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(tls::TlsContext::builder().with_trust_store(trust).build().unwrap())
+            .build_https();
+        conf = conf.http_client(http);
+    }
+    aws_sdk_kinesis::Client::from_conf(conf.build())
 }
 
 fn free_port() -> u16 {
@@ -50,7 +100,8 @@ impl Daemon {
         let (api, push) = two_free_ports();
         let addr: SocketAddr = format!("127.0.0.1:{api}").parse().unwrap();
         let push_addr: SocketAddr = format!("127.0.0.1:{push}").parse().unwrap();
-        let mut d = Daemon { dir, addr, push_addr, config: config.to_owned(), env, child: None };
+        let (config, tls_pem) = secured(config, dir.path());
+        let mut d = Daemon { dir, addr, push_addr, config, env, child: None, tls_pem };
         // Another test may take a chosen port before the daemon binds it: choose again.
         for _ in 0..5 {
             if d.try_spawn() {
@@ -131,6 +182,10 @@ impl Daemon {
             if http_get(self.addr, "/healthz").is_some_and(|(s, _)| s == 200) {
                 return Ok(());
             }
+            // A TLS port answers plaintext with a 400: the log says when it is ready.
+            if self.config.contains("[tls]") && self.log().contains(" ready listen=") {
+                return Ok(());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         Err(format!("not ready after 30 s\n{}", self.log()))
@@ -145,17 +200,15 @@ impl Daemon {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls_pem {
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+            None => format!("http://{}", self.addr),
+        }
     }
 
     pub fn client(&self) -> aws_sdk_kinesis::Client {
-        let conf = aws_sdk_kinesis::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(self.endpoint())
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .build();
-        aws_sdk_kinesis::Client::from_conf(conf)
+        let key = if self.tls_pem.is_some() { SECURE_KEY } else { ("test", "test") };
+        sdk_client(&self.endpoint(), key, self.tls_pem.as_deref())
     }
 
     /// `kill -9`: no chance to flush anything.

@@ -12,6 +12,13 @@ Every test talks to the real `sluice` binary over HTTP, exactly as an AWS client
   ``kill -9``-ed and restarted on the same data dir and port.
 
 The binary is $SLUICE_BIN, else target/release/sluice if it exists, else target/debug/sluice.
+
+With SLUICE_SECURE=1 the whole suite runs against daemons in production shape: `[auth] mode =
+"sigv4"` with one key, which every client signs with, and `[tls]` with a certificate made for the
+run, which every client trusts (AWS_CA_BUNDLE for botocore and the AWS CLI, NODE_EXTRA_CA_CERTS for
+the JS SDK, SSL_CERT_FILE for urllib and the daemon's own clients). A test that sets its own
+`[auth]` or `[tls]` keeps it. Tests that speak plaintext or unsigned HTTP on purpose are skipped
+there (marker `plaintext`).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import hashlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -34,10 +42,13 @@ from botocore.exceptions import ClientError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Dummy credentials: the daemon does not verify signatures, and real credentials must never be
-# picked up (or sent anywhere) by accident. Set at import so that subprocesses inherit them too.
-os.environ["AWS_ACCESS_KEY_ID"] = "x"
-os.environ["AWS_SECRET_ACCESS_KEY"] = "x"
+SECURE = os.environ.get("SLUICE_SECURE") == "1"
+# Test credentials: by default the daemon does not verify signatures; in secure mode it knows this
+# one key. Real credentials must never be picked up (or sent anywhere) by accident. Set at import
+# so that subprocesses inherit them too.
+CLIENT_KEY_ID, CLIENT_SECRET = ("AKIDSLUICESUITE", "sluice-suite/secret+key") if SECURE else ("x", "x")
+os.environ["AWS_ACCESS_KEY_ID"] = CLIENT_KEY_ID
+os.environ["AWS_SECRET_ACCESS_KEY"] = CLIENT_SECRET
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ["AWS_CONFIG_FILE"] = os.devnull
 os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
@@ -46,6 +57,101 @@ for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOI
 
 # Status changes are immediate on the shared daemon so that tests never wait on them.
 FAST_CONFIG = '[streams]\ncreate_delay = "0ms"\ndelete_delay = "0ms"\n'
+
+
+def make_certificate(directory: Path, ca: tuple[Path, Path] | None = None) -> tuple[Path, Path, Path]:
+    """A server certificate for 127.0.0.1 and localhost, issued by a test CA (openssl), which is
+    made in `directory` unless `ca` (its certificate and key) is given. Returns (cert, key, ca cert);
+    clients trust the CA's certificate."""
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    if ca is None:
+        ca = directory / "ca.pem", directory / "ca.key"
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", str(ca[1]), "-out", str(ca[0]), "-days", "2", "-subj", "/CN=sluice test CA")
+    n = len(list(directory.glob("server*.pem")))
+    cert, key, csr = directory / f"server{n}.pem", directory / f"server{n}.key", directory / f"server{n}.csr"
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key),
+            "-out", str(csr), "-subj", "/CN=localhost")
+    ext = directory / f"server{n}.ext"
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial",
+            "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    return cert, key, ca[0]
+
+
+if SECURE:
+    import tempfile
+
+    _SECURE_DIR = Path(tempfile.mkdtemp(prefix="sluice-secure-"))
+    TLS_CERT, TLS_KEY, TLS_CA = make_certificate(_SECURE_DIR)
+    for _var in ("AWS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE"):
+        os.environ[_var] = str(TLS_CA)
+    METRICS_TOKEN = "sluice-suite-metrics-token"
+    (_SECURE_DIR / "metrics.token").write_text(METRICS_TOKEN)
+    SECURE_AUTH = (
+        f'[auth]\nmode = "sigv4"\nmetrics_token_file = "{_SECURE_DIR / "metrics.token"}"\n'
+        f'[[auth.keys]]\naccess_key_id = "{CLIENT_KEY_ID}"\nsecret_access_key = "{CLIENT_SECRET}"\n'
+    )
+    SECURE_TLS = f'[tls]\ncert_file = "{TLS_CERT}"\nkey_file = "{TLS_KEY}"\n'
+
+
+def http_connection(endpoint: str, timeout: float = 30):
+    """An http.client connection to `endpoint`: HTTPS (trusting the run's certificate) or plain."""
+    import http.client
+    import ssl
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(endpoint)
+    if u.scheme == "https":
+        return http.client.HTTPSConnection(
+            u.hostname, u.port, timeout=timeout, context=ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+        )
+    return http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+
+
+def metrics_text(endpoint: str) -> str:
+    """GET /metrics (with the bearer token in secure mode); asserts a 200."""
+    req = urllib.request.Request(endpoint + "/metrics")
+    if SECURE:
+        req.add_header("Authorization", f"Bearer {METRICS_TOKEN}")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+        return r.read().decode()
+
+
+def signing_credentials():
+    """botocore Credentials of the suite's key."""
+    from botocore.credentials import Credentials
+
+    return Credentials(CLIENT_KEY_ID, CLIENT_SECRET)
+
+
+def secured(config: str) -> str:
+    """In secure mode, the config with sigv4 and TLS unless it sets [auth] or [tls] itself."""
+    if not SECURE:
+        return config
+    if "[auth]" not in config and "[[auth.keys]]" not in config:
+        config += "\n" + SECURE_AUTH
+    if "[tls]" not in config:
+        config += "\n" + SECURE_TLS
+    return config
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "plaintext: speaks plaintext or unsigned HTTP on purpose (not in secure mode)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not SECURE:
+        return
+    skip = pytest.mark.skip(reason="speaks plaintext or unsigned HTTP on purpose; SLUICE_SECURE=1 runs TLS + sigv4")
+    for item in items:
+        if item.get_closest_marker("plaintext"):
+            item.add_marker(skip)
 
 MAX_HASH_KEY = 2**128 - 1
 
@@ -87,7 +193,8 @@ class Daemon:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"
         self.config_path = self.workdir / "sluice.toml"
-        self.config_path.write_text(config)
+        self.config_path.write_text(secured(config))
+        self.tls = "[tls]" in secured(config)
         self.log_path = self.workdir / "sluice.log"
         self.binary = Path(binary) if binary else sluice_binary()
         self.port: int | None = None
@@ -98,7 +205,8 @@ class Daemon:
     @property
     def endpoint(self) -> str:
         assert self.port is not None, "daemon was never started"
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -136,7 +244,9 @@ class Daemon:
 
     def _healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(self.endpoint + "/healthz", timeout=2) as r:
+            # Whether it answers, not who it is: the certificate is checked by the tests' clients.
+            context = ssl._create_unverified_context() if self.tls else None
+            with urllib.request.urlopen(self.endpoint + "/healthz", timeout=2, context=context) as r:
                 return r.status == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -201,8 +311,8 @@ def make_client(endpoint: str, validate: bool = True, service: str = "kinesis"):
         service,
         endpoint_url=endpoint,
         region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
+        aws_access_key_id=CLIENT_KEY_ID,
+        aws_secret_access_key=CLIENT_SECRET,
         config=Config(
             retries={"total_max_attempts": 1, "mode": "standard"},
             parameter_validation=validate,

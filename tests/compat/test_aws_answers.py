@@ -28,11 +28,9 @@ Sluice's defaults (src/config.rs) are account 000000000000 in us-east-1.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import re
 import time
-import urllib.parse
 import uuid
 
 import pytest
@@ -42,6 +40,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from cbor import cbor_decode
+import conftest
 from conftest import Daemon, create_stream, make_client, unique_name, wait_active, wait_gone
 
 ACCOUNT = "000000000000"  # src/config.rs: Config::default().account_id
@@ -89,10 +88,9 @@ def call(
         data = None
     if signed:
         req = AWSRequest(method=method, url=endpoint + path, data=data, headers=hdrs)
-        SigV4Auth(Credentials("x", "x"), "kinesis", REGION).add_auth(req)
+        SigV4Auth(conftest.signing_credentials(), "kinesis", REGION).add_auth(req)
         hdrs = dict(req.headers.items())
-    u = urllib.parse.urlsplit(endpoint)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn = conftest.http_connection(endpoint)
     try:
         conn.request(method, path, body=data, headers=hdrs)
         resp = conn.getresponse()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import conftest
 from conftest import hash_key, unique_name
 
 
@@ -35,8 +36,8 @@ pytestmark = pytest.mark.skipif(AWS is None, reason="the `aws` CLI executable is
 def aws(endpoint):
     env = {
         **os.environ,
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_ACCESS_KEY_ID": conftest.CLIENT_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": conftest.CLIENT_SECRET,
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,

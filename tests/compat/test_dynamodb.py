@@ -12,14 +12,12 @@ Expected answers are DynamoDB's, from its API reference and developer guide.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import subprocess
 import sys
 import threading
-import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+import conftest
 from conftest import make_client
 
 REGION = "us-east-1"
@@ -43,8 +42,8 @@ def ddb_client(endpoint: str, validate: bool = True):
         "dynamodb",
         endpoint_url=endpoint,
         region_name=REGION,
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
+        aws_access_key_id=conftest.CLIENT_KEY_ID,
+        aws_secret_access_key=conftest.CLIENT_SECRET,
         config=Config(
             # No retries at all, so that every error (and every lost race) surfaces as it is.
             retries={"total_max_attempts": 1, "mode": "standard"},
@@ -130,9 +129,8 @@ def signed_call(endpoint: str, target: str | None, body: bytes, content_type: st
     if target is not None:
         hdrs["X-Amz-Target"] = target
     req = AWSRequest(method="POST", url=endpoint + "/", data=body, headers=hdrs)
-    SigV4Auth(Credentials("x", "x"), "dynamodb", REGION).add_auth(req)
-    u = urllib.parse.urlsplit(endpoint)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    SigV4Auth(conftest.signing_credentials(), "dynamodb", REGION).add_auth(req)
+    conn = conftest.http_connection(endpoint)
     try:
         conn.request("POST", "/", body=body, headers=dict(req.headers.items()))
         resp = conn.getresponse()
@@ -1141,8 +1139,8 @@ def find_aws() -> str | None:
 def test_cli_scan(endpoint, scan_table):
     env = {
         **os.environ,
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_ACCESS_KEY_ID": conftest.CLIENT_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": conftest.CLIENT_SECRET,
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import conftest
 from conftest import FAST_CONFIG, make_client, unique_name
 
 TRANSFORM = Path(__file__).resolve().parent / "firehose" / "transform.py"
@@ -130,7 +131,7 @@ def test_the_seed_example_end_to_end(new_daemon):
         assert seen == sorted(seen), f"{sensor} out of order"
     assert not any(k.startswith("errors/") for k in keys)
     # The delivery stream's metrics.
-    metrics = urllib.request.urlopen(d.endpoint + "/metrics").read().decode()
+    metrics = conftest.metrics_text(d.endpoint)
     series = dict(
         line.rsplit(" ", 1) for line in metrics.splitlines() if line.startswith("sluice_delivery_") and name in line
     )

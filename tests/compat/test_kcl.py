@@ -33,6 +33,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+import conftest
 from conftest import (
     create_stream,
     list_all_shards,
@@ -212,8 +213,8 @@ def ddb_client(endpoint: str):
         "dynamodb",
         endpoint_url=endpoint,
         region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
+        aws_access_key_id=conftest.CLIENT_KEY_ID,
+        aws_secret_access_key=conftest.CLIENT_SECRET,
         config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=10),
     )
 

@@ -35,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from botocore.exceptions import ClientError
 
+import conftest
 from conftest import FAST_CONFIG, create_stream, error_code, make_client, unique_name
 
 
@@ -135,8 +136,7 @@ def set_clock(path, ms: int) -> None:
 
 
 def metrics(endpoint: str) -> str:
-    with urllib.request.urlopen(endpoint + "/metrics", timeout=5) as r:
-        return r.read().decode()
+    return conftest.metrics_text(endpoint)
 
 
 def gauge(text: str, name: str, queue: str) -> float | None:

@@ -23,12 +23,10 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import time
-import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
@@ -41,6 +39,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from cbor import Tag, cbor_decode, cbor_encode
+import conftest
 from conftest import (
     create_stream,
     error_code,
@@ -98,9 +97,8 @@ def call(endpoint: str, op: str, body=None, *, cbor: bool = False):
     hdrs = {"Content-Type": ctype, "X-Amz-Target": f"{API}.{op}"}
     data = cbor_encode(body if body is not None else {}) if cbor else json.dumps(body if body is not None else {}).encode()
     req = AWSRequest(method="POST", url=endpoint + "/", data=data, headers=hdrs)
-    SigV4Auth(Credentials("x", "x"), "kinesis", REGION).add_auth(req)
-    u = urllib.parse.urlsplit(endpoint)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    SigV4Auth(conftest.signing_credentials(), "kinesis", REGION).add_auth(req)
+    conn = conftest.http_connection(endpoint)
     try:
         conn.request("POST", "/", body=data, headers=dict(req.headers.items()))
         resp = conn.getresponse()
@@ -119,9 +117,7 @@ def call(endpoint: str, op: str, body=None, *, cbor: bool = False):
 
 
 def metrics_text(endpoint: str) -> str:
-    with urllib.request.urlopen(endpoint + "/metrics", timeout=10) as r:
-        assert r.status == 200
-        return r.read().decode()
+    return conftest.metrics_text(endpoint)
 
 
 def series_value(text: str, selector: str) -> float | None:

@@ -14,7 +14,8 @@ const [endpoint, stream] = process.argv.slice(2);
 const client = new KinesisClient({
   endpoint,
   region: "us-east-1",
-  credentials: { accessKeyId: "x", secretAccessKey: "x" },
+  // The suite's key (the environment's, as the test sets it).
+  credentials: { accessKeyId: process.env.AWS_ACCESS_KEY_ID, secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY },
 });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -34,9 +34,9 @@ pub const GET_RECORDS_MAX_BYTES: usize = 10 << 20;
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct PutRecordInput {
-    stream_name: Option<String>,
+    pub stream_name: Option<String>,
     #[serde(rename = "StreamARN")]
-    stream_arn: Option<String>,
+    pub stream_arn: Option<String>,
     data: Option<String>,
     partition_key: Option<String>,
     explicit_hash_key: Option<String>,
@@ -55,9 +55,9 @@ pub struct PutRecordsEntry {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct PutRecordsInput {
-    stream_name: Option<String>,
+    pub stream_name: Option<String>,
     #[serde(rename = "StreamARN")]
-    stream_arn: Option<String>,
+    pub stream_arn: Option<String>,
     records: Option<Vec<PutRecordsEntry>>,
     stream_id: Option<String>,
 }

@@ -317,7 +317,7 @@ pub struct PolicyInput {
     policy: Option<String>,
 }
 
-fn policy_key(arn: &str) -> String {
+pub(crate) fn policy_key(arn: &str) -> String {
     format!("policy/{arn}")
 }
 

@@ -1,0 +1,314 @@
+"""Who may do what, and TLS: a daemon in production shape (`[auth] mode = "sigv4"`, `[tls]`), driven
+by boto3 over HTTPS and by `sluice subscribe` over the push protocol:
+
+* HTTPS with ALPN h2 and http/1.1; a plaintext request to the TLS port gets a clean 400;
+* SIGHUP reloads the certificate: new handshakes present the new one, an open connection goes on,
+  a broken pair leaves the old one serving;
+* a key limited to `kinesis:Get*`-style actions is refused PutRecords, CreateStream and DynamoDB
+  with AWS's AccessDeniedException text, and nothing changes;
+* a key of another account neither sees the daemon's streams by name (ResourceNotFound) nor reads
+  them by ARN (AccessDenied) until a resource policy grants it, and an explicit Deny then wins,
+  even over the owning account's own key;
+* the push protocol over TLS authenticates with the same keys (version 2); a version-1 HELLO and
+  a wrong secret are refused;
+* `GET /metrics` wants its bearer token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from conftest import FAST_CONFIG, Daemon, make_certificate, sluice_binary, unique_name, wait_active
+
+ACCOUNT, PARTNER = "000000000000", "210987654321"
+ADMIN = ("AKIDSECADMIN", "admin/secret")
+READER = ("AKIDSECREADER", "reader/secret")
+OTHER = ("AKIDSECPARTNER", "partner/secret")
+METRICS_TOKEN = "metrics-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory):
+    work = tmp_path_factory.mktemp("sluice-security")
+    cert, key, ca = make_certificate(work / "tls")
+    (work / "metrics.token").write_text(METRICS_TOKEN + "\n")
+    config = FAST_CONFIG + f"""
+[auth]
+mode = "sigv4"
+metrics_token_file = "{work / 'metrics.token'}"
+[[auth.keys]]
+access_key_id = "{ADMIN[0]}"
+secret_access_key = "{ADMIN[1]}"
+user = "admin"
+[[auth.keys]]
+access_key_id = "{READER[0]}"
+secret_access_key = "{READER[1]}"
+user = "reader"
+actions = ["kinesis:Get*", "kinesis:List*", "kinesis:Describe*"]
+[[auth.keys]]
+access_key_id = "{OTHER[0]}"
+secret_access_key = "{OTHER[1]}"
+account_id = "{PARTNER}"
+user = "partner"
+[tls]
+cert_file = "{cert}"
+key_file = "{key}"
+"""
+    d = Daemon(work / "daemon", config=config)
+    d.cert, d.key, d.ca = cert, key, ca
+    d.start()
+    assert d.endpoint == https(d)
+    yield d
+    rc = d.stop()
+    assert rc == 0, f"sluice exited with {rc}; log:\n{d.log_tail()}"
+
+
+def https(d: Daemon) -> str:
+    return f"https://127.0.0.1:{d.port}"
+
+
+def client(d: Daemon, key: tuple[str, str], service: str = "kinesis"):
+    return boto3.client(
+        service,
+        endpoint_url=https(d),
+        region_name="us-east-1",
+        aws_access_key_id=key[0],
+        aws_secret_access_key=key[1],
+        verify=str(d.ca),
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+    )
+
+
+def error(fn, *a, **kw) -> tuple[str, str]:
+    with pytest.raises(ClientError) as ei:
+        fn(*a, **kw)
+    return ei.value.response["Error"]["Code"], ei.value.response["Error"]["Message"]
+
+
+def stream(d: Daemon, records: int = 0) -> tuple[str, str]:
+    admin = client(d, ADMIN)
+    name = unique_name("sec")
+    admin.create_stream(StreamName=name, ShardCount=1)
+    wait_active(admin, name)
+    for i in range(records):
+        admin.put_record(StreamName=name, Data=f"r{i}".encode(), PartitionKey="p")
+    return name, admin.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+
+
+def all_records(k, arn: str) -> list[bytes]:
+    it = k.get_shard_iterator(StreamARN=arn, ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON")
+    return [r["Data"] for r in k.get_records(StreamARN=arn, ShardIterator=it["ShardIterator"])["Records"]]
+
+
+def peer_certificate(d: Daemon, alpn: list[str] | None = None) -> tuple[bytes, str | None]:
+    ctx = ssl.create_default_context(cafile=str(d.ca))
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    with socket.create_connection(("127.0.0.1", d.port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            return tls.getpeercert(binary_form=True), tls.selected_alpn_protocol()
+
+
+def test_https_with_alpn_and_plaintext_refused(secure):
+    name, arn = stream(secure, records=2)
+    assert all_records(client(secure, ADMIN), arn) == [b"r0", b"r1"]
+    assert peer_certificate(secure, ["h2", "http/1.1"])[1] == "h2"
+    assert peer_certificate(secure, ["http/1.1"])[1] == "http/1.1"
+    # Plaintext HTTP to the TLS port: a clean 400 saying so, and nothing runs.
+    body = json.dumps({"StreamName": name, "Data": "eA==", "PartitionKey": "p"}).encode()
+    with socket.create_connection(("127.0.0.1", secure.port), timeout=10) as s:
+        s.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Kinesis_20131202.PutRecord\r\n"
+            b"Content-Type: application/x-amz-json-1.1\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+    assert answer.endswith(b"This port speaks HTTPS: use an https:// URL.\r\n"), answer
+    assert all_records(client(secure, ADMIN), arn) == [b"r0", b"r1"]
+
+
+def test_sighup_reloads_the_certificate(secure, tmp_path):
+    before, _ = peer_certificate(secure)
+    ctx = ssl.create_default_context(cafile=str(secure.ca))
+    import http.client
+
+    open_conn = http.client.HTTPSConnection("127.0.0.1", secure.port, timeout=10, context=ctx)
+    open_conn.request("GET", "/healthz")
+    assert open_conn.getresponse().read() == b"ok\n"
+    # A broken pair: the old certificate stays.
+    original_cert, original_key = secure.cert.read_bytes(), secure.key.read_bytes()
+    secure.cert.write_text("not a certificate")
+    secure.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "TLS certificate not reloaded" not in secure.log_tail(20) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "TLS certificate not reloaded" in secure.log_tail(20)
+    secure.cert.write_bytes(original_cert)
+    assert peer_certificate(secure)[0] == before
+    # A new pair: new handshakes present it, the open connection goes on.
+    new_cert, new_key, _ = make_certificate(tmp_path, ca=(secure.ca, secure.ca.with_suffix(".key")))
+    secure.cert.write_bytes(new_cert.read_bytes())
+    secure.key.write_bytes(new_key.read_bytes())
+    secure.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            now, _ = peer_certificate(secure)
+            if now != before:
+                break
+        except ssl.SSLError:
+            pass
+        time.sleep(0.05)
+    assert peer_certificate(secure)[0] == ssl.PEM_cert_to_DER_cert(new_cert.read_text())
+    open_conn.request("GET", "/healthz")
+    assert open_conn.getresponse().read() == b"ok\n"
+    open_conn.close()
+    assert secure.running
+    # Back to the original pair for the other tests.
+    secure.cert.write_bytes(original_cert)
+    secure.key.write_bytes(original_key)
+    secure.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while peer_certificate(secure)[0] != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert peer_certificate(secure)[0] == before
+
+
+def test_a_key_limited_to_reads_is_refused_writes(secure):
+    name, arn = stream(secure, records=1)
+    reader = client(secure, READER)
+    assert all_records(reader, arn) == [b"r0"]
+    assert reader.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamName"] == name
+    code, message = error(reader.put_records, StreamName=name, Records=[{"Data": b"x", "PartitionKey": "p"}])
+    assert code == "AccessDeniedException"
+    assert message == (
+        f"User: arn:aws:iam::{ACCOUNT}:user/reader is not authorized to perform: kinesis:PutRecords on resource: "
+        f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/{name} because no identity-based policy allows the "
+        "kinesis:PutRecords action"
+    )
+    assert error(reader.put_record, StreamARN=arn, Data=b"x", PartitionKey="p")[0] == "AccessDeniedException"
+    other = unique_name("sec")
+    assert error(reader.create_stream, StreamName=other, ShardCount=1)[0] == "AccessDeniedException"
+    code, message = error(client(secure, READER, "dynamodb").list_tables)
+    assert code == "AccessDeniedException" and "dynamodb:ListTables" in message, message
+    assert all_records(client(secure, ADMIN), arn) == [b"r0"]
+    assert other not in client(secure, ADMIN).list_streams()["StreamNames"]
+
+
+def test_another_account_needs_a_resource_policy_and_deny_wins(secure):
+    name, arn = stream(secure, records=2)
+    partner, admin = client(secure, OTHER), client(secure, ADMIN)
+    code, message = error(partner.describe_stream_summary, StreamName=name)
+    assert (code, message) == ("ResourceNotFoundException", f"Stream {name} under account {PARTNER} not found.")
+    code, message = error(partner.get_shard_iterator, StreamARN=arn, ShardId="shardId-000000000000",
+                          ShardIteratorType="TRIM_HORIZON")
+    assert code == "AccessDeniedException"
+    assert message == (
+        f"User: arn:aws:iam::{PARTNER}:user/partner is not authorized to perform: kinesis:GetShardIterator on "
+        f"resource: {arn} because no resource-based policy allows the kinesis:GetShardIterator action"
+    )
+    assert error(partner.list_streams)[0] == "AccessDeniedException"
+    grant = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "partner-reads",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{PARTNER}:root"},
+                "Action": ["kinesis:GetShardIterator", "kinesis:GetRecords", "kinesis:DescribeStreamSummary"],
+                "Resource": arn,
+                "Condition": {"StringEquals": {"aws:PrincipalAccount": PARTNER}},
+            }
+        ],
+    }
+    admin.put_resource_policy(ResourceARN=arn, Policy=json.dumps(grant))
+    assert all_records(partner, arn) == [b"r0", b"r1"]
+    assert partner.describe_stream_summary(StreamARN=arn)["StreamDescriptionSummary"]["StreamARN"] == arn
+    # Not granted: writing.
+    assert error(partner.put_record, StreamARN=arn, Data=b"x", PartitionKey="p")[0] == "AccessDeniedException"
+    # An explicit Deny wins over the grant, and over the owner's own key.
+    grant["Statement"] += [
+        {"Effect": "Deny", "Principal": {"AWS": PARTNER}, "Action": "kinesis:GetRecords", "Resource": arn},
+        {"Effect": "Deny", "Principal": "*", "Action": "kinesis:PutRecord", "Resource": arn},
+    ]
+    admin.put_resource_policy(ResourceARN=arn, Policy=json.dumps(grant))
+    code, message = error(all_records, partner, arn)
+    assert code == "AccessDeniedException"
+    assert message.endswith(f"on resource: {arn} with an explicit deny in a resource-based policy"), message
+    assert error(admin.put_record, StreamARN=arn, Data=b"x", PartitionKey="p")[0] == "AccessDeniedException"
+    assert admin.put_records(StreamARN=arn, Records=[{"Data": b"r2", "PartitionKey": "p"}])["FailedRecordCount"] == 0
+    admin.delete_resource_policy(ResourceARN=arn)
+    assert all_records(admin, arn) == [b"r0", b"r1", b"r2"]
+    assert error(all_records, partner, arn)[0] == "AccessDeniedException"
+
+
+def subscribe(d: Daemon, name: str, key: tuple[str, str] | None, tls: bool = True, count: int = 2):
+    cmd = [str(sluice_binary()), "subscribe", "--push", f"127.0.0.1:{d.push_port}", "--stream", name,
+           "--from", "trim-horizon", "--count", str(count)]
+    if tls:
+        cmd += ["--ca-file", str(d.ca)]
+    env = dict(os.environ)
+    if key is not None:
+        cmd.append("--sign")
+        env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = key
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+
+
+def test_push_protocol_over_tls_with_keys(secure):
+    name, _ = stream(secure, records=2)
+    ok = subscribe(secure, name, ADMIN)
+    assert ok.returncode == 0, ok.stderr
+    assert [line.split("\t")[2] for line in ok.stdout.splitlines()] == ["r0", "r1"]
+    unsigned = subscribe(secure, name, None)
+    assert unsigned.returncode != 0 and "error 15" in unsigned.stderr, unsigned.stderr
+    wrong = subscribe(secure, name, (ADMIN[0], "wrong"))
+    assert wrong.returncode != 0 and "error 17" in wrong.stderr, wrong.stderr
+    unknown = subscribe(secure, name, ("AKIDNOBODY", "x"))
+    assert unknown.returncode != 0 and "error 19" in unknown.stderr, unknown.stderr
+    plaintext = subscribe(secure, name, ADMIN, tls=False)
+    assert plaintext.returncode != 0
+    # The partner's key has no grant on this stream.
+    refused = subscribe(secure, name, OTHER)
+    assert refused.returncode != 0 and "error 3" in refused.stderr, refused.stderr
+
+
+def test_metrics_want_the_bearer_token(secure):
+    ctx = ssl.create_default_context(cafile=str(secure.ca))
+    url = https(secure) + "/metrics"
+    with pytest.raises(urllib.error.HTTPError) as ei:
+        urllib.request.urlopen(url, context=ctx, timeout=10)
+    assert ei.value.code == 403
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer wrong-token-0123456789"})
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(req, context=ctx, timeout=10)
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+        assert r.status == 200 and b"sluice_worker_open_shards" in r.read()
+    with urllib.request.urlopen(https(secure) + "/healthz", context=ctx, timeout=10) as r:
+        assert r.read() == b"ok\n"
+
+
+def test_half_a_tls_pair_is_refused_at_start(tmp_path):
+    cert, _, _ = make_certificate(tmp_path)
+    (tmp_path / "sluice.toml").write_text(f'[tls]\ncert_file = "{cert}"\n')
+    r = subprocess.run(
+        [str(sluice_binary()), "serve", "--config", str(tmp_path / "sluice.toml"), "--data-dir", str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert r.returncode != 0 and "give both cert_file and key_file" in r.stderr, r.stderr
