@@ -10,11 +10,15 @@ two daemons alternate, ROUNDS times each, and the median of each side is compare
 
     scripts/security_bench.py [--seconds 5] [--rounds 3] [--binary target/release/sluice]
 
-Prints a Markdown table with the ratio signed+TLS / plain.
+Four modes, so that each cost shows: the plain daemon with an unsigned client; the plain daemon with
+a client that signs (the client's share); a daemon verifying signatures over http (the daemon's
+share); and one verifying them over TLS. Prints a Markdown table with each mode's throughput
+against the first, and the daemon's and the load client's CPU seconds per million records.
 """
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -67,6 +71,12 @@ def start(binary: Path, work: Path, config: str, scheme: str):
     raise SystemExit(f"sluice did not start ({config!r})")
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's user + system CPU time, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=5)
@@ -77,36 +87,60 @@ def main():
     binary = Path(args.binary)
     work = Path(tempfile.mkdtemp(prefix="sluice-security-bench-"))
     cert, key, ca = certificate(work)
-    plain_cfg = '[auth]\nmode = "none"\n'
-    secure_cfg = (f'[auth]\nmode = "sigv4"\n[[auth.keys]]\naccess_key_id = "{KEY_ID}"\nsecret_access_key = "{SECRET}"\n'
-                  f'[tls]\ncert_file = "{cert}"\nkey_file = "{key}"\n')
-    plain, plain_ep = start(binary, work / "plain", plain_cfg, "http")
-    secure, secure_ep = start(binary, work / "secure", secure_cfg, "https")
+    keys = f'[[auth.keys]]\naccess_key_id = "{KEY_ID}"\nsecret_access_key = "{SECRET}"\n'
+    tls = f'[tls]\ncert_file = "{cert}"\nkey_file = "{key}"\n'
+    daemons = {
+        "none": start(binary, work / "none", '[auth]\nmode = "none"\n', "http"),
+        "sigv4": start(binary, work / "sigv4", '[auth]\nmode = "sigv4"\n' + keys, "http"),
+        "sigv4+tls": start(binary, work / "tls", '[auth]\nmode = "sigv4"\n' + keys + tls, "https"),
+    }
     env = {**os.environ, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_CA_BUNDLE": str(ca),
            "AWS_REGION": "us-east-1"}
-    results = {"plain": [], "sigv4+tls": []}
+    # (label, daemon, whether the client signs for real)
+    modes = [
+        ("plain (none, unsigned client)", "none", False),
+        ("none, client signs", "none", True),
+        ("sigv4, http", "sigv4", True),
+        ("sigv4 + TLS", "sigv4+tls", True),
+    ]
+    results = {m[0]: [] for m in modes}
     try:
         for r in range(args.rounds):
-            for name, ep in (("plain", plain_ep), ("sigv4+tls", secure_ep)):
-                out = bench(binary, "produce", "--endpoint", ep, "--stream", f"sec-{r}", "--shards", "4", "--batch", "500",
-                            "--record-size", "1024", "--producers", str(args.producers), "--seconds", str(args.seconds), env=env)
-                results[name].append(out)
-                print(f"{name} round {r + 1}: {out['records_per_s']:.0f} records/s", file=sys.stderr)
+            for label, daemon, signs in modes:
+                proc, ep = daemons[daemon]
+                run_env = {**env, "SLUICE_BENCH_SIGN": "1" if signs else "0"}
+                before_daemon, before_client = cpu_seconds(proc.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
+                out = bench(binary, "produce", "--endpoint", ep, "--stream", f"sec-{r}-{signs}", "--shards", "4",
+                            "--batch", "500", "--record-size", "1024", "--producers", str(args.producers),
+                            "--seconds", str(args.seconds), env=run_env)
+                after_client = resource.getrusage(resource.RUSAGE_CHILDREN)
+                millions = out["records_acked"] / 1e6
+                out["daemon_cpu_per_million"] = (cpu_seconds(proc.pid) - before_daemon) / millions
+                out["client_cpu_per_million"] = (
+                    after_client.ru_utime + after_client.ru_stime - before_client.ru_utime - before_client.ru_stime
+                ) / millions
+                results[label].append(out)
+                print(f"{label} round {r + 1}: {out['records_per_s']:.0f} records/s", file=sys.stderr)
     finally:
-        for p in (plain, secure):
-            p.terminate()
-            p.wait(timeout=60)
-    med = {k: statistics.median(x["records_per_s"] for x in v) for k, v in results.items()}
-    mb = {k: statistics.median(x["mb_per_s"] for x in v) for k, v in results.items()}
-    p99 = {k: statistics.median(x["call_latency"]["p99_ms"] for x in v) for k, v in results.items()}
-    print("| mode | records/s (median) | MB/s | put p99 ms |")
-    print("| --- | --- | --- | --- |")
-    for k in results:
-        print(f"| {k} | {med[k]:.0f} | {mb[k]:.1f} | {p99[k]:.2f} |")
+        for proc, _ in daemons.values():
+            proc.terminate()
+            proc.wait(timeout=60)
+
+    def med(label, f):
+        return statistics.median(f(x) for x in results[label])
+
+    base = med(modes[0][0], lambda x: x["records_per_s"])
+    print("| mode | records/s (median) | vs plain | MB/s | put p99 ms | daemon CPU s / M records | client CPU s / M records |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for label, _, _ in modes:
+        rps = med(label, lambda x: x["records_per_s"])
+        print(f"| {label} | {rps:.0f} | {rps / base:.3f} | {med(label, lambda x: x['mb_per_s']):.1f} | "
+              f"{med(label, lambda x: x['call_latency']['p99_ms']):.2f} | "
+              f"{med(label, lambda x: x['daemon_cpu_per_million']):.2f} | "
+              f"{med(label, lambda x: x['client_cpu_per_million']):.2f} |")
     print()
-    print(f"sigv4+tls / plain: **{med['sigv4+tls'] / med['plain']:.3f}** "
-          f"({args.rounds} rounds of {args.seconds} s, 1 KiB records, PutRecords of 500, 4 shards, "
-          f"{args.producers} producers)")
+    print(f"{args.rounds} rounds of {args.seconds} s each, alternating; 1 KiB records, PutRecords of 500, 4 shards, "
+          f"{args.producers} producers; medians.")
 
 
 if __name__ == "__main__":

@@ -66,11 +66,28 @@ pub fn authorize(svc: &Service, caller: &Caller, op: &str, named: Named) -> ApiR
             None => return caller.authorize(&action, "*", daemon, None),
         },
     };
-    let owner = resource.split(':').nth(4).filter(|a| !a.is_empty()).unwrap_or(daemon);
-    if owner != daemon {
-        // An ARN of an account this daemon does not serve names nothing.
-        return Err(ApiError::ResourceNotFound(format!("Resource {resource} under account {owner} not found.")));
+    if resource != "*" {
+        // An ARN of another partition, region or account names nothing this daemon serves. The
+        // check also keeps one resource from being spelled two ways, which would let a request
+        // slip past the policy stored under the other spelling.
+        let fields: Vec<&str> = resource.splitn(6, ':').collect();
+        let (partition, region, owner) = match fields.as_slice() {
+            ["arn", partition, "kinesis", region, owner, _] => (*partition, *region, *owner),
+            _ => ("", "", ""),
+        };
+        if partition != "aws" || region != svc.cfg.region || owner != daemon {
+            return Err(ApiError::ResourceNotFound(format!("Resource {resource} not found.")));
+        }
     }
+    // A consumer is named by its registered ARN, whatever creation time the request spells.
+    let resource = match crate::stream::meta::parse_consumer_arn(&resource) {
+        Some((stream, consumer, _)) => svc
+            .stream(stream)
+            .ok()
+            .and_then(|m| m.consumers.iter().find(|c| c.name == consumer).map(|c| c.arn(&svc.arn(&m))))
+            .unwrap_or(resource),
+        None => resource,
+    };
     let policy = if resource == "*" { None } else { policy_of(svc, &resource)? };
     caller.authorize(&action, &resource, daemon, policy.as_ref())
 }

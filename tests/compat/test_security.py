@@ -252,9 +252,21 @@ def test_another_account_needs_a_resource_policy_and_deny_wins(secure):
     assert code == "AccessDeniedException"
     assert message.endswith(f"on resource: {arn} with an explicit deny in a resource-based policy"), message
     assert error(admin.put_record, StreamARN=arn, Data=b"x", PartitionKey="p")[0] == "AccessDeniedException"
+    # The same stream spelled in another region or partition is not a way around the policy.
+    for spelled in (arn.replace("us-east-1", "eu-west-1"), arn.replace("arn:aws:", "arn:aws-cn:")):
+        assert error(admin.put_record, StreamARN=spelled, Data=b"x", PartitionKey="p")[0] == "ResourceNotFoundException"
     assert admin.put_records(StreamARN=arn, Records=[{"Data": b"r2", "PartitionKey": "p"}])["FailedRecordCount"] == 0
     admin.delete_resource_policy(ResourceARN=arn)
     assert all_records(admin, arn) == [b"r0", b"r1", b"r2"]
+    # A consumer's policy holds whatever creation time its ARN is spelled with.
+    consumer = admin.register_stream_consumer(StreamARN=arn, ConsumerName="c")["Consumer"]["ConsumerARN"]
+    deny = {"Statement": [{"Effect": "Deny", "Principal": "*", "Action": "kinesis:DescribeStreamConsumer"}]}
+    admin.put_resource_policy(ResourceARN=consumer, Policy=json.dumps(deny))
+    prefix, created = consumer.rsplit(":", 1)
+    for spelled in (consumer, f"{prefix}:{int(created) + 1}"):
+        assert error(admin.describe_stream_consumer, ConsumerARN=spelled)[0] == "AccessDeniedException", spelled
+    admin.delete_resource_policy(ResourceARN=f"{prefix}:{int(created) + 1}")
+    assert admin.describe_stream_consumer(ConsumerARN=consumer)["ConsumerDescription"]["ConsumerName"] == "c"
     assert error(all_records, partner, arn)[0] == "AccessDeniedException"
 
 

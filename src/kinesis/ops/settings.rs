@@ -325,13 +325,14 @@ pub(crate) fn policy_key(arn: &str) -> String {
 fn policy_resource(svc: &Service, arn: &str) -> ApiResult<String> {
     if let Some((stream, consumer, _)) = parse_consumer_arn(arn) {
         let meta = svc.stream(stream)?;
-        if !meta.consumers.iter().any(|c| c.name == consumer) {
-            return Err(ApiError::ResourceNotFound(format!(
+        // The registered consumer's own ARN, whatever creation time the request spells.
+        return match meta.consumers.iter().find(|c| c.name == consumer) {
+            Some(c) => Ok(c.arn(&svc.arn(&meta))),
+            None => Err(ApiError::ResourceNotFound(format!(
                 "Consumer {consumer} under stream {stream} under account {} not found.",
                 svc.cfg.account_id
-            )));
-        }
-        return Ok(arn.to_owned());
+            ))),
+        };
     }
     let meta = svc.resolve(None, Some(arn))?;
     Ok(svc.arn(&meta))
