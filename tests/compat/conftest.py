@@ -17,8 +17,8 @@ With SLUICE_SECURE=1 the whole suite runs against daemons in production shape: `
 "sigv4"` with one key, which every client signs with, and `[tls]` with a certificate made for the
 run, which every client trusts (AWS_CA_BUNDLE for botocore and the AWS CLI, NODE_EXTRA_CA_CERTS for
 the JS SDK, SSL_CERT_FILE for urllib and the daemon's own clients). A test that sets its own
-`[auth]` or `[tls]` keeps it. Tests that speak plaintext or unsigned HTTP on purpose are skipped
-there (marker `plaintext`).
+`[auth]` or `[tls]` keeps it. Raw HTTP tests sign with the suite's key and speak HTTPS too
+(`http_connection`, `signing_credentials`).
 """
 
 from __future__ import annotations
@@ -140,18 +140,6 @@ def secured(config: str) -> str:
         config += "\n" + SECURE_TLS
     return config
 
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "plaintext: speaks plaintext or unsigned HTTP on purpose (not in secure mode)")
-
-
-def pytest_collection_modifyitems(config, items):
-    if not SECURE:
-        return
-    skip = pytest.mark.skip(reason="speaks plaintext or unsigned HTTP on purpose; SLUICE_SECURE=1 runs TLS + sigv4")
-    for item in items:
-        if item.get_closest_marker("plaintext"):
-            item.add_marker(skip)
 
 MAX_HASH_KEY = 2**128 - 1
 
