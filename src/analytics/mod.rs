@@ -15,6 +15,8 @@
 //! Limits: one input with InputParallelism 1; outputs to Kinesis streams and DirectPut delivery
 //! streams (no Lambda outputs); no input preprocessing Lambda; RANDOM_CUT_FOREST, HOTSPOTS and the other table functions are refused
 //! when the code is compiled; CloudWatch logging options are recorded, errors go to the log.
+//! With verified keys, the caller that configures an input or output must itself be allowed to
+//! read or write it ([`USES`]): the RoleARN given is recorded, not assumed.
 
 pub mod ops;
 pub mod runner;
@@ -185,11 +187,55 @@ impl AwsService for Analytics {
             let resource = ("kinesisanalytics", "application");
             if let Err(e) =
                 crate::http::iam::check_named(caller.as_deref(), &value, "ApplicationName", resource, &op, &a.svc.cfg)
+                    .and_then(|()| match caller.as_deref() {
+                        Some(c) => authorize_uses(&a.svc, c, &value),
+                        None => Ok(()),
+                    })
             {
                 return Reply::Whole(Err(e));
             }
             Reply::Whole(ops::dispatch(&a, &op, value).await)
         })
+    }
+}
+
+/// What an application reads and writes, as configured in a request (its inputs, outputs and
+/// their updates), and what the caller must itself be allowed on each: an application runs with
+/// the rights of whoever configures it (there are no roles to assume).
+const USES: &[(&str, &str, &[&str])] = &[
+    ("KinesisStreamsInput", "kinesis", STREAM_READS),
+    ("KinesisStreamsInputUpdate", "kinesis", STREAM_READS),
+    ("KinesisStreamsOutput", "kinesis", STREAM_WRITES),
+    ("KinesisStreamsOutputUpdate", "kinesis", STREAM_WRITES),
+    ("KinesisFirehoseInput", "firehose", DELIVERY_READS),
+    ("KinesisFirehoseInputUpdate", "firehose", DELIVERY_READS),
+    ("KinesisFirehoseOutput", "firehose", DELIVERY_WRITES),
+    ("KinesisFirehoseOutputUpdate", "firehose", DELIVERY_WRITES),
+];
+const STREAM_READS: &[&str] =
+    &["kinesis:DescribeStream", "kinesis:GetShardIterator", "kinesis:GetRecords", "kinesis:ListShards"];
+const STREAM_WRITES: &[&str] = &["kinesis:DescribeStream", "kinesis:PutRecord", "kinesis:PutRecords"];
+const DELIVERY_READS: &[&str] = &["firehose:DescribeDeliveryStream"];
+const DELIVERY_WRITES: &[&str] = &["firehose:DescribeDeliveryStream", "firehose:PutRecordBatch"];
+
+/// Authorizes `caller` for every stream and delivery stream the request configures the
+/// application to read or write ([`USES`]), wherever it sits in the request.
+fn authorize_uses(svc: &crate::service::Service, caller: &crate::http::iam::Caller, v: &Value) -> ApiResult<()> {
+    match v {
+        Value::Object(members) => members.iter().try_for_each(|(key, member)| {
+            if let Some((_, service, actions)) = USES.iter().find(|(k, _, _)| k == key) {
+                let arn = member.get("ResourceARN").or(member.get("ResourceARNUpdate")).and_then(Value::as_str);
+                if let Some(arn) = arn {
+                    match *service {
+                        "kinesis" => crate::kinesis::access::authorize_stream(svc, caller, actions, arn)?,
+                        _ => crate::kinesis::access::authorize_delivery_stream(svc, caller, actions, arn)?,
+                    }
+                }
+            }
+            authorize_uses(svc, caller, member)
+        }),
+        Value::Array(items) => items.iter().try_for_each(|item| authorize_uses(svc, caller, item)),
+        _ => Ok(()),
     }
 }
 

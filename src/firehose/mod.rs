@@ -15,6 +15,9 @@
 //! or to an S3-compatible server (`[delivery.s3]`). The Kinesis channel operations
 //! ([`channels`]) are delivered by the same engine.
 //!
+//! With verified keys, the creator of a delivery stream with a Kinesis source must itself be
+//! allowed to read that stream ([`SOURCE_READS`]): the RoleARN given is recorded, not assumed.
+//!
 //! Limits: destinations ExtendedS3, S3 and HTTP endpoint only; no format conversion; UTC only;
 //! encryption settings are recorded, not applied; one internal shard per DirectPut stream; one
 //! buffer timer for all of a buffer's partitions.
@@ -244,13 +247,28 @@ impl AwsService for Firehose {
                 resource,
                 &op,
                 &f.svc.cfg,
-            ) {
+            )
+            .and_then(|()| {
+                match (caller.as_deref(), value.pointer("/KinesisStreamSourceConfiguration/KinesisStreamARN")) {
+                    // A delivery stream reads its source with the rights of whoever creates it (there
+                    // are no roles to assume): the creator must itself be allowed to read the stream.
+                    (Some(c), Some(Value::String(arn))) => {
+                        crate::kinesis::access::authorize_stream(&f.svc, c, SOURCE_READS, arn)
+                    }
+                    _ => Ok(()),
+                }
+            }) {
                 return Reply::Whole(Err(e));
             }
             Reply::Whole(ops::dispatch(&f, &op, value).await)
         })
     }
 }
+
+/// What the creator of a delivery stream with a Kinesis source must be allowed on that stream:
+/// what AWS asks of the role a delivery stream reads its source with.
+const SOURCE_READS: &[&str] =
+    &["kinesis:DescribeStream", "kinesis:GetShardIterator", "kinesis:GetRecords", "kinesis:ListShards"];
 
 #[cfg(test)]
 mod tests {

@@ -487,8 +487,14 @@ async fn api(svc: Arc<Service>, routes: Routes, budget: Arc<Semaphore>, req: Req
                 authority: authority.as_deref(),
                 body: &body,
             };
-            sigv4::verify(&signed, &svc.cfg.auth.keys, &svc.cfg.region, service.signing_name(), svc.now_ms())
-                .map(|index| routes.callers.get(index).cloned())
+            sigv4::verify(&signed, &svc.cfg.auth.keys, &svc.cfg.region, service.signing_name(), svc.now_ms()).and_then(
+                |index| match routes.callers.get(index) {
+                    Some(caller) => Ok(Some(caller.clone())),
+                    // The keys and the callers are built from one list: a key without a caller is
+                    // a fault, refused rather than served unchecked.
+                    None => Err(ApiError::InternalFailure("The verified key has no caller.".into())),
+                },
+            )
         }
     };
     match service.call(op.clone(), proto, body, auth).await {

@@ -7,7 +7,8 @@
 //! theirs; a pair that cannot be read or does not match leaves the old one serving.
 //!
 //! A connection whose first byte is not a TLS handshake record is refused without a handshake:
-//! the API port answers a plain HTTP `400` saying that it speaks HTTPS, the push port closes.
+//! the API port answers a plain HTTP `400` saying that it speaks HTTPS, the push port closes. One
+//! deadline ([`HANDSHAKE_TIMEOUT`]) covers the first byte and the whole handshake.
 //! Client certificates are not asked for: clients are authenticated by their signatures.
 
 use std::path::PathBuf;
@@ -24,8 +25,11 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
-/// How long a client may take to send its first byte and finish the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take, from connecting, to send its first byte and finish the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a refused plaintext client is read from (and its bytes dropped) before the close, so
+/// that the answer is not lost to a reset of a socket with unread input.
+const PLAINTEXT_DRAIN: Duration = Duration::from_millis(200);
 
 /// The certificate being served, swapped whole on reload.
 #[derive(Debug)]
@@ -111,20 +115,28 @@ impl Tls {
         acceptor: &tokio_rustls::TlsAcceptor,
         plaintext_answer: Option<&[u8]>,
     ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
         let mut first = [0u8; 1];
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+        match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
             Ok(Ok(1)) => {}
             _ => return None,
         }
         if first[0] != TLS_HANDSHAKE_RECORD {
             if let Some(answer) = plaintext_answer {
-                let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.write_all(answer)).await;
+                let _ = tokio::time::timeout_at(deadline, stream.write_all(answer)).await;
                 let _ = stream.shutdown().await;
+                // Closing a socket with unread input sends a reset, which can destroy the answer
+                // before the client reads it: the request's bytes are read and dropped first.
+                let drain = async {
+                    let mut sink = [0u8; 4096];
+                    while matches!(tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await, Ok(n) if n > 0) {}
+                };
+                let _ = tokio::time::timeout(PLAINTEXT_DRAIN, drain).await;
             }
             tracing::debug!("plaintext on a TLS port refused");
             return None;
         }
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
             Ok(Ok(s)) => Some(s),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "TLS handshake failed");

@@ -1,11 +1,25 @@
 //! Who may do what to a stream: the permission check of a verified caller ([`Caller`]) for one
 //! Kinesis operation, as AWS makes it.
 //!
-//! The action is `kinesis:<Operation>`. The resource is what the request names: a `StreamARN`,
-//! `ConsumerARN` or `ResourceARN` as given (their account is the ARN's), a `StreamName` in the
-//! caller's own account, the stream of a `ShardIterator`, or `*` for account-level operations
-//! (ListStreams, DescribeLimits, the account settings, CreateStream). The named resource's policy
-//! (PutResourcePolicy) is evaluated with the caller's action list ([`crate::http::iam`]).
+//! The action is `kinesis:<Operation>`. The resource is what the request names, read only from
+//! members the operation's input shape declares (a member an operation does not have names
+//! nothing, so it cannot steer the check to another resource than the one acted on):
+//! - `GetRecords`: the stream of its `ShardIterator`, whatever else the request says (a
+//!   `StreamARN` beside it must name that stream);
+//! - a consumer: its `ConsumerARN`, or for DescribeStreamConsumer and DeregisterStreamConsumer
+//!   `StreamARN` + `ConsumerName`; always spelled as the registered ARN, whatever creation time the
+//!   request gives;
+//! - `ResourceARN`, `QueueARN` or `ChannelARN` as given;
+//! - a stream: `StreamARN`, or `StreamName` in the caller's own account (both given: they must
+//!   agree);
+//! - CreateQueue and CreateChannel: each source stream of `StreamConfigurationList` (the queue or
+//!   channel does not exist yet; it reads those streams);
+//! - otherwise `*`: account-level operations (ListStreams, DescribeLimits, the account settings,
+//!   CreateStream, ListQueues, ListChannels).
+//!
+//! The named resource's policy (PutResourcePolicy) is evaluated with the caller's action list
+//! ([`crate::http::iam`]). Other services that read or write streams on a caller's behalf
+//! (Firehose sources, Analytics inputs and outputs) check the caller with [`authorize_stream`].
 //!
 //! Limits: the daemon serves one account's resources (`account_id`); keys of other accounts reach
 //! them only through resource policies and by ARN. A name such keys give resolves in their own
@@ -15,81 +29,170 @@
 use serde_json::Value;
 
 use crate::http::iam::Caller;
+use crate::kinesis::MODEL;
 use crate::protocol::error::{ApiError, ApiResult};
 use crate::service::Service;
+use crate::stream::meta::parse_consumer_arn;
 use crate::stream::seqno::ShardIterator;
 
 /// What a request names, as far as permission goes.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Named<'a> {
     pub stream_name: Option<&'a str>,
-    pub arn: Option<&'a str>,
+    pub stream_arn: Option<&'a str>,
+    /// A consumer named by its stream and name (DescribeStreamConsumer, DeregisterStreamConsumer,
+    /// a push subscription).
+    pub consumer_name: Option<&'a str>,
+    pub consumer_arn: Option<&'a str>,
+    /// `ResourceARN`, `QueueARN` or `ChannelARN`.
+    pub resource_arn: Option<&'a str>,
     pub shard_iterator: Option<&'a str>,
+    /// The source streams of a queue or channel being created.
+    pub sources: Vec<&'a str>,
 }
 
 impl<'a> Named<'a> {
-    /// The members of a decoded request that name its resource.
-    pub fn of(request: &'a Value) -> Named<'a> {
-        let text = |m: &str| request.get(m).and_then(Value::as_str);
+    /// The members of `op`'s decoded, checked request that name its resource: only those its
+    /// input shape declares.
+    pub fn of(op: &str, request: &'a Value) -> Named<'a> {
+        let text = |m: &str| match MODEL.has_member(op, m) {
+            true => request.get(m).and_then(Value::as_str),
+            false => None,
+        };
+        // RegisterStreamConsumer's ConsumerName names the consumer to be, on the stream it acts on.
+        let consumer_name = match MODEL.has_member(op, "ConsumerARN") {
+            true => text("ConsumerName"),
+            false => None,
+        };
+        let sources = match MODEL.has_member(op, "StreamConfigurationList") {
+            true => request
+                .get("StreamConfigurationList")
+                .and_then(Value::as_array)
+                .map(|l| l.iter().filter_map(|c| c.get("StreamARN").and_then(Value::as_str)).collect())
+                .unwrap_or_default(),
+            false => Vec::new(),
+        };
         Named {
             stream_name: text("StreamName"),
-            arn: text("ConsumerARN").or(text("QueueARN")).or(text("StreamARN")).or(text("ResourceARN")),
+            stream_arn: text("StreamARN"),
+            consumer_name,
+            consumer_arn: text("ConsumerARN"),
+            resource_arn: text("ResourceARN").or(text("QueueARN")).or(text("ChannelARN")),
             shard_iterator: text("ShardIterator"),
+            sources,
         }
     }
 }
 
 /// Authorizes `caller` to run `op` on what the request names.
-pub fn authorize(svc: &Service, caller: &Caller, op: &str, named: Named) -> ApiResult<()> {
-    let daemon = svc.cfg.account_id.as_str();
+pub fn authorize(svc: &Service, caller: &Caller, op: &str, named: &Named) -> ApiResult<()> {
     let action = format!("kinesis:{op}");
-    let from_iterator = || {
-        let it = ShardIterator::decode(named.shard_iterator?.trim_matches('"'), svc.now_ms()).ok()?;
-        svc.stream_by_id(it.stream_id).map(|m| svc.arn(&m))
-    };
-    let resource = match (named.arn, named.stream_name) {
-        (Some(arn), _) => arn.to_owned(),
-        (None, Some(name)) if caller.is_of(daemon) => {
-            format!("arn:aws:kinesis:{}:{daemon}:stream/{name}", svc.cfg.region)
-        }
-        (None, Some(name)) => {
-            return Err(ApiError::ResourceNotFound(format!(
-                "Stream {name} under account {} not found.",
-                caller.account
-            )))
-        }
-        (None, None) => match from_iterator() {
-            Some(arn) => arn,
-            None if caller.is_of(daemon) => "*".to_owned(),
-            // Another account's caller: its own account's resources are not served here, and no
-            // policy of this account's can grant an account-level action.
-            None => return caller.authorize(&action, "*", daemon, None),
-        },
-    };
-    if resource != "*" {
-        // An ARN of another partition, region or account names nothing this daemon serves. The
-        // check also keeps one resource from being spelled two ways, which would let a request
-        // slip past the policy stored under the other spelling.
-        let fields: Vec<&str> = resource.splitn(6, ':').collect();
-        let (partition, region, owner) = match fields.as_slice() {
-            ["arn", partition, "kinesis", region, owner, _] => (*partition, *region, *owner),
-            _ => ("", "", ""),
+    if !named.sources.is_empty() {
+        return named.sources.iter().try_for_each(|arn| authorize_on(svc, caller, &action, arn));
+    }
+    match resource_of(svc, caller, named)? {
+        Some(resource) => authorize_on(svc, caller, &action, &resource),
+        None => caller.authorize(&action, "*", &svc.cfg.account_id, None),
+    }
+}
+
+/// Authorizes `caller` for each of `actions` (`kinesis:...`) on the stream `arn`: how a service
+/// that reads or writes a stream for the caller (a delivery stream's source, an application's
+/// input or output) checks that the caller itself may.
+pub fn authorize_stream(svc: &Service, caller: &Caller, actions: &[&str], arn: &str) -> ApiResult<()> {
+    actions.iter().try_for_each(|action| authorize_on(svc, caller, action, arn))
+}
+
+/// Authorizes `caller` for each of `actions` (`firehose:...`) on the delivery stream `arn` (an
+/// application's Firehose input or output): delivery streams have no resource policies.
+pub fn authorize_delivery_stream(svc: &Service, caller: &Caller, actions: &[&str], arn: &str) -> ApiResult<()> {
+    if !in_this_daemon(svc, arn, "firehose") {
+        return Err(ApiError::ResourceNotFound(format!("Resource {arn} not found.")));
+    }
+    actions.iter().try_for_each(|action| caller.authorize(action, arn, &svc.cfg.account_id, None))
+}
+
+/// The resource a request names (`None`: the account).
+fn resource_of(svc: &Service, caller: &Caller, named: &Named) -> ApiResult<Option<String>> {
+    let daemon = svc.cfg.account_id.as_str();
+    if let Some(text) = named.shard_iterator {
+        // The stream read is the iterator's: a StreamARN beside it must be that stream's.
+        let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+        let it = ShardIterator::decode(text, svc.now_ms())?;
+        let Some(meta) = svc.stream_by_id(it.stream_id) else {
+            // The stream is gone: the operation answers that, to a caller it would serve.
+            return Ok(None);
         };
-        if partition != "aws" || region != svc.cfg.region || owner != daemon {
-            return Err(ApiError::ResourceNotFound(format!("Resource {resource} not found.")));
+        let arn = svc.arn(&meta);
+        if let Some(given) = named.stream_arn.filter(|a| *a != arn) {
+            return Err(iterator_of_another_stream(given));
         }
+        return Ok(Some(arn));
+    }
+    let stream_arn = || -> ApiResult<Option<String>> {
+        match (named.stream_arn, named.stream_name) {
+            (Some(arn), Some(name)) if crate::stream::meta::stream_name_from_arn(arn) != Some(name) => {
+                Err(ApiError::InvalidArgument(format!(
+                    "StreamName {name} and StreamARN {arn} do not name the same stream."
+                )))
+            }
+            (Some(arn), _) => Ok(Some(arn.to_owned())),
+            (None, Some(name)) if caller.is_of(daemon) => {
+                Ok(Some(format!("arn:aws:kinesis:{}:{daemon}:stream/{name}", svc.cfg.region)))
+            }
+            (None, Some(name)) => {
+                Err(ApiError::ResourceNotFound(format!("Stream {name} under account {} not found.", caller.account)))
+            }
+            (None, None) => Ok(None),
+        }
+    };
+    if let Some(arn) = named.consumer_arn.or(named.resource_arn) {
+        return Ok(Some(arn.to_owned()));
+    }
+    if let Some(consumer) = named.consumer_name {
+        // A consumer of a stream, by name: its registered ARN if it exists, else the stream (the
+        // operation then answers that there is no such consumer, to a caller it would serve).
+        let Some(stream) = stream_arn()? else { return Ok(None) };
+        let registered = crate::stream::meta::stream_name_from_arn(&stream)
+            .filter(|_| in_this_daemon(svc, &stream, "kinesis"))
+            .and_then(|name| svc.stream(name).ok())
+            .and_then(|m| m.consumers.iter().find(|c| c.name == consumer).map(|c| c.arn(&svc.arn(&m))));
+        return Ok(Some(registered.unwrap_or(stream)));
+    }
+    stream_arn()
+}
+
+/// Whether `arn` names a resource of `service` in this daemon's partition, region and account.
+fn in_this_daemon(svc: &Service, arn: &str, service: &str) -> bool {
+    let fields: Vec<&str> = arn.splitn(6, ':').collect();
+    matches!(fields.as_slice(), ["arn", "aws", s, region, owner, _]
+        if *s == service && *region == svc.cfg.region && *owner == svc.cfg.account_id)
+}
+
+/// Authorizes `action` on the resource `arn` under its policy.
+fn authorize_on(svc: &Service, caller: &Caller, action: &str, arn: &str) -> ApiResult<()> {
+    // An ARN of another partition, region or account names nothing this daemon serves. The check
+    // also keeps one resource from being spelled two ways, which would let a request slip past
+    // the policy stored under the other spelling.
+    if !in_this_daemon(svc, arn, "kinesis") {
+        return Err(ApiError::ResourceNotFound(format!("Resource {arn} not found.")));
     }
     // A consumer is named by its registered ARN, whatever creation time the request spells.
-    let resource = match crate::stream::meta::parse_consumer_arn(&resource) {
+    let resource = match parse_consumer_arn(arn) {
         Some((stream, consumer, _)) => svc
             .stream(stream)
             .ok()
             .and_then(|m| m.consumers.iter().find(|c| c.name == consumer).map(|c| c.arn(&svc.arn(&m))))
-            .unwrap_or(resource),
-        None => resource,
+            .unwrap_or_else(|| arn.to_owned()),
+        None => arn.to_owned(),
     };
-    let policy = if resource == "*" { None } else { policy_of(svc, &resource)? };
-    caller.authorize(&action, &resource, daemon, policy.as_ref())
+    let policy = policy_of(svc, &resource)?;
+    caller.authorize(action, &resource, &svc.cfg.account_id, policy.as_ref())
+}
+
+/// GetRecords with a StreamARN that is not its iterator's stream.
+pub fn iterator_of_another_stream(stream_arn: &str) -> ApiError {
+    ApiError::InvalidArgument(format!("StreamARN {stream_arn} is not the stream of the shard iterator."))
 }
 
 /// The resource policy attached to `arn`, if any.

@@ -119,7 +119,7 @@ impl AwsService for Kinesis {
             if let Err(e) = auth
                 .and_then(|()| MODEL.check(&op, &mut value))
                 .and_then(|()| match &caller {
-                    Some(c) => access::authorize(&svc, c, &op, access::Named::of(&value)),
+                    Some(c) => access::authorize(&svc, c, &op, &access::Named::of(&op, &value)),
                     None => Ok(()),
                 })
                 .and_then(|()| check_stream_id(&svc, &value))
@@ -281,7 +281,9 @@ async fn dispatch_json_bytes(
     let ser =
         |e: serde_json::Error| ApiError::Serialization(format!("Request does not match the operation's shape: {e}"));
     let allowed = |name: Option<&str>, arn: Option<&str>| match caller {
-        Some(c) => access::authorize(svc, c, op, access::Named { stream_name: name, arn, shard_iterator: None }),
+        Some(c) => {
+            access::authorize(svc, c, op, &access::Named { stream_name: name, stream_arn: arn, ..Default::default() })
+        }
         None => Ok(()),
     };
     match op {

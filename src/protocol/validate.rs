@@ -95,6 +95,12 @@ impl Model {
         self.operations.contains_key(op)
     }
 
+    /// Whether `op`'s input shape declares the top-level member `member`.
+    pub fn has_member(&self, op: &str, member: &str) -> bool {
+        let input = self.operations.get(op).and_then(|o| o.input.as_deref());
+        input.and_then(|i| self.shapes.get(i)).is_some_and(|s| s.members.iter().any(|(m, _, _)| m == member))
+    }
+
     /// Whether `op` answers with a body (`false`: AWS sends an empty one).
     pub fn has_output(&self, op: &str) -> bool {
         self.operations.get(op).is_some_and(|o| o.output)

@@ -217,8 +217,10 @@ where
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let allowed = match &caller {
                     Some(c) => {
-                        let named = Named { stream_name: Some(&stream), ..Default::default() };
-                        crate::kinesis::access::authorize(&svc, c, "SubscribeToShard", named)
+                        // A subscription through a consumer is the consumer's: its policy decides.
+                        let consumer_name = Some(consumer.as_str()).filter(|c| !c.is_empty());
+                        let named = Named { stream_name: Some(&stream), consumer_name, ..Default::default() };
+                        crate::kinesis::access::authorize(&svc, c, "SubscribeToShard", &named)
                     }
                     None => Ok(()),
                 };

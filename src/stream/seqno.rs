@@ -153,7 +153,12 @@ impl ShardIterator {
             ordinal: u64_at(13),
             issued_ms: u64_at(21) as i64,
         };
-        if now_ms - it.issued_ms > ITERATOR_TTL_MS {
+        // A checksum is no signature: the fields may be anyone's, so no arithmetic on them may
+        // overflow.
+        if it.issued_ms < 0 {
+            return Err(invalid());
+        }
+        if now_ms.saturating_sub(it.issued_ms) > ITERATOR_TTL_MS {
             return Err(ApiError::ExpiredIterator(format!(
                 "Iterator expired. The iterator was created at time {} while right now it is {} which is further in the future than the tolerated delay of 300000 milliseconds.",
                 it.issued_ms, now_ms
@@ -220,5 +225,16 @@ mod tests {
         let tampered = base64::engine::general_purpose::STANDARD.encode(raw);
         assert!(matches!(ShardIterator::decode(&tampered, 1_000), Err(ApiError::InvalidArgument(_))));
         assert!(matches!(ShardIterator::decode("not base64!", 1_000), Err(ApiError::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn a_forged_issue_time_is_refused_without_overflow() {
+        // The checksum is public: anyone can build an iterator with any fields.
+        for issued_ms in [i64::MIN, -1] {
+            let text = ShardIterator { stream_id: 1, shard_index: 0, ordinal: 0, issued_ms }.encode();
+            assert!(matches!(ShardIterator::decode(&text, i64::MAX), Err(ApiError::InvalidArgument(_))));
+        }
+        let future = ShardIterator { stream_id: 1, shard_index: 0, ordinal: 0, issued_ms: i64::MAX }.encode();
+        assert!(ShardIterator::decode(&future, i64::MIN).is_ok());
     }
 }

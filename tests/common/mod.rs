@@ -29,6 +29,8 @@ pub struct Daemon {
     child: Option<Child>,
     /// The certificate served in secure mode (PEM), which clients trust.
     tls_pem: Option<String>,
+    /// Length of the log when the running process started: its own lines follow.
+    log_from: usize,
 }
 
 /// The key daemons verify in secure mode.
@@ -101,7 +103,7 @@ impl Daemon {
         let addr: SocketAddr = format!("127.0.0.1:{api}").parse().unwrap();
         let push_addr: SocketAddr = format!("127.0.0.1:{push}").parse().unwrap();
         let (config, tls_pem) = secured(config, dir.path());
-        let mut d = Daemon { dir, addr, push_addr, config, env, child: None, tls_pem };
+        let mut d = Daemon { dir, addr, push_addr, config, env, child: None, tls_pem, log_from: 0 };
         // Another test may take a chosen port before the daemon binds it: choose again.
         for _ in 0..5 {
             if d.try_spawn() {
@@ -150,6 +152,7 @@ impl Daemon {
     fn start_child(&mut self) {
         let cfg_path = self.dir.path().join("sluice.toml");
         std::fs::write(&cfg_path, &self.config).unwrap();
+        self.log_from = self.log().len();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("serve")
@@ -182,8 +185,11 @@ impl Daemon {
             if http_get(self.addr, "/healthz").is_some_and(|(s, _)| s == 200) {
                 return Ok(());
             }
-            // A TLS port answers plaintext with a 400: the log says when it is ready.
-            if self.config.contains("[tls]") && self.log().contains(" ready listen=") {
+            // A TLS port answers plaintext with a 400: this process's own log lines say when it
+            // is ready (after a restart, the earlier process's lines come first).
+            if self.config.contains("[tls]")
+                && self.log().get(self.log_from..).is_some_and(|l| l.contains(" ready listen="))
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -38,6 +38,7 @@ ACCOUNT, PARTNER = "000000000000", "210987654321"
 ADMIN = ("AKIDSECADMIN", "admin/secret")
 READER = ("AKIDSECREADER", "reader/secret")
 OTHER = ("AKIDSECPARTNER", "partner/secret")
+ANALYST = ("AKIDSECANALYST", "analyst/secret")
 METRICS_TOKEN = "metrics-token-0123456789"
 
 
@@ -59,6 +60,11 @@ access_key_id = "{READER[0]}"
 secret_access_key = "{READER[1]}"
 user = "reader"
 actions = ["kinesis:Get*", "kinesis:List*", "kinesis:Describe*"]
+[[auth.keys]]
+access_key_id = "{ANALYST[0]}"
+secret_access_key = "{ANALYST[1]}"
+user = "analyst"
+actions = ["kinesisanalytics:*", "firehose:*"]
 [[auth.keys]]
 access_key_id = "{OTHER[0]}"
 secret_access_key = "{OTHER[1]}"
@@ -270,9 +276,128 @@ def test_another_account_needs_a_resource_policy_and_deny_wins(secure):
     assert error(all_records, partner, arn)[0] == "AccessDeniedException"
 
 
-def subscribe(d: Daemon, name: str, key: tuple[str, str] | None, tls: bool = True, count: int = 2):
+def signed_call(d: Daemon, key: tuple[str, str], op: str, body: dict, service: str = "kinesis") -> tuple[int, dict]:
+    """One JSON request signed with `key`, sent as written (boto3 drops members a shape lacks)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    target = {"kinesis": "Kinesis_20131202", "firehose": "Firehose_20150804",
+              "kinesisanalytics": "KinesisAnalytics_20150814"}[service]
+    data = json.dumps(body).encode()
+    req = AWSRequest(method="POST", url=https(d) + "/", data=data,
+                     headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"{target}.{op}"})
+    SigV4Auth(Credentials(*key), service, "us-east-1").add_auth(req)
+    ctx = ssl.create_default_context(cafile=str(d.ca))
+    request = urllib.request.Request(https(d) + "/", data=data, headers=dict(req.headers.items()), method="POST")
+    try:
+        with urllib.request.urlopen(request, context=ctx, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_a_request_is_checked_on_the_resource_it_acts_on(secure):
+    """Members an operation does not have name nothing, and GetRecords reads its iterator's stream:
+    neither can point the check at a stream the caller is granted while acting on another."""
+    granted, granted_arn = stream(secure, records=1)
+    target, target_arn = stream(secure, records=1)
+    admin = client(secure, ADMIN)
+    everything = {"Statement": [{"Effect": "Allow", "Principal": {"AWS": PARTNER}, "Action": "kinesis:*",
+                                 "Resource": granted_arn}]}
+    admin.put_resource_policy(ResourceARN=granted_arn, Policy=json.dumps(everything))
+    consumer = admin.register_stream_consumer(StreamARN=granted_arn, ConsumerName="c")["Consumer"]["ConsumerARN"]
+    admin.put_resource_policy(ResourceARN=consumer, Policy=json.dumps(everything).replace(granted_arn, consumer))
+    for extra in ({"ConsumerARN": consumer}, {"QueueARN": granted_arn}, {"ResourceARN": granted_arn}):
+        status, body = signed_call(secure, OTHER, "DeleteStream", {"StreamARN": target_arn, **extra})
+        assert (status, body.get("__type")) == (400, "AccessDeniedException"), (extra, body)
+        status, body = signed_call(secure, OTHER, "PutRecord",
+                                   {"StreamARN": target_arn, "Data": "eA==", "PartitionKey": "p", **extra})
+        assert (status, body.get("__type")) == (400, "AccessDeniedException"), (extra, body)
+    assert admin.describe_stream_summary(StreamName=target)["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE"
+    assert all_records(admin, target_arn) == [b"r0"]
+    # An iterator of the target, presented with the granted stream's ARN or with none.
+    it = admin.get_shard_iterator(StreamARN=target_arn, ShardId="shardId-000000000000",
+                                  ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    status, body = signed_call(secure, OTHER, "GetRecords", {"ShardIterator": it, "StreamARN": granted_arn})
+    assert (status, body.get("__type")) == (400, "InvalidArgumentException"), body
+    status, body = signed_call(secure, OTHER, "GetRecords", {"ShardIterator": it})
+    assert (status, body.get("__type")) == (400, "AccessDeniedException"), body
+    assert f"on resource: {target_arn} " in body["message"], body
+    # The owner's own key gets the same answer for an iterator of another stream than its StreamARN.
+    assert error(admin.get_records, ShardIterator=it, StreamARN=granted_arn)[0] == "InvalidArgumentException"
+    # The granted stream itself is readable through its own iterator.
+    mine = client(secure, OTHER).get_shard_iterator(StreamARN=granted_arn, ShardId="shardId-000000000000",
+                                                    ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    status, body = signed_call(secure, OTHER, "GetRecords", {"ShardIterator": mine})
+    assert status == 200 and len(body["Records"]) == 1, body
+    # A consumer named by stream and name is the consumer: its own policy decides.
+    deny = {"Statement": [{"Effect": "Deny", "Principal": "*", "Action": "kinesis:DescribeStreamConsumer"}]}
+    admin.put_resource_policy(ResourceARN=consumer, Policy=json.dumps(deny))
+    assert error(admin.describe_stream_consumer, StreamARN=granted_arn, ConsumerName="c")[0] == "AccessDeniedException"
+    admin.delete_resource_policy(ResourceARN=consumer)
+    assert admin.describe_stream_consumer(StreamARN=granted_arn, ConsumerName="c")["ConsumerDescription"]["ConsumerARN"] == consumer
+    admin.delete_resource_policy(ResourceARN=granted_arn)
+
+
+def test_sources_are_checked_against_the_source_stream(secure):
+    """A queue, a delivery stream or an application reads its source with its creator's rights:
+    the source stream's policy and the creator's own actions decide."""
+    name, arn = stream(secure, records=1)
+    admin = client(secure, ADMIN)
+    deny = {"Statement": [{"Effect": "Deny", "Principal": "*", "Action": "kinesis:CreateQueue", "Resource": arn}]}
+    admin.put_resource_policy(ResourceARN=arn, Policy=json.dumps(deny))
+    queue = unique_name("q")
+    code, message = error(admin.create_queue, QueueName=queue, StreamConfigurationList=[{"StreamARN": arn}])
+    assert code == "AccessDeniedException" and f"kinesis:CreateQueue on resource: {arn} " in message, message
+    assert queue not in json.dumps(admin.list_queues())
+    admin.delete_resource_policy(ResourceARN=arn)
+    # A key allowed Firehose and Analytics, not reading streams.
+    delivery = unique_name("fh")
+    code, message = error(client(secure, ANALYST, "firehose").create_delivery_stream, DeliveryStreamName=delivery,
+                          DeliveryStreamType="KinesisStreamAsSource",
+                          KinesisStreamSourceConfiguration={"KinesisStreamARN": arn,
+                                                            "RoleARN": f"arn:aws:iam::{ACCOUNT}:role/r"},
+                          ExtendedS3DestinationConfiguration={"BucketARN": "arn:aws:s3:::b",
+                                                              "RoleARN": f"arn:aws:iam::{ACCOUNT}:role/r"})
+    assert code == "AccessDeniedException" and f"kinesis:DescribeStream on resource: {arn}" in message, message
+    assert error(client(secure, ADMIN, "firehose").describe_delivery_stream,
+                 DeliveryStreamName=delivery)[0] == "ResourceNotFoundException"
+    app = unique_name("app")
+    analytics = client(secure, ANALYST, "kinesisanalytics")
+    code, message = error(analytics.create_application, ApplicationName=app, Inputs=[{
+        "NamePrefix": "SOURCE_SQL_STREAM",
+        "KinesisStreamsInput": {"ResourceARN": arn, "RoleARN": f"arn:aws:iam::{ACCOUNT}:role/r"},
+        "InputSchema": {"RecordFormat": {"RecordFormatType": "JSON",
+                                         "MappingParameters": {"JSONMappingParameters": {"RecordRowPath": "$"}}},
+                        "RecordColumns": [{"Name": "v", "SqlType": "INTEGER", "Mapping": "$.v"}]}}])
+    assert code == "AccessDeniedException" and f"on resource: {arn}" in message, message
+    assert error(analytics.describe_application, ApplicationName=app)[0] == "ResourceNotFoundException"
+
+
+def test_a_subscription_through_a_consumer_is_the_consumers(secure):
+    name, arn = stream(secure, records=2)
+    admin = client(secure, ADMIN)
+    consumer = admin.register_stream_consumer(StreamARN=arn, ConsumerName="pushed")["Consumer"]["ConsumerARN"]
+    deny = {"Statement": [{"Effect": "Deny", "Principal": "*", "Action": "kinesis:SubscribeToShard"}]}
+    admin.put_resource_policy(ResourceARN=consumer, Policy=json.dumps(deny))
+    for _ in range(100):
+        if admin.describe_stream_consumer(ConsumerARN=consumer)["ConsumerDescription"]["ConsumerStatus"] == "ACTIVE":
+            break
+        time.sleep(0.05)
+    refused = subscribe(secure, name, ADMIN, consumer="pushed")
+    assert refused.returncode != 0 and "explicit deny" in refused.stderr, refused.stderr
+    ok = subscribe(secure, name, ADMIN)
+    assert ok.returncode == 0, ok.stderr
+    admin.delete_resource_policy(ResourceARN=consumer)
+    ok = subscribe(secure, name, ADMIN, consumer="pushed")
+    assert ok.returncode == 0, ok.stderr
+
+
+def subscribe(d: Daemon, name: str, key: tuple[str, str] | None, tls: bool = True, count: int = 2,
+              consumer: str = ""):
     cmd = [str(sluice_binary()), "subscribe", "--push", f"127.0.0.1:{d.push_port}", "--stream", name,
-           "--from", "trim-horizon", "--count", str(count)]
+           "--from", "trim-horizon", "--count", str(count), "--consumer", consumer]
     if tls:
         cmd += ["--ca-file", str(d.ca)]
     env = dict(os.environ)

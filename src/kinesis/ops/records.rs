@@ -291,7 +291,6 @@ pub struct GetRecordsInput {
     shard_iterator: Option<String>,
     limit: Option<i64>,
     #[serde(rename = "StreamARN")]
-    #[allow(dead_code)]
     stream_arn: Option<String>,
 }
 
@@ -313,6 +312,10 @@ pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResul
         Some(name) => shard_does_not_exist(svc, &name, it.shard_index),
         None => ApiError::ResourceNotFound("The stream this shard iterator belongs to no longer exists.".into()),
     })?;
+    // The iterator names the stream read; a StreamARN given beside it must be that stream's.
+    if let Some(given) = input.stream_arn.as_deref().filter(|a| *a != svc.arn(&meta)) {
+        return Err(crate::kinesis::access::iterator_of_another_stream(given));
+    }
     svc.writable(&meta)?;
     let shard = meta.shard(it.shard_index).ok_or_else(|| shard_does_not_exist(svc, &meta.name, it.shard_index))?;
     let key = ShardKey { stream_id: meta.id, shard_index: shard.index };
