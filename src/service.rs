@@ -14,7 +14,7 @@ use crate::log::segment::FORMAT_VERSION;
 use crate::metrics::Metrics;
 use crate::protocol::error::{ApiError, ApiResult};
 use crate::runtime::{Runtime, ShardKey};
-use crate::stream::meta::{stream_name_from_arn, StreamMeta, StreamStatus};
+use crate::stream::meta::{StreamMeta, StreamStatus};
 use crate::time::now_ms;
 
 const META_FORMAT_VERSION: &str = "format_version";
@@ -170,15 +170,33 @@ impl Service {
     }
 
     pub fn not_found(&self, name: &str) -> ApiError {
-        ApiError::ResourceNotFound(format!("Stream {name} under account {} not found.", self.cfg.account_id))
+        let (account, name) = self.account_and_name(name);
+        ApiError::ResourceNotFound(format!("Stream {name} under account {account} not found."))
+    }
+
+    /// The account and the name of a stream named `name` inside the daemon
+    /// ([`crate::stream::meta::qualified`]).
+    pub fn account_and_name<'a>(&'a self, name: &'a str) -> (&'a str, &'a str) {
+        let (account, name) = crate::stream::meta::split_qualified(name);
+        (account.unwrap_or(&self.cfg.account_id), name)
+    }
+
+    /// The name inside the daemon of the stream a stream ARN names, whatever its account.
+    pub fn stream_of_arn(&self, arn: &str) -> Option<String> {
+        crate::stream::meta::stream_of_arn(arn, &self.cfg.account_id)
+    }
+
+    /// The stream (its name inside the daemon), consumer name and creation time a consumer ARN
+    /// names.
+    pub fn consumer_of_arn<'a>(&self, arn: &'a str) -> Option<(String, &'a str, i64)> {
+        crate::stream::meta::consumer_of_arn(arn, &self.cfg.account_id)
     }
 
     /// AWS's ResourceInUseException for a change to a stream that is not ACTIVE.
     pub fn not_active(&self, meta: &StreamMeta) -> ApiError {
+        let (account, name) = self.account_and_name(&meta.name);
         ApiError::ResourceInUse(format!(
-            "Stream {} under account {} not ACTIVE, instead in state {}",
-            meta.name,
-            self.cfg.account_id,
+            "Stream {name} under account {account} not ACTIVE, instead in state {}",
             meta.status.as_str()
         ))
     }
@@ -191,7 +209,7 @@ impl Service {
 
     pub fn resolve_name(&self, name: Option<&str>, arn: Option<&str>) -> ApiResult<String> {
         let from_arn = match arn {
-            Some(a) => Some(stream_name_from_arn(a).ok_or_else(|| {
+            Some(a) => Some(self.stream_of_arn(a).ok_or_else(|| {
                 ApiError::validation(
                     a,
                     "streamARN",
@@ -209,7 +227,7 @@ impl Service {
                 validate_stream_name(n)?;
                 Ok(n.to_owned())
             }
-            (None, Some(a)) => Ok(a.to_owned()),
+            (None, Some(a)) => Ok(a),
             (None, None) => Err(ApiError::InvalidArgument("Either StreamName or StreamARN should be provided.".into())),
         }
     }

@@ -5,7 +5,10 @@
 //! in the metadata store under `ddb/table/<name>`) and their items (the `tables` column family,
 //! keyed by table id and encoded primary key). Every write is a synced rocksdb write before it is
 //! answered, and the writes of one item are serialized (a striped lock), so a conditional write is
-//! atomic against any other.
+//! atomic against any other. Tables are per account: a verified key of another account than the
+//! daemon's names its own account's tables, kept as `<account>/<name>` inside the daemon
+//! ([`scope_tables`]), with ARNs of that account; a table is reached only by its own account's
+//! keys (there are no resource policies here).
 //!
 //! Served: CreateTable, DescribeTable, UpdateTable, DeleteTable, ListTables, GetItem, PutItem,
 //! UpdateItem, DeleteItem, Scan (paging, Segment/TotalSegments, FilterExpression), Query (on the
@@ -123,19 +126,68 @@ impl AwsService for DynamoDb {
         let ctx = Ctx { svc: self.svc.clone(), writes: self.writes.clone(), tables_lock: self.tables_lock.clone() };
         Box::pin(async move {
             let (auth, caller) = crate::http::iam::split(auth);
-            let req = match decode_request(proto, &body, &PLAIN).and_then(|v| auth.map(|()| v)) {
+            let mut req = match decode_request(proto, &body, &PLAIN).and_then(|v| auth.map(|()| v)) {
                 Ok(v) => v,
                 Err(e) => return Reply::Whole(Err(e)),
             };
-            let resource = ("dynamodb", "table");
-            if let Err(e) =
-                crate::http::iam::check_named(caller.as_deref(), &req, "TableName", resource, &op, &ctx.svc.cfg)
-            {
+            // Tables are per account: a caller's names are its own account's tables.
+            let account = crate::kinesis::accounts::account_of(&ctx.svc, caller.as_deref()).to_owned();
+            let allowed = scope_tables(&ctx.svc, &account, &mut req).and_then(|()| match caller.as_deref() {
+                Some(c) => {
+                    let name = req.get("TableName").and_then(Value::as_str).map(|n| ctx.svc.account_and_name(n).1);
+                    c.authorize_named("dynamodb", &op, "table", name, &ctx.svc.cfg.region, &account)
+                }
+                None => Ok(()),
+            });
+            if let Err(e) = allowed {
                 return Reply::Whole(Err(e));
             }
-            Reply::Whole(ctx.dispatch(&op, req).await)
+            let present = |mut e: ApiError| {
+                if let Some(m) = crate::kinesis::accounts::present_message(e.message(), &ctx.svc.cfg.account_id) {
+                    *e.message_mut() = m;
+                }
+                e
+            };
+            Reply::Whole(ctx.dispatch(&op, req, &account).await.map_err(present))
         })
     }
+}
+
+/// Checks the table names of a request (`TableName`, the keys of `RequestItems`) against DynamoDB's
+/// pattern, and names the tables of `account` as they are named inside the daemon
+/// ([`crate::stream::meta::qualified`]: `<account>/<name>` for another account than the daemon's).
+fn scope_tables(svc: &Service, account: &str, req: &mut Value) -> ApiResult<()> {
+    let pattern = |name: &str| {
+        if name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+            Ok(())
+        } else {
+            Err(invalid(format!("1 validation error detected: Value '{name}' at 'tableName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+")))
+        }
+    };
+    let daemon = svc.cfg.account_id.as_str();
+    let Some(obj) = req.as_object_mut() else { return Ok(()) };
+    if let Some(Value::String(name)) = obj.get_mut("TableName") {
+        pattern(name)?;
+        *name = crate::stream::meta::qualified(account, daemon, name);
+    }
+    if let Some(Value::Object(items)) = obj.get_mut("RequestItems") {
+        for name in items.keys() {
+            pattern(name)?;
+        }
+        if account != daemon {
+            let scoped = std::mem::take(items)
+                .into_iter()
+                .map(|(name, v)| (crate::stream::meta::qualified(account, daemon, &name), v))
+                .collect();
+            *items = scoped;
+        }
+    }
+    Ok(())
+}
+
+/// A table's name as its account knows it.
+fn display(name: &str) -> &str {
+    crate::stream::meta::split_qualified(name).1
 }
 
 struct Ctx {
@@ -177,7 +229,8 @@ struct Table {
 
 impl Table {
     fn arn(&self, svc: &Service) -> String {
-        format!("arn:aws:dynamodb:{}:{}:table/{}", svc.cfg.region, svc.cfg.account_id, self.name)
+        let (account, name) = svc.account_and_name(&self.name);
+        format!("arn:aws:dynamodb:{}:{account}:table/{name}", svc.cfg.region)
     }
 
     fn key_names(&self) -> Vec<&str> {
@@ -225,7 +278,7 @@ impl Table {
 
     fn description(&self, svc: &Service, status: &str, item_count: usize, bytes: usize) -> Value {
         let mut d = json!({
-            "TableName": self.name,
+            "TableName": display(&self.name),
             "TableArn": self.arn(svc),
             "TableId": format!("{:08x}-0000-4000-8000-{:012x}", self.id, self.id),
             "TableStatus": status,
@@ -471,14 +524,14 @@ fn failed(req: &Value, old: Option<&Item>) -> ApiError {
 }
 
 impl Ctx {
-    async fn dispatch(&self, op: &str, req: Value) -> ApiResult<Value> {
+    async fn dispatch(&self, op: &str, req: Value, account: &str) -> ApiResult<Value> {
         check_placeholders_used(&req)?;
         match op {
             "CreateTable" => self.create_table(&req).await,
             "DescribeTable" => self.describe_table(&req),
             "UpdateTable" => self.update_table(&req).await,
             "DeleteTable" => self.delete_table(&req).await,
-            "ListTables" => self.list_tables(&req),
+            "ListTables" => self.list_tables(&req, account),
             "GetItem" => self.get_item(&req),
             "PutItem" => self.put_item(&req).await,
             "UpdateItem" => self.update_item(&req).await,
@@ -524,7 +577,7 @@ impl Ctx {
 
     async fn create_table(&self, req: &Value) -> ApiResult<Value> {
         let name = required_str(req, "TableName")?;
-        check_table_name(name)?;
+        check_table_name(display(name))?;
         let schema = req.get("KeySchema").and_then(Value::as_array).ok_or_else(|| {
             invalid("1 validation error detected: Value null at 'keySchema' failed to satisfy constraint: Member must not be null")
         })?;
@@ -656,11 +709,18 @@ impl Ctx {
         Ok(json!({"TableDescription": t.description(&self.svc, "DELETING", n, bytes)}))
     }
 
-    fn list_tables(&self, req: &Value) -> ApiResult<Value> {
+    /// Lists the tables of `account` (the caller's).
+    fn list_tables(&self, req: &Value, account: &str) -> ApiResult<Value> {
         let limit = req.get("Limit").and_then(Value::as_u64).unwrap_or(100).clamp(1, 100) as usize;
         let after = str_member(req, "ExclusiveStartTableName");
-        let names: Vec<String> =
-            self.tables()?.into_iter().map(|t| t.name).filter(|n| after.is_none_or(|a| n.as_str() > a)).collect();
+        let mut names: Vec<String> = self
+            .tables()?
+            .into_iter()
+            .filter(|t| self.svc.account_and_name(&t.name).0 == account)
+            .map(|t| display(&t.name).to_owned())
+            .filter(|n| after.is_none_or(|a| n.as_str() > a))
+            .collect();
+        names.sort();
         let page: Vec<&String> = names.iter().take(limit).collect();
         let mut out = json!({"TableNames": page});
         if names.len() > page.len() {
@@ -1046,7 +1106,7 @@ impl Ctx {
                     found.push(Value::Object(project(&item, r)));
                 }
             }
-            responses.insert(name.clone(), Value::Array(found));
+            responses.insert(display(name).to_owned(), Value::Array(found));
         }
         Ok(json!({"Responses": responses, "UnprocessedKeys": {}}))
     }

@@ -10,21 +10,20 @@
 //!   `StreamARN` + `ConsumerName`; always spelled as the registered ARN, whatever creation time the
 //!   request gives;
 //! - `ResourceARN`, `QueueARN` or `ChannelARN` as given;
-//! - a stream: `StreamARN`, or `StreamName` in the caller's own account (both given: they must
-//!   agree);
+//! - a stream: `StreamARN` (of any account: [`crate::kinesis::accounts`]), or `StreamName` in the
+//!   caller's own account (both given: they must name the same stream);
 //! - CreateQueue and CreateChannel: each source stream of `StreamConfigurationList` (the queue or
 //!   channel does not exist yet; it reads those streams);
-//! - otherwise `*`: account-level operations (ListStreams, DescribeLimits, the account settings,
-//!   CreateStream, ListQueues, ListChannels).
+//! - otherwise `*`: account-level operations. CreateStream and ListStreams act in the caller's
+//!   own account; the others (DescribeLimits, the account settings, ListQueues, ListChannels) in
+//!   the daemon's, so keys of other accounts are refused them.
 //!
 //! The named resource's policy (PutResourcePolicy) is evaluated with the caller's action list
 //! ([`crate::http::iam`]). Other services that read or write streams on a caller's behalf
 //! (Firehose sources, Analytics inputs and outputs) check the caller with [`authorize_stream`].
 //!
-//! Limits: the daemon serves one account's resources (`account_id`); keys of other accounts reach
-//! them only through resource policies and by ARN. A name such keys give resolves in their own
-//! account, where nothing exists (ResourceNotFoundException), and account-level operations are
-//! refused to them (AccessDeniedException).
+//! A key reaches another account's stream only by ARN and as that stream's policy allows; a name
+//! resolves in the key's own account. Queues and channels are the daemon's account's only.
 
 use serde_json::Value;
 
@@ -32,7 +31,6 @@ use crate::http::iam::Caller;
 use crate::kinesis::MODEL;
 use crate::protocol::error::{ApiError, ApiResult};
 use crate::service::Service;
-use crate::stream::meta::parse_consumer_arn;
 use crate::stream::seqno::ShardIterator;
 
 /// What a request names, as far as permission goes.
@@ -92,6 +90,9 @@ pub fn authorize(svc: &Service, caller: &Caller, op: &str, named: &Named) -> Api
     }
     match resource_of(svc, caller, named)? {
         Some(resource) => authorize_on(svc, caller, &action, &resource),
+        None if crate::kinesis::accounts::IN_OWN_ACCOUNT.contains(&op) => {
+            caller.authorize(&action, "*", &caller.account, None)
+        }
         None => caller.authorize(&action, "*", &svc.cfg.account_id, None),
     }
 }
@@ -106,7 +107,7 @@ pub fn authorize_stream(svc: &Service, caller: &Caller, actions: &[&str], arn: &
 /// Authorizes `caller` for each of `actions` (`firehose:...`) on the delivery stream `arn` (an
 /// application's Firehose input or output): delivery streams have no resource policies.
 pub fn authorize_delivery_stream(svc: &Service, caller: &Caller, actions: &[&str], arn: &str) -> ApiResult<()> {
-    if !in_this_daemon(svc, arn, "firehose") {
+    if !served(svc, arn, "firehose") {
         return Err(ApiError::ResourceNotFound(format!("Resource {arn} not found.")));
     }
     actions.iter().try_for_each(|action| caller.authorize(action, arn, &svc.cfg.account_id, None))
@@ -114,7 +115,6 @@ pub fn authorize_delivery_stream(svc: &Service, caller: &Caller, actions: &[&str
 
 /// The resource a request names (`None`: the account).
 fn resource_of(svc: &Service, caller: &Caller, named: &Named) -> ApiResult<Option<String>> {
-    let daemon = svc.cfg.account_id.as_str();
     if let Some(text) = named.shard_iterator {
         // The stream read is the iterator's: a StreamARN beside it must be that stream's.
         let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
@@ -129,20 +129,15 @@ fn resource_of(svc: &Service, caller: &Caller, named: &Named) -> ApiResult<Optio
         }
         return Ok(Some(arn));
     }
+    // A name names a stream of the caller's own account.
+    let own_stream = |name: &str| crate::stream::meta::stream_arn(&svc.cfg.region, &caller.account, name);
     let stream_arn = || -> ApiResult<Option<String>> {
         match (named.stream_arn, named.stream_name) {
-            (Some(arn), Some(name)) if crate::stream::meta::stream_name_from_arn(arn) != Some(name) => {
-                Err(ApiError::InvalidArgument(format!(
-                    "StreamName {name} and StreamARN {arn} do not name the same stream."
-                )))
-            }
+            (Some(arn), Some(name)) if own_stream(name) != arn => Err(ApiError::InvalidArgument(format!(
+                "StreamName {name} and StreamARN {arn} do not name the same stream."
+            ))),
             (Some(arn), _) => Ok(Some(arn.to_owned())),
-            (None, Some(name)) if caller.is_of(daemon) => {
-                Ok(Some(format!("arn:aws:kinesis:{}:{daemon}:stream/{name}", svc.cfg.region)))
-            }
-            (None, Some(name)) => {
-                Err(ApiError::ResourceNotFound(format!("Stream {name} under account {} not found.", caller.account)))
-            }
+            (None, Some(name)) => Ok(Some(own_stream(name))),
             (None, None) => Ok(None),
         }
     };
@@ -153,20 +148,36 @@ fn resource_of(svc: &Service, caller: &Caller, named: &Named) -> ApiResult<Optio
         // A consumer of a stream, by name: its registered ARN if it exists, else the stream (the
         // operation then answers that there is no such consumer, to a caller it would serve).
         let Some(stream) = stream_arn()? else { return Ok(None) };
-        let registered = crate::stream::meta::stream_name_from_arn(&stream)
-            .filter(|_| in_this_daemon(svc, &stream, "kinesis"))
-            .and_then(|name| svc.stream(name).ok())
+        let registered = svc
+            .stream_of_arn(&stream)
+            .filter(|_| served(svc, &stream, "kinesis"))
+            .and_then(|name| svc.stream(&name).ok())
             .and_then(|m| m.consumers.iter().find(|c| c.name == consumer).map(|c| c.arn(&svc.arn(&m))));
         return Ok(Some(registered.unwrap_or(stream)));
     }
     stream_arn()
 }
 
-/// Whether `arn` names a resource of `service` in this daemon's partition, region and account.
-fn in_this_daemon(svc: &Service, arn: &str, service: &str) -> bool {
+/// Whether `arn` names a resource of `service` this daemon serves: in its partition and region,
+/// and in its account, or in any account for a stream or a consumer
+/// ([`crate::kinesis::accounts`]).
+fn served(svc: &Service, arn: &str, service: &str) -> bool {
     let fields: Vec<&str> = arn.splitn(6, ':').collect();
-    matches!(fields.as_slice(), ["arn", "aws", s, region, owner, _]
-        if *s == service && *region == svc.cfg.region && *owner == svc.cfg.account_id)
+    match fields.as_slice() {
+        ["arn", "aws", s, region, owner, resource] if *s == service && *region == svc.cfg.region => {
+            *owner == svc.cfg.account_id
+                || (service == "kinesis"
+                    && resource.starts_with("stream/")
+                    && owner.len() == 12
+                    && owner.bytes().all(|b| b.is_ascii_digit()))
+        }
+        _ => false,
+    }
+}
+
+/// The account a served ARN belongs to.
+fn owner_of(arn: &str) -> &str {
+    arn.split(':').nth(4).unwrap_or_default()
 }
 
 /// Authorizes `action` on the resource `arn` under its policy.
@@ -174,20 +185,20 @@ fn authorize_on(svc: &Service, caller: &Caller, action: &str, arn: &str) -> ApiR
     // An ARN of another partition, region or account names nothing this daemon serves. The check
     // also keeps one resource from being spelled two ways, which would let a request slip past
     // the policy stored under the other spelling.
-    if !in_this_daemon(svc, arn, "kinesis") {
+    if !served(svc, arn, "kinesis") {
         return Err(ApiError::ResourceNotFound(format!("Resource {arn} not found.")));
     }
     // A consumer is named by its registered ARN, whatever creation time the request spells.
-    let resource = match parse_consumer_arn(arn) {
+    let resource = match svc.consumer_of_arn(arn) {
         Some((stream, consumer, _)) => svc
-            .stream(stream)
+            .stream(&stream)
             .ok()
             .and_then(|m| m.consumers.iter().find(|c| c.name == consumer).map(|c| c.arn(&svc.arn(&m))))
             .unwrap_or_else(|| arn.to_owned()),
         None => arn.to_owned(),
     };
     let policy = policy_of(svc, &resource)?;
-    caller.authorize(action, &resource, &svc.cfg.account_id, policy.as_ref())
+    caller.authorize(action, &resource, owner_of(&resource), policy.as_ref())
 }
 
 /// GetRecords with a StreamARN that is not its iterator's stream.

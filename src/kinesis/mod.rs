@@ -14,6 +14,7 @@
 //! `[limits] enforce = true`.
 
 pub mod access;
+pub mod accounts;
 pub mod expiry;
 pub mod fanout;
 pub mod ondemand;
@@ -34,7 +35,6 @@ use crate::protocol::codec::{decode_request, MemberKinds, Protocol};
 use crate::protocol::error::{ApiError, ApiResult};
 use crate::protocol::validate::Model;
 use crate::service::Service;
-use crate::stream::meta::{parse_consumer_arn, stream_name_from_arn};
 
 /// The `X-Amz-Target` prefix of the Kinesis API.
 pub const TARGET_PREFIX: &str = "Kinesis_20131202";
@@ -94,6 +94,7 @@ impl AwsService for Kinesis {
                 return Reply::Whole(Err(ApiError::UnknownOperation(String::new())));
             }
             let (auth, caller) = crate::http::iam::split(auth);
+            let account = accounts::account_of(&svc, caller.as_deref()).to_owned();
             // Hot path: JSON puts are decoded straight into their typed shape, without a Value
             // tree. A request it refuses is decoded again and checked against the model, so that
             // the answer is AWS's.
@@ -107,7 +108,7 @@ impl AwsService for Kinesis {
                     Err(e) => {
                         let exact =
                             decode_request(proto, &body, &MEMBER_KINDS).and_then(|mut v| MODEL.check(&op, &mut v));
-                        Err(exact.err().unwrap_or(e))
+                        Err(accounts::present_error(&svc, exact.err().unwrap_or(e)))
                     }
                 });
             }
@@ -122,15 +123,18 @@ impl AwsService for Kinesis {
                     Some(c) => access::authorize(&svc, c, &op, &access::Named::of(&op, &value)),
                     None => Ok(()),
                 })
-                .and_then(|()| check_stream_id(&svc, &value))
+                .and_then(|()| {
+                    accounts::scope_request(&svc, &account, &op, &mut value);
+                    check_stream_id(&svc, &value)
+                })
             {
-                return Reply::Whole(Err(e));
+                return Reply::Whole(Err(accounts::present_error(&svc, e)));
             }
             if op == "SubscribeToShard" {
                 return match parse(value) {
                     Ok(input) => match ops::consumers::subscribe_to_shard(&svc, input, proto).await {
                         Ok(events) => Reply::Events(http_body_util::BodyExt::boxed(events)),
-                        Err(e) => Reply::Whole(Err(e)),
+                        Err(e) => Reply::Whole(Err(accounts::present_error(&svc, e))),
                     },
                     Err(e) => Reply::Whole(Err(e)),
                 };
@@ -146,7 +150,7 @@ impl AwsService for Kinesis {
             if crate::firehose::channels::OPERATIONS.contains(&op.as_str()) {
                 return Reply::Whole(crate::firehose::channels::dispatch(&delivery, &op, value).await);
             }
-            let result = dispatch(&svc, &op, value).await;
+            let result = dispatch(&svc, &op, value, &account).await.map_err(|e| accounts::present_error(&svc, e));
             // Operations without an output shape answer with an empty body, as AWS's do.
             Reply::Whole(result.map(|v| if MODEL.has_output(&op) { v } else { Value::Null }))
         })
@@ -162,10 +166,13 @@ fn check_stream_id(svc: &Service, req: &Value) -> ApiResult<()> {
     let Some(id) = req.get("StreamId").and_then(Value::as_str) else { return Ok(()) };
     let text = |m: &str| req.get(m).and_then(Value::as_str);
     let name = text("StreamName")
-        .or_else(|| text("StreamARN").and_then(stream_name_from_arn))
-        .or_else(|| text("ResourceARN").and_then(stream_name_from_arn))
-        .or_else(|| text("ResourceARN").or(text("ConsumerARN")).and_then(parse_consumer_arn).map(|(s, _, _)| s));
-    match name.and_then(|n| svc.stream(n).ok()) {
+        .map(str::to_owned)
+        .or_else(|| text("StreamARN").and_then(|a| svc.stream_of_arn(a)))
+        .or_else(|| text("ResourceARN").and_then(|a| svc.stream_of_arn(a)))
+        .or_else(|| {
+            text("ResourceARN").or(text("ConsumerARN")).and_then(|a| svc.consumer_of_arn(a)).map(|(s, _, _)| s)
+        });
+    match name.and_then(|n| svc.stream(&n).ok()) {
         Some(meta) if meta.stream_id() != id => Err(svc.not_found(&meta.name)),
         _ => Ok(()),
     }
@@ -226,11 +233,11 @@ pub const OPERATIONS: &[&str] = &[
 ];
 
 /// Runs one operation.
-async fn dispatch(svc: &Arc<Service>, op: &str, req: Value) -> ApiResult<Value> {
+async fn dispatch(svc: &Arc<Service>, op: &str, req: Value, account: &str) -> ApiResult<Value> {
     match op {
-        "CreateStream" => ops::streams::create_stream(svc, parse(req)?).await,
+        "CreateStream" => ops::streams::create_stream(svc, parse(req)?, account).await,
         "DeleteStream" => ops::streams::delete_stream(svc, parse(req)?).await,
-        "ListStreams" => ops::streams::list_streams(svc, parse(req)?),
+        "ListStreams" => ops::streams::list_streams(svc, parse(req)?, account),
         "DescribeStream" => ops::streams::describe_stream(svc, parse(req)?),
         "DescribeStreamSummary" => ops::streams::describe_stream_summary(svc, parse(req)?),
         "ListShards" => ops::streams::list_shards(svc, parse(req)?),
@@ -280,6 +287,7 @@ async fn dispatch_json_bytes(
 ) -> ApiResult<Value> {
     let ser =
         |e: serde_json::Error| ApiError::Serialization(format!("Request does not match the operation's shape: {e}"));
+    let account = accounts::account_of(svc, caller);
     let allowed = |name: Option<&str>, arn: Option<&str>| match caller {
         Some(c) => {
             access::authorize(svc, c, op, &access::Named { stream_name: name, stream_arn: arn, ..Default::default() })
@@ -288,13 +296,15 @@ async fn dispatch_json_bytes(
     };
     match op {
         "PutRecords" => {
-            let input: ops::records::PutRecordsInput = serde_json::from_slice(body).map_err(ser)?;
+            let mut input: ops::records::PutRecordsInput = serde_json::from_slice(body).map_err(ser)?;
             allowed(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
+            accounts::scope_names(svc, account, &mut input.stream_name, &mut input.stream_arn);
             ops::records::put_records(svc, input).await
         }
         "PutRecord" => {
-            let input: ops::records::PutRecordInput = serde_json::from_slice(body).map_err(ser)?;
+            let mut input: ops::records::PutRecordInput = serde_json::from_slice(body).map_err(ser)?;
             allowed(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
+            accounts::scope_names(svc, account, &mut input.stream_name, &mut input.stream_arn);
             ops::records::put_record(svc, input).await
         }
         _ => Err(ApiError::UnknownOperation(format!("Operation {op} is not supported by this daemon."))),

@@ -70,6 +70,40 @@ pub enum ApiError {
     ShardClosed(String),
 }
 
+/// The message every variant carries, borrowed as the receiver is.
+macro_rules! message_of {
+    ($e:expr) => {
+        match $e {
+            ApiError::ResourceNotFound(m)
+            | ApiError::ResourceInUse(m)
+            | ApiError::InvalidArgument(m)
+            | ApiError::Validation(m)
+            | ApiError::LimitExceeded(m)
+            | ApiError::ExpiredIterator(m)
+            | ApiError::ExpiredNextToken(m)
+            | ApiError::Serialization(m)
+            | ApiError::UnknownOperation(m)
+            | ApiError::ProvisionedThroughputExceeded(m)
+            | ApiError::InternalFailure(m)
+            | ApiError::ServiceUnavailable(m)
+            | ApiError::MissingAuthenticationToken(m)
+            | ApiError::IncompleteSignature(m)
+            | ApiError::InvalidSignature(m)
+            | ApiError::AccessDenied(m)
+            | ApiError::UnrecognizedClient(m)
+            | ApiError::ConditionalCheckFailed(m, _)
+            | ApiError::ConcurrentModification(m)
+            | ApiError::CodeValidation(m)
+            | ApiError::TooManyTags(m)
+            | ApiError::UnableToDetectSchema(m)
+            | ApiError::InvalidApplicationConfiguration(m)
+            | ApiError::UnsupportedOperation(m)
+            | ApiError::Throttling(m)
+            | ApiError::ShardClosed(m) => m,
+        }
+    };
+}
+
 impl ApiError {
     /// The AWS error type name, as sent in `__type` and `x-amzn-ErrorType`.
     pub fn type_name(&self) -> &'static str {
@@ -145,34 +179,12 @@ impl ApiError {
     }
 
     pub fn message(&self) -> &str {
-        match self {
-            ApiError::ResourceNotFound(m)
-            | ApiError::ResourceInUse(m)
-            | ApiError::InvalidArgument(m)
-            | ApiError::Validation(m)
-            | ApiError::LimitExceeded(m)
-            | ApiError::ExpiredIterator(m)
-            | ApiError::ExpiredNextToken(m)
-            | ApiError::Serialization(m)
-            | ApiError::UnknownOperation(m)
-            | ApiError::ProvisionedThroughputExceeded(m)
-            | ApiError::InternalFailure(m)
-            | ApiError::ServiceUnavailable(m)
-            | ApiError::MissingAuthenticationToken(m)
-            | ApiError::IncompleteSignature(m)
-            | ApiError::InvalidSignature(m)
-            | ApiError::AccessDenied(m)
-            | ApiError::UnrecognizedClient(m)
-            | ApiError::ConditionalCheckFailed(m, _)
-            | ApiError::ConcurrentModification(m)
-            | ApiError::CodeValidation(m)
-            | ApiError::TooManyTags(m)
-            | ApiError::UnableToDetectSchema(m)
-            | ApiError::InvalidApplicationConfiguration(m)
-            | ApiError::UnsupportedOperation(m)
-            | ApiError::Throttling(m)
-            | ApiError::ShardClosed(m) => m,
-        }
+        message_of!(self)
+    }
+
+    /// The message, to be rewritten in place.
+    pub fn message_mut(&mut self) -> &mut String {
+        message_of!(self)
     }
 
     /// The JSON error body: `__type` and the message. AWS's Java-based services name the message

@@ -224,10 +224,14 @@ where
                     }
                     None => Ok(()),
                 };
+                // The stream is named in the caller's own account.
+                let account = crate::kinesis::accounts::account_of(&svc, caller.as_ref());
+                let stream = crate::stream::meta::qualified(account, &svc.cfg.account_id, &stream);
                 let started = match allowed {
                     Ok(()) => start_subscription(&svc, &stream, &consumer, &shard, start).await,
                     Err(e) => Err(e),
-                };
+                }
+                .map_err(|e| crate::kinesis::accounts::present_error(&svc, e));
                 match started {
                     Ok((cursor, lease, seq)) => {
                         let credit =

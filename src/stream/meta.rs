@@ -289,6 +289,11 @@ impl StreamMeta {
         stream_arn(region, account, &self.name)
     }
 
+    /// The stream's name as its account knows it (its name inside the daemon is [`qualified`]).
+    pub fn display_name(&self) -> &str {
+        split_qualified(&self.name).1
+    }
+
     pub fn open_shard_count(&self) -> u32 {
         self.shards.iter().filter(|s| s.is_open()).count() as u32
     }
@@ -325,8 +330,51 @@ impl StreamMeta {
     }
 }
 
+/// The ARN of the stream named `name` inside the daemon (see [`qualified`]): in `account` (the
+/// daemon's), or in the account its name is qualified with.
 pub fn stream_arn(region: &str, account: &str, name: &str) -> String {
-    format!("arn:aws:kinesis:{region}:{account}:stream/{name}")
+    let (owner, name) = split_qualified(name);
+    format!("arn:aws:kinesis:{region}:{}:stream/{name}", owner.unwrap_or(account))
+}
+
+/// The name a stream of `account` has inside the daemon, where one registry holds every
+/// account's streams: its own name in the daemon's account (`daemon`), `<account>/<name>` in
+/// another (stream names have no `/`, so the two never meet).
+pub fn qualified(account: &str, daemon: &str, name: &str) -> String {
+    if account == daemon {
+        name.to_owned()
+    } else {
+        format!("{account}/{name}")
+    }
+}
+
+/// The account (`None`: the daemon's) and the name of a name inside the daemon ([`qualified`]).
+pub fn split_qualified(name: &str) -> (Option<&str>, &str) {
+    match name.split_once('/') {
+        Some((account, name)) => (Some(account), name),
+        None => (None, name),
+    }
+}
+
+/// The account and the resource part of a Kinesis ARN.
+fn arn_account_and_resource(arn: &str) -> Option<(&str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let (arn_lit, _partition, service) = (parts.next()?, parts.next()?, parts.next()?);
+    let (_region, account, resource) = (parts.next()?, parts.next()?, parts.next()?);
+    (arn_lit == "arn" && service == "kinesis").then_some((account, resource))
+}
+
+/// The name inside the daemon ([`qualified`]) of the stream a stream ARN names.
+pub fn stream_of_arn(arn: &str, daemon: &str) -> Option<String> {
+    let (account, _) = arn_account_and_resource(arn)?;
+    Some(qualified(account, daemon, stream_name_from_arn(arn)?))
+}
+
+/// [`parse_consumer_arn`] with the stream's name inside the daemon ([`qualified`]).
+pub fn consumer_of_arn<'a>(arn: &'a str, daemon: &str) -> Option<(String, &'a str, i64)> {
+    let (account, _) = arn_account_and_resource(arn)?;
+    let (stream, consumer, epoch) = parse_consumer_arn(arn)?;
+    Some((qualified(account, daemon, stream), consumer, epoch))
 }
 
 /// The stream name inside a stream ARN (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`).

@@ -42,9 +42,9 @@ ANALYST = ("AKIDSECANALYST", "analyst/secret")
 METRICS_TOKEN = "metrics-token-0123456789"
 
 
-@pytest.fixture(scope="module")
-def secure(tmp_path_factory):
-    work = tmp_path_factory.mktemp("sluice-security")
+def production(work: Path) -> Daemon:
+    """A daemon (not started) in production shape: sigv4 with the suite's keys, TLS."""
+    work.mkdir(parents=True, exist_ok=True)
     cert, key, ca = make_certificate(work / "tls")
     (work / "metrics.token").write_text(METRICS_TOKEN + "\n")
     config = FAST_CONFIG + f"""
@@ -76,6 +76,12 @@ key_file = "{key}"
 """
     d = Daemon(work / "daemon", config=config)
     d.cert, d.key, d.ca = cert, key, ca
+    return d
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory):
+    d = production(tmp_path_factory.mktemp("sluice-security"))
     d.start()
     assert d.endpoint == https(d)
     yield d
@@ -229,7 +235,8 @@ def test_another_account_needs_a_resource_policy_and_deny_wins(secure):
         f"User: arn:aws:iam::{PARTNER}:user/partner is not authorized to perform: kinesis:GetShardIterator on "
         f"resource: {arn} because no resource-based policy allows the kinesis:GetShardIterator action"
     )
-    assert error(partner.list_streams)[0] == "AccessDeniedException"
+    assert name not in partner.list_streams()["StreamNames"]
+    assert error(partner.describe_account_settings)[0] == "AccessDeniedException"
     grant = {
         "Version": "2012-10-17",
         "Statement": [
@@ -283,10 +290,11 @@ def signed_call(d: Daemon, key: tuple[str, str], op: str, body: dict, service: s
     from botocore.credentials import Credentials
 
     target = {"kinesis": "Kinesis_20131202", "firehose": "Firehose_20150804",
-              "kinesisanalytics": "KinesisAnalytics_20150814"}[service]
+              "kinesisanalytics": "KinesisAnalytics_20150814", "dynamodb": "DynamoDB_20120810"}[service]
+    content_type = "application/x-amz-json-1.0" if service == "dynamodb" else "application/x-amz-json-1.1"
     data = json.dumps(body).encode()
     req = AWSRequest(method="POST", url=https(d) + "/", data=data,
-                     headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"{target}.{op}"})
+                     headers={"Content-Type": content_type, "X-Amz-Target": f"{target}.{op}"})
     SigV4Auth(Credentials(*key), service, "us-east-1").add_auth(req)
     ctx = ssl.create_default_context(cafile=str(d.ca))
     request = urllib.request.Request(https(d) + "/", data=data, headers=dict(req.headers.items()), method="POST")
@@ -392,6 +400,127 @@ def test_a_subscription_through_a_consumer_is_the_consumers(secure):
     admin.delete_resource_policy(ResourceARN=consumer)
     ok = subscribe(secure, name, ADMIN, consumer="pushed")
     assert ok.returncode == 0, ok.stderr
+
+
+def test_each_account_has_its_own_streams(secure):
+    """A key of another account creates, writes, reads, lists, reshards and deletes streams of its
+    own; a name means a stream of the caller's account, and the same name in two accounts is two
+    streams."""
+    name, arn = stream(secure, records=1)
+    admin, partner = client(secure, ADMIN), client(secure, OTHER)
+    partner.create_stream(StreamName=name, ShardCount=2)
+    wait_active(partner, name)
+    summary = partner.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+    theirs = f"arn:aws:kinesis:us-east-1:{PARTNER}:stream/{name}"
+    assert (summary["StreamName"], summary["StreamARN"], summary["OpenShardCount"]) == (name, theirs, 2)
+    assert error(partner.create_stream, StreamName=name, ShardCount=1) == (
+        "ResourceInUseException", f"Stream {name} under account {PARTNER} already exists.")
+    put = partner.put_records(StreamName=name, Records=[{"Data": b"p%d" % i, "PartitionKey": str(i)}
+                                                      for i in range(20)])
+    assert put["FailedRecordCount"] == 0
+    partner.put_record(StreamARN=theirs, Data=b"by-arn", PartitionKey="k")
+    got = []
+    for shard in partner.list_shards(StreamName=name)["Shards"]:
+        it = partner.get_shard_iterator(StreamName=name, ShardId=shard["ShardId"],
+                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        got += [r["Data"] for r in partner.get_records(ShardIterator=it)["Records"]]
+    assert sorted(got) == sorted([b"p%d" % i for i in range(20)] + [b"by-arn"])
+    # The daemon's account's stream of the same name is untouched, and each account lists its own.
+    assert all_records(admin, arn) == [b"r0"]
+    assert name in admin.list_streams()["StreamNames"] and name in partner.list_streams()["StreamNames"]
+    assert [s["StreamARN"] for s in partner.list_streams()["StreamSummaries"] if s["StreamName"] == name] == [theirs]
+    # Each account's stream is the other's only by ARN and policy.
+    code, message = error(admin.describe_stream_summary, StreamARN=theirs)
+    assert code == "AccessDeniedException" and f"on resource: {theirs} " in message, message
+    grant = {"Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+                            "Action": "kinesis:DescribeStreamSummary", "Resource": theirs}]}
+    partner.put_resource_policy(ResourceARN=theirs, Policy=json.dumps(grant))
+    assert admin.describe_stream_summary(StreamARN=theirs)["StreamDescriptionSummary"]["OpenShardCount"] == 2
+    assert error(admin.put_record, StreamARN=theirs, Data=b"x", PartitionKey="k")[0] == "AccessDeniedException"
+    # Consumers and resharding in the account's own stream.
+    consumer = partner.register_stream_consumer(StreamARN=theirs, ConsumerName="c")["Consumer"]["ConsumerARN"]
+    assert consumer.startswith(theirs + "/consumer/c:")
+    partner.update_shard_count(StreamName=name, TargetShardCount=4, ScalingType="UNIFORM_SCALING")
+    for _ in range(200):
+        if partner.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+            break
+        time.sleep(0.05)
+    assert partner.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["OpenShardCount"] == 4
+    sub = subscribe(secure, name, OTHER, count=1)
+    assert sub.returncode == 0, sub.stderr
+    assert sub.stdout.split("\t")[2].startswith("p"), sub.stdout
+    code, message = error(partner.list_shards, StreamName="absent-" + name)
+    assert (code, message) == ("ResourceNotFoundException", f"Stream absent-{name} under account {PARTNER} not found.")
+    partner.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
+    for _ in range(200):
+        if name not in partner.list_streams()["StreamNames"]:
+            break
+        time.sleep(0.05)
+    assert name not in partner.list_streams()["StreamNames"]
+    assert admin.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE"
+
+
+def lease_table(ddb, name: str):
+    ddb.create_table(TableName=name, KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "leaseKey", "AttributeType": "S"}],
+                     BillingMode="PAY_PER_REQUEST")
+
+
+def test_each_account_has_its_own_tables(secure):
+    """A KCL application under another account's key keeps its lease table in its own account."""
+    name = unique_name("leases")
+    admin, partner = client(secure, ADMIN, "dynamodb"), client(secure, OTHER, "dynamodb")
+    lease_table(admin, name)
+    admin.put_item(TableName=name, Item={"leaseKey": {"S": "shard-0"}, "owner": {"S": "admin"}})
+    lease_table(partner, name)
+    described = partner.describe_table(TableName=name)["Table"]
+    assert (described["TableName"], described["TableArn"], described["ItemCount"]) == (
+        name, f"arn:aws:dynamodb:us-east-1:{PARTNER}:table/{name}", 0)
+    assert error(partner.create_table, TableName=name, KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                 AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                 BillingMode="PAY_PER_REQUEST") == ("ResourceInUseException", f"Table already exists: {name}")
+    partner.put_item(TableName=name, Item={"leaseKey": {"S": "shard-0"}, "owner": {"S": "partner"}})
+    assert partner.get_item(TableName=name, Key={"leaseKey": {"S": "shard-0"}})["Item"]["owner"] == {"S": "partner"}
+    assert admin.get_item(TableName=name, Key={"leaseKey": {"S": "shard-0"}})["Item"]["owner"] == {"S": "admin"}
+    got = partner.batch_get_item(RequestItems={name: {"Keys": [{"leaseKey": {"S": "shard-0"}}]}})["Responses"]
+    assert list(got) == [name] and got[name][0]["owner"] == {"S": "partner"}
+    assert name in partner.list_tables()["TableNames"] and name in admin.list_tables()["TableNames"]
+    assert all("/" not in t for t in admin.list_tables()["TableNames"] + partner.list_tables()["TableNames"])
+    # A table is its own account's only, and no name reaches into another account.
+    status, body = signed_call(secure, ADMIN, "DescribeTable", {"TableName": f"{PARTNER}/{name}"}, service="dynamodb")
+    assert (status, body.get("__type", "").split("#")[-1]) == (400, "ValidationException"), body
+    partner.delete_table(TableName=name)
+    assert error(partner.describe_table, TableName=name)[0] == "ResourceNotFoundException"
+    assert admin.get_item(TableName=name, Key={"leaseKey": {"S": "shard-0"}})["Item"]["owner"] == {"S": "admin"}
+    admin.delete_table(TableName=name)
+
+
+def test_another_accounts_streams_and_tables_survive_kill_9(tmp_path):
+    d = production(tmp_path)
+    d.start()
+    try:
+        partner = client(d, OTHER)
+        partner.create_stream(StreamName="theirs", ShardCount=1)
+        wait_active(partner, "theirs")
+        acked = [partner.put_record(StreamName="theirs", Data=b"t%d" % i, PartitionKey="k")["SequenceNumber"]
+                 for i in range(5)]
+        lease_table(client(d, OTHER, "dynamodb"), "their-leases")
+        client(d, OTHER, "dynamodb").put_item(TableName="their-leases", Item={"leaseKey": {"S": "s0"}})
+        d.restart(kill=True)
+        partner = client(d, OTHER)
+        summary = partner.describe_stream_summary(StreamName="theirs")["StreamDescriptionSummary"]
+        assert summary["StreamARN"] == f"arn:aws:kinesis:us-east-1:{PARTNER}:stream/theirs"
+        it = partner.get_shard_iterator(StreamName="theirs", ShardId="shardId-000000000000",
+                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        records = partner.get_records(ShardIterator=it)["Records"]
+        assert [(r["SequenceNumber"], r["Data"]) for r in records] == [(s, b"t%d" % i) for i, s in enumerate(acked)]
+        assert error(client(d, ADMIN).describe_stream_summary, StreamName="theirs")[0] == "ResourceNotFoundException"
+        assert "theirs" not in client(d, ADMIN).list_streams()["StreamNames"]
+        tables = client(d, OTHER, "dynamodb")
+        assert tables.get_item(TableName="their-leases", Key={"leaseKey": {"S": "s0"}})["Item"] == {"leaseKey": {"S": "s0"}}
+        assert "their-leases" not in client(d, ADMIN, "dynamodb").list_tables()["TableNames"]
+    finally:
+        assert d.stop() == 0
 
 
 def subscribe(d: Daemon, name: str, key: tuple[str, str] | None, tls: bool = True, count: int = 2,

@@ -24,7 +24,7 @@ use crate::protocol::eventstream;
 use crate::reader::{ShardCursor, DELIVERY_BYTES_MAX};
 use crate::runtime::ShardKey;
 use crate::service::Service;
-use crate::stream::meta::{parse_consumer_arn, ConsumerMeta, ConsumerStatus, StreamMeta, StreamStatus};
+use crate::stream::meta::{ConsumerMeta, ConsumerStatus, StreamMeta, StreamStatus};
 use crate::stream::seqno::SeqNo;
 
 /// Events buffered per subscription between the delivery task and the connection.
@@ -68,10 +68,10 @@ fn resolve_consumer(
     match (consumer_arn, stream_arn, consumer_name) {
         // A consumer ARN names the consumer; a stream ARN given beside it must be its stream's.
         (Some(arn), stream_arn, None) => {
-            let (stream, name, epoch) = parse_consumer_arn(arn).ok_or_else(|| {
+            let (stream, name, epoch) = svc.consumer_of_arn(arn).ok_or_else(|| {
                 ApiError::validation(arn, "consumerARN", "Member must satisfy regular expression pattern: ^(arn):aws.*:kinesis:.*:\\d{12}:.*stream\\/[a-zA-Z0-9_.-]+\\/consumer\\/[a-zA-Z0-9_.-]+:[0-9]+")
             })?;
-            let meta = svc.stream(stream).map_err(|_| consumer_not_found(svc, arn))?;
+            let meta = svc.stream(&stream).map_err(|_| consumer_not_found(svc, arn))?;
             if stream_arn.is_some_and(|s| s != svc.arn(&meta)) {
                 return Err(consumer_not_found(svc, arn));
             }

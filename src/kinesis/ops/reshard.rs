@@ -151,7 +151,7 @@ pub async fn update_shard_count(svc: &Arc<Service>, input: UpdateShardCountInput
         apply(svc, &meta, steps).await?;
     }
     Ok(json!({
-        "StreamName": meta.name,
+        "StreamName": meta.display_name(),
         "StreamARN": arn,
         "CurrentShardCount": current,
         "TargetShardCount": target,

@@ -14,9 +14,7 @@ use crate::kinesis::reshard::{apply, uniform_plan};
 use crate::kinesis::{epoch_seconds, required};
 use crate::protocol::error::{ApiError, ApiResult};
 use crate::service::Service;
-use crate::stream::meta::{
-    parse_consumer_arn, RecordDistribution, StreamMeta, StreamMode, StreamStatus, SHARD_LEVEL_METRICS,
-};
+use crate::stream::meta::{RecordDistribution, StreamMeta, StreamMode, StreamStatus, SHARD_LEVEL_METRICS};
 
 /// Warm throughput one open on-demand shard carries, in MiB/s.
 const MIBPS_PER_SHARD: u32 = 1;
@@ -118,7 +116,7 @@ pub async fn enhanced_monitoring(svc: &Arc<Service>, input: StreamInput, enable:
     m.shard_level_metrics = desired.clone();
     let saved = svc.save(m).await?;
     Ok(json!({
-        "StreamName": saved.name,
+        "StreamName": saved.display_name(),
         "StreamARN": svc.arn(&saved),
         "CurrentShardLevelMetrics": current,
         "DesiredShardLevelMetrics": desired,
@@ -192,7 +190,7 @@ pub async fn update_warm_throughput(svc: &Arc<Service>, input: StreamInput) -> A
         saved = apply(svc, &saved, steps).await?;
     }
     Ok(json!({
-        "StreamName": saved.name,
+        "StreamName": saved.display_name(),
         "StreamARN": svc.arn(&saved),
         "WarmThroughput": warm_throughput_json(&saved),
     }))
@@ -323,15 +321,17 @@ pub(crate) fn policy_key(arn: &str) -> String {
 
 /// The stream or consumer an ARN names, which must exist.
 fn policy_resource(svc: &Service, arn: &str) -> ApiResult<String> {
-    if let Some((stream, consumer, _)) = parse_consumer_arn(arn) {
-        let meta = svc.stream(stream)?;
+    if let Some((stream, consumer, _)) = svc.consumer_of_arn(arn) {
+        let meta = svc.stream(&stream)?;
         // The registered consumer's own ARN, whatever creation time the request spells.
         return match meta.consumers.iter().find(|c| c.name == consumer) {
             Some(c) => Ok(c.arn(&svc.arn(&meta))),
-            None => Err(ApiError::ResourceNotFound(format!(
-                "Consumer {consumer} under stream {stream} under account {} not found.",
-                svc.cfg.account_id
-            ))),
+            None => {
+                let (account, stream) = svc.account_and_name(&stream);
+                Err(ApiError::ResourceNotFound(format!(
+                    "Consumer {consumer} under stream {stream} under account {account} not found."
+                )))
+            }
         };
     }
     let meta = svc.resolve(None, Some(arn))?;

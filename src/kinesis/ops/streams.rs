@@ -106,9 +106,11 @@ pub async fn create_internal_stream(svc: &Arc<Service>, name: &str, shard_count:
     open_new_stream(svc, meta).await
 }
 
-pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput) -> ApiResult<Value> {
+/// Creates a stream in `account` (the caller's).
+pub async fn create_stream(svc: &Arc<Service>, input: CreateStreamInput, account: &str) -> ApiResult<Value> {
     let name = required(input.stream_name, "streamName")?;
     validate_stream_name(&name)?;
+    let name = crate::stream::meta::qualified(account, &svc.cfg.account_id, &name);
     // With neither a shard count nor a mode, AWS creates an on-demand stream.
     let default_mode = if input.shard_count.is_some() { StreamMode::Provisioned } else { StreamMode::OnDemand };
     let mode = parse_mode(input.stream_mode_details.as_ref())?.unwrap_or(default_mode);
@@ -253,7 +255,8 @@ pub struct ListStreamsInput {
     next_token: Option<String>,
 }
 
-pub fn list_streams(svc: &Service, input: ListStreamsInput) -> ApiResult<Value> {
+/// Lists the streams of `account` (the caller's).
+pub fn list_streams(svc: &Service, input: ListStreamsInput, account: &str) -> ApiResult<Value> {
     let limit = input.limit.unwrap_or(100);
     in_range(limit, 1, 10_000, "limit")?;
     if input.next_token.is_some() && input.exclusive_start_stream_name.is_some() {
@@ -265,18 +268,19 @@ pub fn list_streams(svc: &Service, input: ListStreamsInput) -> ApiResult<Value> 
         Some(t) => Some(decode_token(svc, t)?.after),
         None => input.exclusive_start_stream_name.clone(),
     };
+    let own = |s: &StreamMeta| svc.account_and_name(&s.name).0 == account;
     let streams: Vec<Arc<StreamMeta>> = svc
         .client_streams()
         .into_iter()
-        .filter(|s| after.as_ref().is_none_or(|a| s.name.as_str() > a.as_str()))
+        .filter(|s| own(s) && after.as_ref().is_none_or(|a| s.display_name() > a.as_str()))
         .collect();
     let page: Vec<&Arc<StreamMeta>> = streams.iter().take(limit as usize).collect();
     let more = streams.len() > page.len();
     let mut out = json!({
-        "StreamNames": page.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        "StreamNames": page.iter().map(|s| s.display_name()).collect::<Vec<_>>(),
         "HasMoreStreams": more,
         "StreamSummaries": page.iter().map(|s| json!({
-            "StreamName": s.name,
+            "StreamName": s.display_name(),
             "StreamARN": svc.arn(s),
             "StreamStatus": s.status.as_str(),
             "StreamModeDetails": {"StreamMode": s.mode.as_str()},
@@ -285,7 +289,7 @@ pub fn list_streams(svc: &Service, input: ListStreamsInput) -> ApiResult<Value> 
     });
     if more {
         if let Some(last) = page.last() {
-            out["NextToken"] = json!(encode_token(svc, "", &last.name));
+            out["NextToken"] = json!(encode_token(svc, "", last.display_name()));
         }
     }
     Ok(out)
@@ -337,7 +341,7 @@ pub fn describe_stream(svc: &Service, input: DescribeStreamInput) -> ApiResult<V
     let page = &shards[..shards.len().min(limit as usize)];
     let mut out = json!({
         "StreamDescription": {
-            "StreamName": meta.name,
+            "StreamName": meta.display_name(),
             "StreamARN": svc.arn(&meta),
             "StreamStatus": meta.status.as_str(),
             "StreamModeDetails": {"StreamMode": meta.mode.as_str()},
@@ -367,7 +371,7 @@ pub fn describe_stream_summary(svc: &Service, input: StreamRef) -> ApiResult<Val
     let meta = input.resolve(svc)?;
     let mut out = json!({
         "StreamDescriptionSummary": {
-            "StreamName": meta.name,
+            "StreamName": meta.display_name(),
             "StreamARN": svc.arn(&meta),
             "StreamStatus": meta.status.as_str(),
             "StreamModeDetails": {"StreamMode": meta.mode.as_str()},
@@ -556,9 +560,9 @@ impl ListRequest {
             .flatten()
             .map(|s| {
                 let arn = s.get("StreamARN").and_then(Value::as_str);
-                let name = arn.and_then(crate::stream::meta::stream_name_from_arn).unwrap_or_default();
+                let name = arn.and_then(|a| svc.stream_of_arn(a)).unwrap_or_default();
                 let ts = s.get("StreamCreationTimestamp").and_then(|t| crate::kinesis::timestamp_ms(t, "t").ok());
-                (name.to_owned(), ts)
+                (name, ts)
             })
             .collect();
         Ok(ListRequest { after, filters, limit })
