@@ -13,8 +13,9 @@
 //!   and messages say `<name> under account <its account>` ([`present_error`]).
 //!
 //! Limits: queues, channels, the account settings and DescribeLimits are the daemon's account's
-//! only; the account limits (shards, streams, consumers) are counted over the whole daemon; DynamoDB
-//! tables, delivery streams and applications are the daemon's account's only.
+//! only; the account limits (shards, streams, consumers) are counted over the whole daemon; delivery
+//! streams and applications are the daemon's account's only. DynamoDB tables are per account the
+//! same way ([`crate::dynamodb`]).
 
 use serde_json::Value;
 
