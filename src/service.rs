@@ -181,15 +181,56 @@ impl Service {
         (account.unwrap_or(&self.cfg.account_id), name)
     }
 
-    /// The name inside the daemon of the stream a stream ARN names, whatever its account.
+    /// The account an ARN's account field means: itself when it is the daemon's or a key's
+    /// (`[[auth.keys]] account_id`), the daemon's otherwise. ARNs copied from AWS's examples name
+    /// accounts no key has (`123456789012`), and mean the daemon's streams, as they did before
+    /// keys had accounts.
+    pub fn effective_account<'a>(&'a self, account: &'a str) -> &'a str {
+        let known = account == self.cfg.account_id
+            || self.cfg.auth.keys.iter().any(|k| k.account_id.as_deref() == Some(account));
+        if known {
+            account
+        } else {
+            &self.cfg.account_id
+        }
+    }
+
+    /// The name inside the daemon of the stream a stream ARN names, in the ARN's account
+    /// ([`Service::effective_account`]).
     pub fn stream_of_arn(&self, arn: &str) -> Option<String> {
-        crate::stream::meta::stream_of_arn(arn, &self.cfg.account_id)
+        let name = crate::stream::meta::stream_name_from_arn(arn)?;
+        let account = self.effective_account(crate::stream::meta::arn_account(arn)?);
+        Some(crate::stream::meta::qualified(account, &self.cfg.account_id, name))
     }
 
     /// The stream (its name inside the daemon), consumer name and creation time a consumer ARN
     /// names.
     pub fn consumer_of_arn<'a>(&self, arn: &'a str) -> Option<(String, &'a str, i64)> {
-        crate::stream::meta::consumer_of_arn(arn, &self.cfg.account_id)
+        let (stream, consumer, epoch) = crate::stream::meta::parse_consumer_arn(arn)?;
+        let account = self.effective_account(crate::stream::meta::arn_account(arn)?);
+        Some((crate::stream::meta::qualified(account, &self.cfg.account_id, stream), consumer, epoch))
+    }
+
+    /// The one spelling of a stream or consumer ARN: its owner's account as the daemon reads it,
+    /// a consumer's registered creation time. Other ARNs as given.
+    pub fn canonical_arn(&self, arn: &str) -> String {
+        let region = &self.cfg.region;
+        let daemon = &self.cfg.account_id;
+        if let Some((stream, consumer, epoch)) = self.consumer_of_arn(arn) {
+            let stream_arn = crate::stream::meta::stream_arn(region, daemon, &stream);
+            return match self
+                .stream(&stream)
+                .ok()
+                .and_then(|m| m.consumers.iter().find(|c| c.name == consumer).cloned())
+            {
+                Some(c) => c.arn(&stream_arn),
+                None => format!("{stream_arn}/consumer/{consumer}:{epoch}"),
+            };
+        }
+        match self.stream_of_arn(arn) {
+            Some(stream) => crate::stream::meta::stream_arn(region, daemon, &stream),
+            None => arn.to_owned(),
+        }
     }
 
     /// AWS's ResourceInUseException for a change to a stream that is not ACTIVE.

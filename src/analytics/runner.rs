@@ -187,12 +187,20 @@ async fn load_tables(svc: &Service, app: &Application) -> Result<Vec<Vec<Vec<Val
 /// stream, or its source stream).
 pub fn stream_of(a: &State, arn: &str) -> Result<Arc<StreamMeta>, String> {
     if let Some(name) = arn.split(":deliverystream/").nth(1).filter(|_| arn.starts_with("arn:aws:firehose:")) {
-        let ds = a.firehose.get(name).map_err(|e| e.to_string())?;
+        let ds = a.firehose.get(&delivery_stream_of_arn(&a.svc, arn, name)).map_err(|e| e.to_string())?;
         return crate::firehose::delivery::source_stream(&a.svc, &ds)
             .map_err(|e| format!("The delivery stream {name} cannot be read: {e}."));
     }
-    let name = crate::stream::meta::stream_name_from_arn(arn).ok_or_else(|| format!("{arn} is not a stream ARN."))?;
-    a.svc.stream(name).map_err(|_| format!("The stream {name} does not exist."))
+    // The ARN's own account's stream (another account's is `<account>/<name>` inside the daemon).
+    let name = a.svc.stream_of_arn(arn).ok_or_else(|| format!("{arn} is not a stream ARN."))?;
+    a.svc.stream(&name).map_err(|_| format!("The stream {} does not exist.", a.svc.account_and_name(&name).1))
+}
+
+/// The name inside the daemon of the delivery stream `name` a Firehose ARN names, in the ARN's
+/// account.
+fn delivery_stream_of_arn(svc: &Service, arn: &str, name: &str) -> String {
+    let account = svc.effective_account(crate::stream::meta::arn_account(arn).unwrap_or_default());
+    crate::stream::meta::qualified(account, &svc.cfg.account_id, name)
 }
 
 /// Where an output's records go: a Kinesis stream, or a DirectPut delivery stream's storage.
@@ -202,7 +210,8 @@ fn destination(a: &State, output: &Json) -> Result<Arc<StreamMeta>, String> {
     }
     if let Some(arn) = output.pointer("/KinesisFirehoseOutputDescription/ResourceARN").and_then(Json::as_str) {
         let name = arn.split(":deliverystream/").nth(1).unwrap_or_default();
-        return crate::firehose::ops::put_target(&a.firehose, name).map_err(|e| e.to_string());
+        let name = delivery_stream_of_arn(&a.svc, arn, name);
+        return crate::firehose::ops::put_target(&a.firehose, &name).map_err(|e| e.to_string());
     }
     Err("The output has no destination this server can write to.".into())
 }

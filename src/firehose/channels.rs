@@ -415,7 +415,7 @@ pub fn all(svc: &Service) -> Vec<Channel> {
 pub fn of_stream(svc: &Service, stream: &str) -> Vec<String> {
     all(svc)
         .into_iter()
-        .filter(|c| crate::stream::meta::stream_name_from_arn(&c.stream_arn) == Some(stream))
+        .filter(|c| svc.stream_of_arn(&c.stream_arn).as_deref() == Some(stream))
         .map(|c| c.name)
         .collect()
 }
@@ -604,8 +604,8 @@ fn list(f: &Arc<State>, req: Value) -> ApiResult<Value> {
     let matching: Vec<Channel> = all(&f.svc)
         .into_iter()
         .filter(|c| {
-            let stream = crate::stream::meta::stream_name_from_arn(&c.stream_arn).unwrap_or_default();
-            list.admits(&c.name, stream, c.stream_created_ms)
+            let stream = f.svc.stream_of_arn(&c.stream_arn).unwrap_or_default();
+            list.admits(&c.name, &stream, c.stream_created_ms)
         })
         .collect();
     Ok(list.page(&f.svc, &matching, "ChannelSummaries", |c| &c.name, |c| c.summary(&f.svc)))

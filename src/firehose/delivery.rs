@@ -232,7 +232,7 @@ pub(crate) fn source_stream(
 ) -> Result<Arc<crate::stream::meta::StreamMeta>, String> {
     let name = match (&ds.internal_stream, &ds.source_stream_arn) {
         (Some(n), _) => n.clone(),
-        (None, Some(arn)) => crate::stream::meta::stream_name_from_arn(arn).unwrap_or_default().to_owned(),
+        (None, Some(arn)) => svc.stream_of_arn(arn).unwrap_or_default(),
         (None, None) => return Err("no source".into()),
     };
     svc.stream(&name).map_err(|_| format!("the source stream {name} does not exist"))
@@ -404,7 +404,7 @@ impl Naming {
 
     /// `<stream>-<version>-<time>-<id><ext>`.
     fn name(&self, ds: &DeliveryStream, ts: i64, ext: &str) -> String {
-        object_name(&ds.name, ds.version_id, ts, &self.id, ext)
+        object_name(ds.display_name(), ds.version_id, ts, &self.id, ext)
     }
 
     /// The destination's Prefix evaluated, then the object's name with its extension

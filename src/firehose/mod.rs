@@ -17,6 +17,8 @@
 //!
 //! With verified keys, the creator of a delivery stream with a Kinesis source must itself be
 //! allowed to read that stream ([`SOURCE_READS`]): the RoleARN given is recorded, not assumed.
+//! Delivery streams are per account: a key of another account than the daemon's names its own
+//! account's, kept as `<account>/<name>` inside the daemon, with ARNs of that account.
 //!
 //! Limits: destinations ExtendedS3, S3 and HTTP endpoint only; no format conversion; UTC only;
 //! encryption settings are recorded, not applied; one internal shard per DirectPut stream; one
@@ -101,7 +103,14 @@ pub struct DeliveryStream {
 
 impl DeliveryStream {
     pub fn arn(&self, svc: &Service) -> String {
-        format!("arn:aws:firehose:{}:{}:deliverystream/{}", svc.cfg.region, svc.cfg.account_id, self.name)
+        let (account, name) = svc.account_and_name(&self.name);
+        format!("arn:aws:firehose:{}:{account}:deliverystream/{name}", svc.cfg.region)
+    }
+
+    /// The delivery stream's name as its account knows it (inside the daemon a delivery stream of
+    /// another account is `<account>/<name>`).
+    pub fn display_name(&self) -> &str {
+        crate::stream::meta::split_qualified(&self.name).1
     }
 }
 
@@ -234,20 +243,22 @@ impl AwsService for Firehose {
         let f = self.0.clone();
         Box::pin(async move {
             let (auth, caller) = crate::http::iam::split(auth);
-            let value = match MODEL.request(OPERATIONS, &op, proto, &body, &MEMBER_KINDS, auth) {
+            let mut value = match MODEL.request(OPERATIONS, &op, proto, &body, &MEMBER_KINDS, auth) {
                 Ok(v) => v,
                 Err(e) => return Reply::Whole(Err(e)),
             };
             drop(body);
-            let resource = ("firehose", "deliverystream");
-            if let Err(e) = crate::http::iam::check_named(
-                caller.as_deref(),
-                &value,
-                "DeliveryStreamName",
-                resource,
-                &op,
-                &f.svc.cfg,
-            )
+            // Delivery streams are per account: a caller's names are its own account's (the
+            // model has checked them against the name pattern, which has no `/`).
+            let account = crate::kinesis::accounts::account_of(&f.svc, caller.as_deref()).to_owned();
+            if let Some(Value::String(name)) = value.get_mut("DeliveryStreamName") {
+                *name = crate::stream::meta::qualified(&account, &f.svc.cfg.account_id, name);
+            }
+            let named = value.get("DeliveryStreamName").and_then(Value::as_str).map(|n| f.svc.account_and_name(n).1);
+            if let Err(e) = match caller.as_deref() {
+                Some(c) => c.authorize_named("firehose", &op, "deliverystream", named, &f.svc.cfg.region, &account),
+                None => Ok(()),
+            }
             .and_then(|()| {
                 match (caller.as_deref(), value.pointer("/KinesisStreamSourceConfiguration/KinesisStreamARN")) {
                     // A delivery stream reads its source with the rights of whoever creates it (there
@@ -260,7 +271,13 @@ impl AwsService for Firehose {
             }) {
                 return Reply::Whole(Err(e));
             }
-            Reply::Whole(ops::dispatch(&f, &op, value).await)
+            let present = |mut e: ApiError| {
+                if let Some(m) = crate::kinesis::accounts::present_message(e.message(), &f.svc.cfg.account_id) {
+                    *e.message_mut() = m;
+                }
+                e
+            };
+            Reply::Whole(ops::dispatch(&f, &op, value, &account).await.map_err(present))
         })
     }
 }

@@ -26,12 +26,12 @@ pub const DESTINATION_ID: &str = "destinationId-000000000001";
 pub const DEFAULT_SIZE_MB: u64 = 5;
 pub const DEFAULT_INTERVAL_S: u64 = 300;
 
-pub async fn dispatch(f: &Arc<State>, op: &str, req: Value) -> ApiResult<Value> {
+pub async fn dispatch(f: &Arc<State>, op: &str, req: Value, account: &str) -> ApiResult<Value> {
     match op {
         "CreateDeliveryStream" => create(f, req).await,
         "DeleteDeliveryStream" => delete(f, req).await,
         "DescribeDeliveryStream" => describe(f, req),
-        "ListDeliveryStreams" => list(f, req),
+        "ListDeliveryStreams" => list(f, req, account),
         "PutRecord" => put_record(f, req).await,
         "PutRecordBatch" => put_record_batch(f, req).await,
         "UpdateDestination" => update_destination(f, req).await,
@@ -343,7 +343,8 @@ async fn create(f: &Arc<State>, req: Value) -> ApiResult<Value> {
         http_access_key,
     };
     if kind == "DirectPut" {
-        let internal = format!("~firehose~{name}~{incarnation}");
+        // Internal names keep no `/`: they belong to the daemon, whoever's delivery stream it is.
+        let internal = format!("~firehose~{}~{incarnation}", name.replace('/', "~"));
         crate::kinesis::ops::streams::create_internal_stream(&f.svc, &internal, 1).await?;
         ds.internal_stream = Some(internal);
     }
@@ -435,7 +436,7 @@ fn describe(f: &Arc<State>, req: Value) -> ApiResult<Value> {
         }),
     };
     let mut d = json!({
-        "DeliveryStreamName": ds.name,
+        "DeliveryStreamName": ds.display_name(),
         "DeliveryStreamARN": ds.arn(&f.svc),
         "DeliveryStreamStatus": ds.status,
         "DeliveryStreamType": ds.kind,
@@ -458,17 +459,20 @@ fn describe(f: &Arc<State>, req: Value) -> ApiResult<Value> {
     Ok(json!({"DeliveryStreamDescription": d}))
 }
 
-fn list(f: &Arc<State>, req: Value) -> ApiResult<Value> {
+/// Lists the delivery streams of `account` (the caller's).
+fn list(f: &Arc<State>, req: Value, account: &str) -> ApiResult<Value> {
     let limit = req.get("Limit").and_then(Value::as_u64).unwrap_or(10) as usize;
     let kind = text(&req, "DeliveryStreamType");
     let after = text(&req, "ExclusiveStartDeliveryStreamName");
-    let all: Vec<String> = f
+    let mut all: Vec<String> = f
         .all()
         .into_iter()
+        .filter(|d| f.svc.account_and_name(&d.name).0 == account)
         .filter(|d| kind.is_none_or(|k| d.kind == k))
-        .filter(|d| after.is_none_or(|a| d.name.as_str() > a))
-        .map(|d| d.name)
+        .filter(|d| after.is_none_or(|a| d.display_name() > a))
+        .map(|d| d.display_name().to_owned())
         .collect();
+    all.sort();
     let page: Vec<&String> = all.iter().take(limit).collect();
     Ok(json!({"DeliveryStreamNames": page, "HasMoreDeliveryStreams": all.len() > page.len()}))
 }

@@ -123,17 +123,17 @@ fn resource_of(svc: &Service, caller: &Caller, named: &Named) -> ApiResult<Optio
             // The stream is gone: the operation answers that, to a caller it would serve.
             return Ok(None);
         };
-        let arn = svc.arn(&meta);
-        if let Some(given) = named.stream_arn.filter(|a| *a != arn) {
+        if let Some(given) = named.stream_arn.filter(|a| svc.stream_of_arn(a).as_deref() != Some(&meta.name)) {
             return Err(iterator_of_another_stream(given));
         }
-        return Ok(Some(arn));
+        return Ok(Some(svc.arn(&meta)));
     }
     // A name names a stream of the caller's own account.
     let own_stream = |name: &str| crate::stream::meta::stream_arn(&svc.cfg.region, &caller.account, name);
+    let same = |arn: &str, name: &str| svc.stream_of_arn(arn) == svc.stream_of_arn(&own_stream(name));
     let stream_arn = || -> ApiResult<Option<String>> {
         match (named.stream_arn, named.stream_name) {
-            (Some(arn), Some(name)) if own_stream(name) != arn => Err(ApiError::InvalidArgument(format!(
+            (Some(arn), Some(name)) if !same(arn, name) => Err(ApiError::InvalidArgument(format!(
                 "StreamName {name} and StreamARN {arn} do not name the same stream."
             ))),
             (Some(arn), _) => Ok(Some(arn.to_owned())),
@@ -175,6 +175,18 @@ fn served(svc: &Service, arn: &str, service: &str) -> bool {
     }
 }
 
+/// ResourceNotFoundException for an ARN this daemon does not serve, in the words the operations
+/// on that kind of resource use.
+fn not_served(arn: &str) -> ApiError {
+    let resource = arn.splitn(6, ':').nth(5).unwrap_or_default();
+    let kind = match resource.split('/').next() {
+        Some("channel") => "Channel",
+        Some("queue") => "Queue",
+        _ => "Resource",
+    };
+    ApiError::ResourceNotFound(format!("{kind} {arn} not found."))
+}
+
 /// The account a served ARN belongs to.
 fn owner_of(arn: &str) -> &str {
     arn.split(':').nth(4).unwrap_or_default()
@@ -186,17 +198,11 @@ fn authorize_on(svc: &Service, caller: &Caller, action: &str, arn: &str) -> ApiR
     // also keeps one resource from being spelled two ways, which would let a request slip past
     // the policy stored under the other spelling.
     if !served(svc, arn, "kinesis") {
-        return Err(ApiError::ResourceNotFound(format!("Resource {arn} not found.")));
+        return Err(not_served(arn));
     }
-    // A consumer is named by its registered ARN, whatever creation time the request spells.
-    let resource = match svc.consumer_of_arn(arn) {
-        Some((stream, consumer, _)) => svc
-            .stream(&stream)
-            .ok()
-            .and_then(|m| m.consumers.iter().find(|c| c.name == consumer).map(|c| c.arn(&svc.arn(&m))))
-            .unwrap_or_else(|| arn.to_owned()),
-        None => arn.to_owned(),
-    };
+    // One spelling of each resource: its owner as the daemon reads the ARN's account, and a
+    // consumer's registered ARN whatever creation time the request spells.
+    let resource = svc.canonical_arn(arn);
     let policy = policy_of(svc, &resource)?;
     caller.authorize(action, &resource, owner_of(&resource), policy.as_ref())
 }

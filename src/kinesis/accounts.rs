@@ -12,10 +12,13 @@
 //! - answers name a stream by its own name ([`crate::stream::meta::StreamMeta::display_name`]),
 //!   and messages say `<name> under account <its account>` ([`present_error`]).
 //!
-//! Limits: queues, channels, the account settings and DescribeLimits are the daemon's account's
-//! only; the account limits (shards, streams, consumers) are counted over the whole daemon; delivery
-//! streams and applications are the daemon's account's only. DynamoDB tables are per account the
-//! same way ([`crate::dynamodb`]).
+//! An ARN of an account that is neither the daemon's nor a key's means the daemon's account
+//! ([`Service::effective_account`]), so ARNs copied from AWS's examples keep working.
+//!
+//! DynamoDB tables ([`crate::dynamodb`]) and Firehose delivery streams ([`crate::firehose`]) are per
+//! account the same way. Limits: queues, channels, Analytics applications, the account settings and
+//! DescribeLimits are the daemon's account's only; the account limits (shards, streams, consumers,
+//! tables, delivery streams) are counted over the whole daemon.
 
 use serde_json::Value;
 
@@ -85,6 +88,7 @@ pub fn present_message(message: &str, daemon: &str) -> Option<String> {
     }
     let account = account?;
     out.push_str(&message[from..]);
+    let out = out.replace(&format!(" under accountId {daemon}"), &format!(" under accountId {account}"));
     Some(out.replace(&format!(" under account {daemon}"), &format!(" under account {account}")))
 }
 

@@ -356,25 +356,9 @@ pub fn split_qualified(name: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// The account and the resource part of a Kinesis ARN.
-fn arn_account_and_resource(arn: &str) -> Option<(&str, &str)> {
-    let mut parts = arn.splitn(6, ':');
-    let (arn_lit, _partition, service) = (parts.next()?, parts.next()?, parts.next()?);
-    let (_region, account, resource) = (parts.next()?, parts.next()?, parts.next()?);
-    (arn_lit == "arn" && service == "kinesis").then_some((account, resource))
-}
-
-/// The name inside the daemon ([`qualified`]) of the stream a stream ARN names.
-pub fn stream_of_arn(arn: &str, daemon: &str) -> Option<String> {
-    let (account, _) = arn_account_and_resource(arn)?;
-    Some(qualified(account, daemon, stream_name_from_arn(arn)?))
-}
-
-/// [`parse_consumer_arn`] with the stream's name inside the daemon ([`qualified`]).
-pub fn consumer_of_arn<'a>(arn: &'a str, daemon: &str) -> Option<(String, &'a str, i64)> {
-    let (account, _) = arn_account_and_resource(arn)?;
-    let (stream, consumer, epoch) = parse_consumer_arn(arn)?;
-    Some((qualified(account, daemon, stream), consumer, epoch))
+/// The account field of an ARN.
+pub fn arn_account(arn: &str) -> Option<&str> {
+    arn.split(':').nth(4)
 }
 
 /// The stream name inside a stream ARN (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`).

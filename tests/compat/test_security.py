@@ -47,7 +47,7 @@ def production(work: Path) -> Daemon:
     work.mkdir(parents=True, exist_ok=True)
     cert, key, ca = make_certificate(work / "tls")
     (work / "metrics.token").write_text(METRICS_TOKEN + "\n")
-    config = FAST_CONFIG + f"""
+    config = FAST_CONFIG + '[delivery]\nbuffering_interval_cap = "1s"\n' + f"""
 [auth]
 mode = "sigv4"
 metrics_token_file = "{work / 'metrics.token'}"
@@ -495,6 +495,48 @@ def test_each_account_has_its_own_tables(secure):
     admin.delete_table(TableName=name)
 
 
+def test_each_account_has_its_own_delivery_streams(secure):
+    name = unique_name("fh")
+    admin, partner = client(secure, ADMIN, "firehose"), client(secure, OTHER, "firehose")
+    role = f"arn:aws:iam::{PARTNER}:role/firehose"
+    for k, bucket in ((admin, "admin-bucket"), (partner, "partner-bucket")):
+        k.create_delivery_stream(DeliveryStreamName=name, ExtendedS3DestinationConfiguration={
+            "RoleARN": role, "BucketARN": f"arn:aws:s3:::{bucket}",
+            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 60}})
+    code, message = error(partner.create_delivery_stream, DeliveryStreamName=name,
+                          ExtendedS3DestinationConfiguration={"RoleARN": role, "BucketARN": "arn:aws:s3:::other-bucket"})
+    assert (code, message) == ("ResourceInUseException", f"Firehose {name} under accountId {PARTNER} already exists")
+    for _ in range(200):
+        d = partner.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
+        if d["DeliveryStreamStatus"] == "ACTIVE":
+            break
+        time.sleep(0.05)
+    assert (d["DeliveryStreamName"], d["DeliveryStreamARN"]) == (
+        name, f"arn:aws:firehose:us-east-1:{PARTNER}:deliverystream/{name}")
+    assert name in partner.list_delivery_streams(Limit=1000)["DeliveryStreamNames"]
+    assert all("/" not in n for n in partner.list_delivery_streams(Limit=1000)["DeliveryStreamNames"])
+    for _ in range(200):
+        try:
+            partner.put_record_batch(DeliveryStreamName=name, Records=[{"Data": b"theirs\n"}] * 3)
+            break
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "ResourceInUseException", e
+            time.sleep(0.05)
+    root = Path(secure.data_dir) / "buckets"
+    deadline = time.monotonic() + 20
+    objects = []
+    while time.monotonic() < deadline and not objects:
+        objects = [p for p in (root / "partner-bucket").rglob("*") if p.is_file() and not p.name.startswith(".")]
+        time.sleep(0.1)
+    assert objects, "the partner's records were delivered to its bucket"
+    assert all(p.name.startswith(name + "-") and PARTNER not in str(p.relative_to(root)) for p in objects), objects
+    assert b"theirs" in b"".join(p.read_bytes() for p in objects)
+    assert not any(b"theirs" in p.read_bytes() for p in (root / "admin-bucket").rglob("*") if p.is_file())
+    partner.delete_delivery_stream(DeliveryStreamName=name)
+    assert admin.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]["DeliveryStreamName"] == name
+    admin.delete_delivery_stream(DeliveryStreamName=name)
+
+
 def test_another_accounts_streams_and_tables_survive_kill_9(tmp_path):
     d = production(tmp_path)
     d.start()
@@ -506,6 +548,10 @@ def test_another_accounts_streams_and_tables_survive_kill_9(tmp_path):
                  for i in range(5)]
         lease_table(client(d, OTHER, "dynamodb"), "their-leases")
         client(d, OTHER, "dynamodb").put_item(TableName="their-leases", Item={"leaseKey": {"S": "s0"}})
+        client(d, OTHER, "firehose").create_delivery_stream(DeliveryStreamName="their-delivery",
+                                                           ExtendedS3DestinationConfiguration={
+                                                               "RoleARN": f"arn:aws:iam::{PARTNER}:role/r",
+                                                               "BucketARN": "arn:aws:s3:::their-bucket"})
         d.restart(kill=True)
         partner = client(d, OTHER)
         summary = partner.describe_stream_summary(StreamName="theirs")["StreamDescriptionSummary"]
@@ -519,6 +565,10 @@ def test_another_accounts_streams_and_tables_survive_kill_9(tmp_path):
         tables = client(d, OTHER, "dynamodb")
         assert tables.get_item(TableName="their-leases", Key={"leaseKey": {"S": "s0"}})["Item"] == {"leaseKey": {"S": "s0"}}
         assert "their-leases" not in client(d, ADMIN, "dynamodb").list_tables()["TableNames"]
+        described = client(d, OTHER, "firehose").describe_delivery_stream(DeliveryStreamName="their-delivery")
+        assert described["DeliveryStreamDescription"]["DeliveryStreamARN"] == (
+            f"arn:aws:firehose:us-east-1:{PARTNER}:deliverystream/their-delivery")
+        assert "their-delivery" not in client(d, ADMIN, "firehose").list_delivery_streams()["DeliveryStreamNames"]
     finally:
         assert d.stop() == 0
 

@@ -72,7 +72,7 @@ fn resolve_consumer(
                 ApiError::validation(arn, "consumerARN", "Member must satisfy regular expression pattern: ^(arn):aws.*:kinesis:.*:\\d{12}:.*stream\\/[a-zA-Z0-9_.-]+\\/consumer\\/[a-zA-Z0-9_.-]+:[0-9]+")
             })?;
             let meta = svc.stream(&stream).map_err(|_| consumer_not_found(svc, arn))?;
-            if stream_arn.is_some_and(|s| s != svc.arn(&meta)) {
+            if stream_arn.is_some_and(|s| svc.stream_of_arn(s).as_deref() != Some(&meta.name)) {
                 return Err(consumer_not_found(svc, arn));
             }
             let c = meta

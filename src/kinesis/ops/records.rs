@@ -313,7 +313,7 @@ pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResul
         None => ApiError::ResourceNotFound("The stream this shard iterator belongs to no longer exists.".into()),
     })?;
     // The iterator names the stream read; a StreamARN given beside it must be that stream's.
-    if let Some(given) = input.stream_arn.as_deref().filter(|a| *a != svc.arn(&meta)) {
+    if let Some(given) = input.stream_arn.as_deref().filter(|a| svc.stream_of_arn(a).as_deref() != Some(&meta.name)) {
         return Err(crate::kinesis::access::iterator_of_another_stream(given));
     }
     svc.writable(&meta)?;
