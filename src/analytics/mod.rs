@@ -16,7 +16,9 @@
 //! streams (no Lambda outputs); no input preprocessing Lambda; RANDOM_CUT_FOREST, HOTSPOTS and the other table functions are refused
 //! when the code is compiled; CloudWatch logging options are recorded, errors go to the log.
 //! With verified keys, the caller that configures an input or output must itself be allowed to
-//! read or write it ([`USES`]): the RoleARN given is recorded, not assumed.
+//! read or write it ([`USES`]): the RoleARN given is recorded, not assumed. Applications are per
+//! account: a key of another account than the daemon's names its own account's, kept as
+//! `<account>/<name>` inside the daemon, with ARNs of that account.
 
 pub mod ops;
 pub mod runner;
@@ -94,7 +96,14 @@ pub struct Application {
 
 impl Application {
     pub fn arn(&self, svc: &Service) -> String {
-        format!("arn:aws:kinesisanalytics:{}:{}:application/{}", svc.cfg.region, svc.cfg.account_id, self.name)
+        let (account, name) = svc.account_and_name(&self.name);
+        format!("arn:aws:kinesisanalytics:{}:{account}:application/{name}", svc.cfg.region)
+    }
+
+    /// The application's name as its account knows it (inside the daemon an application of
+    /// another account is `<account>/<name>`).
+    pub fn display_name(&self) -> &str {
+        crate::stream::meta::split_qualified(&self.name).1
     }
 }
 
@@ -150,7 +159,8 @@ impl State {
     }
 
     pub fn not_found(&self, name: &str) -> ApiError {
-        ApiError::ResourceNotFound(format!("Application {name} is not found in account {}.", self.svc.cfg.account_id))
+        let (account, name) = self.svc.account_and_name(name);
+        ApiError::ResourceNotFound(format!("Application {name} is not found in account {account}."))
     }
 }
 
@@ -179,22 +189,50 @@ impl AwsService for Analytics {
         let a = self.0.clone();
         Box::pin(async move {
             let (auth, caller) = crate::http::iam::split(auth);
-            let value = match MODEL.request(OPERATIONS, &op, proto, &body, &MEMBER_KINDS, auth) {
+            let mut value = match MODEL.request(OPERATIONS, &op, proto, &body, &MEMBER_KINDS, auth) {
                 Ok(v) => v,
                 Err(e) => return Reply::Whole(Err(e)),
             };
             drop(body);
-            let resource = ("kinesisanalytics", "application");
-            if let Err(e) =
-                crate::http::iam::check_named(caller.as_deref(), &value, "ApplicationName", resource, &op, &a.svc.cfg)
-                    .and_then(|()| match caller.as_deref() {
-                        Some(c) => authorize_uses(&a.svc, c, &value),
-                        None => Ok(()),
-                    })
-            {
+            // Applications are per account: a caller's names are its own account's (the model
+            // has checked them against the name pattern, which has no `/`), and an application
+            // ARN of another account names nothing it may touch.
+            let account = crate::kinesis::accounts::account_of(&a.svc, caller.as_deref()).to_owned();
+            if let Some(Value::String(name)) = value.get_mut("ApplicationName") {
+                *name = crate::stream::meta::qualified(&account, &a.svc.cfg.account_id, name);
+            }
+            let named = value.get("ApplicationName").and_then(Value::as_str).map(|n| a.svc.account_and_name(n).1);
+            let arn_owner = value
+                .get("ResourceARN")
+                .and_then(Value::as_str)
+                .and_then(crate::stream::meta::arn_account)
+                .map(|owner| a.svc.effective_account(owner).to_owned());
+            if let Err(e) = match caller.as_deref() {
+                Some(c) => {
+                    c.authorize_named("kinesisanalytics", &op, "application", named, &a.svc.cfg.region, &account)
+                }
+                None => Ok(()),
+            }
+            .and_then(|()| match arn_owner {
+                Some(owner) if owner != account => Err(ApiError::ResourceNotFound(format!(
+                    "Resource {} is not found in account {account}.",
+                    value["ResourceARN"].as_str().unwrap_or_default()
+                ))),
+                _ => Ok(()),
+            })
+            .and_then(|()| match caller.as_deref() {
+                Some(c) => authorize_uses(&a.svc, c, &value),
+                None => Ok(()),
+            }) {
                 return Reply::Whole(Err(e));
             }
-            Reply::Whole(ops::dispatch(&a, &op, value).await)
+            let present = |mut e: ApiError| {
+                if let Some(m) = crate::kinesis::accounts::present_message(e.message(), &a.svc.cfg.account_id) {
+                    *e.message_mut() = m;
+                }
+                e
+            };
+            Reply::Whole(ops::dispatch(&a, &op, value, &account).await.map_err(present))
         })
     }
 }

@@ -23,11 +23,11 @@ pub const REFERENCES_MAX: usize = 1;
 /// How long STARTING, STOPPING and UPDATING last.
 const SETTLE: Duration = Duration::from_millis(200);
 
-pub async fn dispatch(a: &Arc<State>, op: &str, req: Value) -> ApiResult<Value> {
+pub async fn dispatch(a: &Arc<State>, op: &str, req: Value, account: &str) -> ApiResult<Value> {
     match op {
         "CreateApplication" => create(a, req).await,
         "DescribeApplication" => describe(a, req),
-        "ListApplications" => list(a, req),
+        "ListApplications" => list(a, req, account),
         "DeleteApplication" => delete(a, req).await,
         "StartApplication" => start(a, req).await,
         "StopApplication" => stop(a, req).await,
@@ -235,13 +235,13 @@ async fn create(a: &Arc<State>, req: Value) -> ApiResult<Value> {
 }
 
 fn summary(a: &State, app: &Application) -> Value {
-    json!({"ApplicationName": app.name, "ApplicationARN": app.arn(&a.svc), "ApplicationStatus": app.status})
+    json!({"ApplicationName": app.display_name(), "ApplicationARN": app.arn(&a.svc), "ApplicationStatus": app.status})
 }
 
 fn describe(a: &Arc<State>, req: Value) -> ApiResult<Value> {
     let app = a.get(&name_of(&req))?;
     let mut d = json!({
-        "ApplicationName": app.name,
+        "ApplicationName": app.display_name(),
         "ApplicationARN": app.arn(&a.svc),
         "ApplicationStatus": app.status,
         "CreateTimestamp": epoch_seconds(app.created_ms),
@@ -267,10 +267,17 @@ fn describe(a: &Arc<State>, req: Value) -> ApiResult<Value> {
     Ok(json!({"ApplicationDetail": d}))
 }
 
-fn list(a: &Arc<State>, req: Value) -> ApiResult<Value> {
+/// Lists the applications of `account` (the caller's).
+fn list(a: &Arc<State>, req: Value, account: &str) -> ApiResult<Value> {
     let limit = req.get("Limit").and_then(Value::as_u64).unwrap_or(50) as usize;
     let after = text(&req, "ExclusiveStartApplicationName");
-    let apps: Vec<Application> = a.all().into_iter().filter(|x| after.is_none_or(|s| x.name.as_str() > s)).collect();
+    let mut apps: Vec<Application> = a
+        .all()
+        .into_iter()
+        .filter(|x| a.svc.account_and_name(&x.name).0 == account)
+        .filter(|x| after.is_none_or(|s| x.display_name() > s))
+        .collect();
+    apps.sort_by(|x, y| x.display_name().cmp(y.display_name()));
     let page: Vec<Value> = apps.iter().take(limit).map(|x| summary(a, x)).collect();
     Ok(json!({"ApplicationSummaries": page, "HasMoreApplications": apps.len() > limit}))
 }
@@ -687,9 +694,12 @@ fn app_of_arn(a: &State, req: &Value) -> ApiResult<Application> {
         .and_then(|r| r.split_once(":application/"))
         .map(|(_, n)| n)
         .ok_or_else(|| ApiError::InvalidArgument(format!("{arn} is not an application ARN.")))?;
-    let app = a.get(name)?;
+    // The ARN's own account's application.
+    let owner = a.svc.effective_account(crate::stream::meta::arn_account(arn).unwrap_or_default());
+    let name = crate::stream::meta::qualified(owner, &a.svc.cfg.account_id, name);
+    let app = a.get(&name)?;
     if app.arn(&a.svc) != arn {
-        return Err(a.not_found(name));
+        return Err(a.not_found(&name));
     }
     Ok(app)
 }

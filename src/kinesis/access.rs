@@ -110,7 +110,8 @@ pub fn authorize_delivery_stream(svc: &Service, caller: &Caller, actions: &[&str
     if !served(svc, arn, "firehose") {
         return Err(ApiError::ResourceNotFound(format!("Resource {arn} not found.")));
     }
-    actions.iter().try_for_each(|action| caller.authorize(action, arn, &svc.cfg.account_id, None))
+    let owner = svc.effective_account(owner_of(arn));
+    actions.iter().try_for_each(|action| caller.authorize(action, arn, owner, None))
 }
 
 /// The resource a request names (`None`: the account).
@@ -159,15 +160,15 @@ fn resource_of(svc: &Service, caller: &Caller, named: &Named) -> ApiResult<Optio
 }
 
 /// Whether `arn` names a resource of `service` this daemon serves: in its partition and region,
-/// and in its account, or in any account for a stream or a consumer
+/// and in its account, or in any account for a stream, a consumer or a delivery stream
 /// ([`crate::kinesis::accounts`]).
 fn served(svc: &Service, arn: &str, service: &str) -> bool {
     let fields: Vec<&str> = arn.splitn(6, ':').collect();
     match fields.as_slice() {
         ["arn", "aws", s, region, owner, resource] if *s == service && *region == svc.cfg.region => {
             *owner == svc.cfg.account_id
-                || (service == "kinesis"
-                    && resource.starts_with("stream/")
+                || (((service == "kinesis" && resource.starts_with("stream/"))
+                    || (service == "firehose" && resource.starts_with("deliverystream/")))
                     && owner.len() == 12
                     && owner.bytes().all(|b| b.is_ascii_digit()))
         }

@@ -15,10 +15,11 @@
 //! An ARN of an account that is neither the daemon's nor a key's means the daemon's account
 //! ([`Service::effective_account`]), so ARNs copied from AWS's examples keep working.
 //!
-//! DynamoDB tables ([`crate::dynamodb`]) and Firehose delivery streams ([`crate::firehose`]) are per
-//! account the same way. Limits: queues, channels, Analytics applications, the account settings and
-//! DescribeLimits are the daemon's account's only; the account limits (shards, streams, consumers,
-//! tables, delivery streams) are counted over the whole daemon.
+//! DynamoDB tables ([`crate::dynamodb`]), Firehose delivery streams ([`crate::firehose`]) and
+//! Analytics applications ([`crate::analytics`]) are per account the same way. Limits: queues,
+//! channels, the account settings and DescribeLimits are the daemon's account's only; the account
+//! limits (shards, streams, consumers, tables, delivery streams, applications) are counted over the
+//! whole daemon.
 
 use serde_json::Value;
 

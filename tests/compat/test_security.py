@@ -537,6 +537,67 @@ def test_each_account_has_its_own_delivery_streams(secure):
     admin.delete_delivery_stream(DeliveryStreamName=name)
 
 
+def test_each_account_has_its_own_applications(secure):
+    """An Analytics application of another account reads and writes that account's streams."""
+    name = unique_name("app")
+    source, sink = unique_name("in"), unique_name("out")
+    partner, admin = client(secure, OTHER), client(secure, ADMIN)
+    theirs = lambda s: f"arn:aws:kinesis:us-east-1:{PARTNER}:stream/{s}"  # noqa: E731
+    role = f"arn:aws:iam::{PARTNER}:role/analytics"
+    for k, s in ((partner, source), (partner, sink), (admin, source)):
+        k.create_stream(StreamName=s, ShardCount=1)
+        wait_active(k, s)
+    ka, admin_ka = client(secure, OTHER, "kinesisanalytics"), client(secure, ADMIN, "kinesisanalytics")
+    admin_ka.create_application(ApplicationName=name)
+    code = 'CREATE PUMP "p" AS INSERT INTO "DESTINATION_SQL_STREAM" SELECT STREAM * FROM "SOURCE_SQL_STREAM_001";'
+    ka.create_application(ApplicationName=name, ApplicationCode=code, Inputs=[{
+        "NamePrefix": "SOURCE_SQL_STREAM",
+        "KinesisStreamsInput": {"ResourceARN": theirs(source), "RoleARN": role},
+        "InputSchema": {"RecordFormat": {"RecordFormatType": "JSON",
+                                         "MappingParameters": {"JSONMappingParameters": {"RecordRowPath": "$"}}},
+                        "RecordColumns": [{"Name": "V", "SqlType": "INTEGER", "Mapping": "$.v"}]}}],
+        Outputs=[{"Name": "DESTINATION_SQL_STREAM", "KinesisStreamsOutput": {"ResourceARN": theirs(sink), "RoleARN": role},
+                  "DestinationSchema": {"RecordFormatType": "JSON"}}])
+    detail = ka.describe_application(ApplicationName=name)["ApplicationDetail"]
+    arn = f"arn:aws:kinesisanalytics:us-east-1:{PARTNER}:application/{name}"
+    assert (detail["ApplicationName"], detail["ApplicationARN"]) == (name, arn)
+    assert [a["ApplicationARN"] for a in ka.list_applications(Limit=50)["ApplicationSummaries"]
+            if a["ApplicationName"] == name] == [arn]
+    # The daemon's account's application of the same name is another one, and is not reached by ARN.
+    assert admin_ka.describe_application(ApplicationName=name)["ApplicationDetail"]["ApplicationARN"] != arn
+    assert error(admin_ka.list_tags_for_resource, ResourceARN=arn)[0] == "ResourceNotFoundException"
+    ka.tag_resource(ResourceARN=arn, Tags=[{"Key": "team", "Value": "partner"}])
+    assert ka.list_tags_for_resource(ResourceARN=arn)["Tags"] == [{"Key": "team", "Value": "partner"}]
+    ka.start_application(ApplicationName=name, InputConfigurations=[{
+        "Id": detail["InputDescriptions"][0]["InputId"],
+        "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"}}])
+    for i in range(3):
+        partner.put_record(StreamName=source, Data=json.dumps({"v": i}).encode(), PartitionKey="k")
+        admin.put_record(StreamName=source, Data=json.dumps({"v": 100 + i}).encode(), PartitionKey="k")
+    deadline, got = time.monotonic() + 30, []
+    while time.monotonic() < deadline and len(got) < 3:
+        it = partner.get_shard_iterator(StreamName=sink, ShardId="shardId-000000000000",
+                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        got = [json.loads(r["Data"]) for r in partner.get_records(ShardIterator=it)["Records"]]
+        time.sleep(0.1)
+    assert sorted(r["V"] for r in got) == [0, 1, 2], got
+    ka.stop_application(ApplicationName=name)
+    for _ in range(200):
+        if ka.describe_application(ApplicationName=name)["ApplicationDetail"]["ApplicationStatus"] == "READY":
+            break
+        time.sleep(0.05)
+    ka.delete_application(ApplicationName=name, CreateTimestamp=detail["CreateTimestamp"])
+    for _ in range(200):
+        try:
+            ka.describe_application(ApplicationName=name)
+        except ClientError:
+            break
+        time.sleep(0.05)
+    assert error(ka.describe_application, ApplicationName=name) == (
+        "ResourceNotFoundException", f"Application {name} is not found in account {PARTNER}.")
+    assert admin_ka.describe_application(ApplicationName=name)["ApplicationDetail"]["ApplicationName"] == name
+
+
 def test_another_accounts_streams_and_tables_survive_kill_9(tmp_path):
     d = production(tmp_path)
     d.start()
@@ -552,6 +613,7 @@ def test_another_accounts_streams_and_tables_survive_kill_9(tmp_path):
                                                            ExtendedS3DestinationConfiguration={
                                                                "RoleARN": f"arn:aws:iam::{PARTNER}:role/r",
                                                                "BucketARN": "arn:aws:s3:::their-bucket"})
+        client(d, OTHER, "kinesisanalytics").create_application(ApplicationName="their-app")
         d.restart(kill=True)
         partner = client(d, OTHER)
         summary = partner.describe_stream_summary(StreamName="theirs")["StreamDescriptionSummary"]
@@ -569,6 +631,10 @@ def test_another_accounts_streams_and_tables_survive_kill_9(tmp_path):
         assert described["DeliveryStreamDescription"]["DeliveryStreamARN"] == (
             f"arn:aws:firehose:us-east-1:{PARTNER}:deliverystream/their-delivery")
         assert "their-delivery" not in client(d, ADMIN, "firehose").list_delivery_streams()["DeliveryStreamNames"]
+        app = client(d, OTHER, "kinesisanalytics").describe_application(ApplicationName="their-app")["ApplicationDetail"]
+        assert app["ApplicationARN"] == f"arn:aws:kinesisanalytics:us-east-1:{PARTNER}:application/their-app"
+        assert error(client(d, ADMIN, "kinesisanalytics").describe_application,
+                     ApplicationName="their-app")[0] == "ResourceNotFoundException"
     finally:
         assert d.stop() == 0
 
