@@ -15,15 +15,15 @@
 //! - CreateQueue and CreateChannel: each source stream of `StreamConfigurationList` (the queue or
 //!   channel does not exist yet; it reads those streams);
 //! - otherwise `*`: account-level operations. CreateStream and ListStreams act in the caller's
-//!   own account; the others (DescribeLimits, the account settings, ListQueues, ListChannels) in
-//!   the daemon's, so keys of other accounts are refused them.
+//!   own account, and so does ListQueues; the others (DescribeLimits, the account settings,
+//!   ListChannels) in the daemon's, so keys of other accounts are refused them.
 //!
 //! The named resource's policy (PutResourcePolicy) is evaluated with the caller's action list
 //! ([`crate::http::iam`]). Other services that read or write streams on a caller's behalf
 //! (Firehose sources, Analytics inputs and outputs) check the caller with [`authorize_stream`].
 //!
 //! A key reaches another account's stream only by ARN and as that stream's policy allows; a name
-//! resolves in the key's own account. Queues and channels are the daemon's account's only.
+//! resolves in the key's own account. Channels are the daemon's account's only.
 
 use serde_json::Value;
 
@@ -167,7 +167,7 @@ fn served(svc: &Service, arn: &str, service: &str) -> bool {
     match fields.as_slice() {
         ["arn", "aws", s, region, owner, resource] if *s == service && *region == svc.cfg.region => {
             *owner == svc.cfg.account_id
-                || (((service == "kinesis" && resource.starts_with("stream/"))
+                || (((service == "kinesis" && (resource.starts_with("stream/") || resource.starts_with("queue/")))
                     || (service == "firehose" && resource.starts_with("deliverystream/")))
                     && owner.len() == 12
                     && owner.bytes().all(|b| b.is_ascii_digit()))

@@ -15,11 +15,11 @@
 //! An ARN of an account that is neither the daemon's nor a key's means the daemon's account
 //! ([`Service::effective_account`]), so ARNs copied from AWS's examples keep working.
 //!
-//! DynamoDB tables ([`crate::dynamodb`]), Firehose delivery streams ([`crate::firehose`]) and
-//! Analytics applications ([`crate::analytics`]) are per account the same way. Limits: queues,
-//! channels, the account settings and DescribeLimits are the daemon's account's only; the account
-//! limits (shards, streams, consumers, tables, delivery streams, applications) are counted over the
-//! whole daemon.
+//! Queues ([`crate::queues`]), DynamoDB tables ([`crate::dynamodb`]), Firehose delivery streams
+//! ([`crate::firehose`]) and Analytics applications ([`crate::analytics`]) are per account the same
+//! way. Limits: channels, the account settings and DescribeLimits are the daemon's account's only;
+//! the account limits (shards, streams, consumers, queues, tables, delivery streams, applications)
+//! are counted over the whole daemon.
 
 use serde_json::Value;
 
@@ -30,7 +30,7 @@ use crate::service::Service;
 
 /// The operations a key of another account may run in its own account, beside those that name a
 /// stream: the account's own streams are created and listed there.
-pub const IN_OWN_ACCOUNT: &[&str] = &["CreateStream", "ListStreams"];
+pub const IN_OWN_ACCOUNT: &[&str] = &["CreateStream", "ListStreams", "ListQueues"];
 
 /// The account a request acts in: its caller's, or the daemon's when no key was verified.
 pub fn account_of<'a>(svc: &'a Service, caller: Option<&'a Caller>) -> &'a str {

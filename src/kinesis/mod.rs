@@ -140,7 +140,8 @@ impl AwsService for Kinesis {
                 };
             }
             if crate::queues::OPERATIONS.contains(&op.as_str()) {
-                return Reply::Whole(crate::queues::dispatch(&queues, &op, value).await);
+                let result = crate::queues::dispatch(&queues, &op, value, &account).await;
+                return Reply::Whole(result.map_err(|e| accounts::present_error(&svc, e)));
             }
             if matches!(op.as_str(), "TagResource" | "UntagResource" | "ListTagsForResource")
                 && crate::queues::ops::names_queue(&value)

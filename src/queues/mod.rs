@@ -18,6 +18,8 @@
 //! record's visibility timeout passes or it is received again; acknowledging a record the queue
 //! no longer holds succeeds. Dead-letter receives do not add to ReceiveCount. A queue that is
 //! not ACTIVE or UPDATING answers receives with ResourceInUseException.
+//! Queues are per account: a key of another account than the daemon's creates and lists its own,
+//! kept as `<account>/<name>` inside the daemon; a queue ARN carries its owner's account.
 
 pub mod engine;
 pub mod ops;
@@ -75,7 +77,14 @@ pub struct QueueMeta {
 
 impl QueueMeta {
     pub fn arn(&self, svc: &Service) -> String {
-        format!("arn:aws:kinesis:{}:{}:queue/{}", svc.cfg.region, svc.cfg.account_id, self.id)
+        let (account, _) = svc.account_and_name(&self.name);
+        format!("arn:aws:kinesis:{}:{account}:queue/{}", svc.cfg.region, self.id)
+    }
+
+    /// The queue's name as its account knows it (inside the daemon a queue of another account is
+    /// `<account>/<name>`).
+    pub fn display_name(&self) -> &str {
+        crate::stream::meta::split_qualified(&self.name).1
     }
 
     /// Where the queue starts reading its stream: LATEST is pinned to the creation time, so that
@@ -198,12 +207,22 @@ impl Queues {
         self.metas_read().values().cloned().collect()
     }
 
-    /// The queue an ARN names (of this region and account).
+    /// The queue an ARN names (of this region, and of the ARN's account as the daemon reads it:
+    /// [`Service::effective_account`]).
     pub fn by_arn(&self, arn: &str) -> ApiResult<Arc<QueueMeta>> {
-        let prefix = format!("arn:aws:kinesis:{}:{}:queue/", self.svc.cfg.region, self.svc.cfg.account_id);
         let not_found = || ApiError::ResourceNotFound(format!("Queue {arn} not found."));
+        let owner = self.svc.effective_account(crate::stream::meta::arn_account(arn).unwrap_or_default());
+        let prefix = format!(
+            "arn:aws:kinesis:{}:{}:queue/",
+            self.svc.cfg.region,
+            crate::stream::meta::arn_account(arn).unwrap_or_default()
+        );
         let id = arn.strip_prefix(&prefix).ok_or_else(not_found)?;
-        self.metas_read().values().find(|m| m.id == id).cloned().ok_or_else(not_found)
+        self.metas_read()
+            .values()
+            .find(|m| m.id == id && self.svc.account_and_name(&m.name).0 == owner)
+            .cloned()
+            .ok_or_else(not_found)
     }
 
     async fn save(&self, meta: QueueMeta) -> ApiResult<Arc<QueueMeta>> {

@@ -34,11 +34,16 @@ pub const WAIT_DEFAULT_S: u64 = 9;
 /// ListQueues: results per page when MaxResults is not given.
 pub const LIST_DEFAULT: usize = 100;
 
-pub async fn dispatch(q: &Arc<Queues>, op: &str, req: Value) -> ApiResult<Value> {
+/// Runs a queue operation for a caller of `account`: CreateQueue makes a queue of that account,
+/// ListQueues lists that account's, the others name their queue by ARN.
+pub async fn dispatch(q: &Arc<Queues>, op: &str, mut req: Value, account: &str) -> ApiResult<Value> {
+    if let Some(Value::String(name)) = req.get_mut("QueueName") {
+        *name = crate::stream::meta::qualified(account, &q.svc.cfg.account_id, name);
+    }
     match op {
         "CreateQueue" => create(q, req).await,
         "DescribeQueue" => describe(q, &req),
-        "ListQueues" => list(q, &req),
+        "ListQueues" => list(q, &req, account),
         "UpdateQueue" => update(q, req).await,
         "DeleteQueue" => delete(q, &req).await,
         "ReceiveQueueRecords" => receive(q, &req, false).await,
@@ -100,7 +105,7 @@ fn description(q: &Queues, m: &QueueMeta) -> Value {
     }
     let (visibility, max_receive) = m.pending.unwrap_or((m.visibility_s, m.max_receive));
     json!({
-        "QueueName": m.name,
+        "QueueName": m.display_name(),
         "QueueARN": m.arn(&q.svc),
         "QueueStatus": m.status,
         "QueueCreationTimestamp": epoch_seconds(m.created_ms),
@@ -222,19 +227,25 @@ fn describe(q: &Arc<Queues>, req: &Value) -> ApiResult<Value> {
     Ok(json!({"QueueDescription": description(q, &m)}))
 }
 
-fn list(q: &Arc<Queues>, req: &Value) -> ApiResult<Value> {
+/// Lists the queues of `account` (the caller's).
+fn list(q: &Arc<Queues>, req: &Value, account: &str) -> ApiResult<Value> {
     let limit = req.get("MaxResults").and_then(Value::as_u64).map(|n| n as usize).unwrap_or(LIST_DEFAULT);
     let list = crate::kinesis::ops::streams::ListRequest::parse(&q.svc, req, limit)?;
-    let matching: Vec<Arc<QueueMeta>> =
-        q.all().into_iter().filter(|m| list.admits(&m.name, &m.stream_name, m.stream_created_ms)).collect();
+    let mut matching: Vec<Arc<QueueMeta>> = q
+        .all()
+        .into_iter()
+        .filter(|m| q.svc.account_and_name(&m.name).0 == account)
+        .filter(|m| list.admits(m.display_name(), &m.stream_name, m.stream_created_ms))
+        .collect();
+    matching.sort_by(|a, b| a.display_name().cmp(b.display_name()));
     Ok(list.page(
         &q.svc,
         &matching,
         "QueueSummaries",
-        |m| &m.name,
+        |m| m.display_name(),
         |m| {
             json!({
-                "QueueName": m.name,
+                "QueueName": m.display_name(),
                 "QueueARN": m.arn(&q.svc),
                 "QueueStatus": m.status,
                 "QueueCreationTimestamp": epoch_seconds(m.created_ms),

@@ -358,7 +358,7 @@ def test_sources_are_checked_against_the_source_stream(secure):
     queue = unique_name("q")
     code, message = error(admin.create_queue, QueueName=queue, StreamConfigurationList=[{"StreamARN": arn}])
     assert code == "AccessDeniedException" and f"kinesis:CreateQueue on resource: {arn} " in message, message
-    assert queue not in json.dumps(admin.list_queues())
+    assert queue not in [q["QueueName"] for q in admin.list_queues()["QueueSummaries"]]
     admin.delete_resource_policy(ResourceARN=arn)
     # A key allowed Firehose and Analytics, not reading streams.
     delivery = unique_name("fh")
@@ -598,6 +598,47 @@ def test_each_account_has_its_own_applications(secure):
     assert admin_ka.describe_application(ApplicationName=name)["ApplicationDetail"]["ApplicationName"] == name
 
 
+def wait_queue_active(k, arn: str) -> None:
+    for _ in range(200):
+        if k.describe_queue(QueueARN=arn)["QueueDescription"]["QueueStatus"] == "ACTIVE":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{arn} did not become ACTIVE")
+
+
+def test_each_account_has_its_own_queues(secure):
+    name, queue = unique_name("qs"), unique_name("q")
+    admin, partner = client(secure, ADMIN), client(secure, OTHER)
+    arns = {}
+    for who, k in (("admin", admin), ("partner", partner)):
+        k.create_stream(StreamName=name, StreamModeDetails={"StreamMode": "ON_DEMAND"})
+        wait_active(k, name)
+        stream = k.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+        arns[who] = k.create_queue(QueueName=queue, StreamConfigurationList=[
+            {"StreamARN": stream, "StartingPosition": {"Type": "TRIM_HORIZON"}}])["QueueDescription"]["QueueARN"]
+        wait_queue_active(k, arns[who])
+        k.put_record(StreamName=name, Data=who.encode(), PartitionKey="k")
+    assert arns["partner"].startswith(f"arn:aws:kinesis:us-east-1:{PARTNER}:queue/")
+    assert arns["admin"].startswith(f"arn:aws:kinesis:us-east-1:{ACCOUNT}:queue/")
+    described = partner.describe_queue(QueueARN=arns["partner"])["QueueDescription"]
+    assert described["QueueName"] == queue
+    code, message = error(partner.create_queue, QueueName=queue, StreamConfigurationList=[
+        {"StreamARN": described["StreamConfigurationList"][0]["StreamARN"]}])
+    assert code == "ResourceInUseException" and f"Queue {queue} " in message and PARTNER in message, message
+    got = partner.receive_queue_records(QueueARN=arns["partner"], Limit=10, WaitTimeSeconds=5)["QueueRecords"]
+    assert [r["Data"] for r in got] == [b"partner"]
+    assert [q["QueueARN"] for q in partner.list_queues()["QueueSummaries"] if q["QueueName"] == queue] == [arns["partner"]]
+    assert arns["partner"] not in [q["QueueARN"] for q in admin.list_queues()["QueueSummaries"]]
+    # Another account's queue is not reached by ARN, nor by the id spelled in one's own account.
+    assert error(admin.describe_queue, QueueARN=arns["partner"])[0] == "AccessDeniedException"
+    spelled = arns["partner"].replace(PARTNER, ACCOUNT)
+    assert error(admin.describe_queue, QueueARN=spelled)[0] == "ResourceNotFoundException"
+    got = admin.receive_queue_records(QueueARN=arns["admin"], Limit=10, WaitTimeSeconds=5)["QueueRecords"]
+    assert [r["Data"] for r in got] == [b"admin"]
+    for k, arn in ((partner, arns["partner"]), (admin, arns["admin"])):
+        k.delete_queue(QueueARN=arn)
+
+
 def test_another_accounts_streams_and_tables_survive_kill_9(tmp_path):
     d = production(tmp_path)
     d.start()
@@ -614,6 +655,13 @@ def test_another_accounts_streams_and_tables_survive_kill_9(tmp_path):
                                                                "RoleARN": f"arn:aws:iam::{PARTNER}:role/r",
                                                                "BucketARN": "arn:aws:s3:::their-bucket"})
         client(d, OTHER, "kinesisanalytics").create_application(ApplicationName="their-app")
+        partner.create_stream(StreamName="their-queued", StreamModeDetails={"StreamMode": "ON_DEMAND"})
+        wait_active(partner, "their-queued")
+        queue = partner.create_queue(QueueName="their-queue", StreamConfigurationList=[
+            {"StreamARN": f"arn:aws:kinesis:us-east-1:{PARTNER}:stream/their-queued",
+             "StartingPosition": {"Type": "TRIM_HORIZON"}}])["QueueDescription"]["QueueARN"]
+        wait_queue_active(partner, queue)
+        partner.put_record(StreamName="their-queued", Data=b"queued", PartitionKey="k")
         d.restart(kill=True)
         partner = client(d, OTHER)
         summary = partner.describe_stream_summary(StreamName="theirs")["StreamDescriptionSummary"]
@@ -635,6 +683,9 @@ def test_another_accounts_streams_and_tables_survive_kill_9(tmp_path):
         assert app["ApplicationARN"] == f"arn:aws:kinesisanalytics:us-east-1:{PARTNER}:application/their-app"
         assert error(client(d, ADMIN, "kinesisanalytics").describe_application,
                      ApplicationName="their-app")[0] == "ResourceNotFoundException"
+        assert partner.describe_queue(QueueARN=queue)["QueueDescription"]["QueueName"] == "their-queue"
+        got = partner.receive_queue_records(QueueARN=queue, Limit=10, WaitTimeSeconds=5)["QueueRecords"]
+        assert [r["Data"] for r in got] == [b"queued"]
     finally:
         assert d.stop() == 0
 
