@@ -197,8 +197,9 @@ impl Service {
 
     /// The name inside the daemon of the stream a stream ARN names, in the ARN's account
     /// ([`Service::effective_account`]).
+    /// An ARN whose name is not a stream name (a daemon's internal `~` stream, say) names none.
     pub fn stream_of_arn(&self, arn: &str) -> Option<String> {
-        let name = crate::stream::meta::stream_name_from_arn(arn)?;
+        let name = crate::stream::meta::stream_name_from_arn(arn).filter(|n| validate_stream_name(n).is_ok())?;
         let account = self.effective_account(crate::stream::meta::arn_account(arn)?);
         Some(crate::stream::meta::qualified(account, &self.cfg.account_id, name))
     }
@@ -207,6 +208,7 @@ impl Service {
     /// names.
     pub fn consumer_of_arn<'a>(&self, arn: &'a str) -> Option<(String, &'a str, i64)> {
         let (stream, consumer, epoch) = crate::stream::meta::parse_consumer_arn(arn)?;
+        validate_stream_name(stream).ok()?;
         let account = self.effective_account(crate::stream::meta::arn_account(arn)?);
         Some((crate::stream::meta::qualified(account, &self.cfg.account_id, stream), consumer, epoch))
     }

@@ -221,7 +221,7 @@ impl AwsService for Analytics {
                 _ => Ok(()),
             })
             .and_then(|()| match caller.as_deref() {
-                Some(c) => authorize_uses(&a.svc, c, &value),
+                Some(c) => authorize_uses(&a.svc, c, &value).and_then(|()| authorize_discovery(&a.svc, c, &op, &value)),
                 None => Ok(()),
             }) {
                 return Reply::Whole(Err(e));
@@ -255,6 +255,20 @@ const STREAM_READS: &[&str] =
 const STREAM_WRITES: &[&str] = &["kinesis:DescribeStream", "kinesis:PutRecord", "kinesis:PutRecords"];
 const DELIVERY_READS: &[&str] = &["firehose:DescribeDeliveryStream"];
 const DELIVERY_WRITES: &[&str] = &["firehose:DescribeDeliveryStream", "firehose:PutRecordBatch"];
+
+/// DiscoverInputSchema samples the stream or delivery stream its `ResourceARN` names: the caller
+/// must itself be allowed to read it.
+fn authorize_discovery(svc: &Service, caller: &crate::http::iam::Caller, op: &str, v: &Value) -> ApiResult<()> {
+    match v.get("ResourceARN").and_then(Value::as_str) {
+        Some(arn) if op == "DiscoverInputSchema" && arn.starts_with("arn:aws:firehose:") => {
+            crate::kinesis::access::authorize_delivery_stream(svc, caller, DELIVERY_READS, arn)
+        }
+        Some(arn) if op == "DiscoverInputSchema" => {
+            crate::kinesis::access::authorize_stream(svc, caller, STREAM_READS, arn)
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Authorizes `caller` for every stream and delivery stream the request configures the
 /// application to read or write ([`USES`]), wherever it sits in the request.

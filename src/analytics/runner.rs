@@ -187,7 +187,7 @@ async fn load_tables(svc: &Service, app: &Application) -> Result<Vec<Vec<Vec<Val
 /// stream, or its source stream).
 pub fn stream_of(a: &State, arn: &str) -> Result<Arc<StreamMeta>, String> {
     if let Some(name) = arn.split(":deliverystream/").nth(1).filter(|_| arn.starts_with("arn:aws:firehose:")) {
-        let ds = a.firehose.get(&delivery_stream_of_arn(&a.svc, arn, name)).map_err(|e| e.to_string())?;
+        let ds = a.firehose.get(&delivery_stream_of_arn(&a.svc, arn, name)?).map_err(|e| e.to_string())?;
         return crate::firehose::delivery::source_stream(&a.svc, &ds)
             .map_err(|e| format!("The delivery stream {name} cannot be read: {e}."));
     }
@@ -198,9 +198,16 @@ pub fn stream_of(a: &State, arn: &str) -> Result<Arc<StreamMeta>, String> {
 
 /// The name inside the daemon of the delivery stream `name` a Firehose ARN names, in the ARN's
 /// account.
-fn delivery_stream_of_arn(svc: &Service, arn: &str, name: &str) -> String {
+/// An ARN whose name is not a delivery stream name (`[a-zA-Z0-9_.-]+`) names none: a `/` in it would
+/// reach into another account's names inside the daemon.
+fn delivery_stream_of_arn(svc: &Service, arn: &str, name: &str) -> Result<String, String> {
+    let valid =
+        (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if !valid {
+        return Err(format!("{arn} is not a delivery stream ARN."));
+    }
     let account = svc.effective_account(crate::stream::meta::arn_account(arn).unwrap_or_default());
-    crate::stream::meta::qualified(account, &svc.cfg.account_id, name)
+    Ok(crate::stream::meta::qualified(account, &svc.cfg.account_id, name))
 }
 
 /// Where an output's records go: a Kinesis stream, or a DirectPut delivery stream's storage.
@@ -210,7 +217,7 @@ fn destination(a: &State, output: &Json) -> Result<Arc<StreamMeta>, String> {
     }
     if let Some(arn) = output.pointer("/KinesisFirehoseOutputDescription/ResourceARN").and_then(Json::as_str) {
         let name = arn.split(":deliverystream/").nth(1).unwrap_or_default();
-        let name = delivery_stream_of_arn(&a.svc, arn, name);
+        let name = delivery_stream_of_arn(&a.svc, arn, name)?;
         return crate::firehose::ops::put_target(&a.firehose, &name).map_err(|e| e.to_string());
     }
     Err("The output has no destination this server can write to.".into())

@@ -86,6 +86,11 @@ impl<'a> Named<'a> {
 pub fn authorize(svc: &Service, caller: &Caller, op: &str, named: &Named) -> ApiResult<()> {
     let action = format!("kinesis:{op}");
     if !named.sources.is_empty() {
+        // Channels belong to the daemon's account: creating one is also an account-level action
+        // there, which keys of other accounts are refused.
+        if op == "CreateChannel" {
+            caller.authorize(&action, "*", &svc.cfg.account_id, None)?;
+        }
         return named.sources.iter().try_for_each(|arn| authorize_on(svc, caller, &action, arn));
     }
     match resource_of(svc, caller, named)? {
@@ -124,6 +129,11 @@ fn resource_of(svc: &Service, caller: &Caller, named: &Named) -> ApiResult<Optio
             // The stream is gone: the operation answers that, to a caller it would serve.
             return Ok(None);
         };
+        if crate::stream::meta::is_internal_name(&meta.name) {
+            return Err(ApiError::ResourceNotFound(
+                "The stream this shard iterator belongs to no longer exists.".into(),
+            ));
+        }
         if let Some(given) = named.stream_arn.filter(|a| svc.stream_of_arn(a).as_deref() != Some(&meta.name)) {
             return Err(iterator_of_another_stream(given));
         }

@@ -224,10 +224,12 @@ where
                     }
                     None => Ok(()),
                 };
-                // The stream is named in the caller's own account.
+                // The stream is named in the caller's own account, by a stream name (a name inside
+                // the daemon, `<account>/<name>` or `~...`, is none).
+                let valid = crate::service::validate_stream_name(&stream);
                 let account = crate::kinesis::accounts::account_of(&svc, caller.as_ref());
                 let stream = crate::stream::meta::qualified(account, &svc.cfg.account_id, &stream);
-                let started = match allowed {
+                let started = match valid.and(allowed) {
                     Ok(()) => start_subscription(&svc, &stream, &consumer, &shard, start).await,
                     Err(e) => Err(e),
                 }

@@ -598,6 +598,47 @@ def test_each_account_has_its_own_applications(secure):
     assert admin_ka.describe_application(ApplicationName=name)["ApplicationDetail"]["ApplicationName"] == name
 
 
+def test_no_name_reaches_into_another_account_or_the_daemons_own_streams(secure):
+    """Names inside the daemon (`<account>/<name>`, internal `~` streams) are not names a request
+    can give, by ARN, by push SUBSCRIBE or in an Analytics input."""
+    fh, partner_fh = client(secure, ADMIN, "firehose"), client(secure, OTHER, "firehose")
+    name = unique_name("fh")
+    partner_fh.create_delivery_stream(DeliveryStreamName=name, ExtendedS3DestinationConfiguration={
+        "RoleARN": f"arn:aws:iam::{PARTNER}:role/r", "BucketARN": "arn:aws:s3:::partner-private"})
+    admin = client(secure, ADMIN)
+    internal = [n for n in admin.list_streams()["StreamNames"] if n.startswith("~")]
+    assert internal == [], "internal streams are not listed"
+    for stream in (f"~firehose~{PARTNER}~{name}~1", f"{PARTNER}/x"):
+        arn = f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/{stream}"
+        code, _ = error(admin.describe_stream_summary, StreamARN=arn)
+        assert code in ("ValidationException", "ResourceNotFoundException", "InvalidArgumentException"), code
+        refused = subscribe(secure, stream, ADMIN, count=1)
+        assert refused.returncode != 0, refused.stdout
+    analytics = client(secure, ADMIN, "kinesisanalytics")
+    code, _ = error(analytics.create_application, ApplicationName=unique_name("app"), Inputs=[{
+        "NamePrefix": "SOURCE_SQL_STREAM",
+        "KinesisFirehoseInput": {"ResourceARN": f"arn:aws:firehose:us-east-1:{ACCOUNT}:deliverystream/{PARTNER}/{name}",
+                                 "RoleARN": f"arn:aws:iam::{ACCOUNT}:role/r"},
+        "InputSchema": {"RecordFormat": {"RecordFormatType": "JSON",
+                                         "MappingParameters": {"JSONMappingParameters": {"RecordRowPath": "$"}}},
+                        "RecordColumns": [{"Name": "V", "SqlType": "INTEGER", "Mapping": "$.v"}]}}])
+    assert code in ("InvalidArgumentException", "ResourceNotFoundException"), code
+    # Channels are the daemon's account's: another account's key cannot make one.
+    partner = client(secure, OTHER)
+    own = unique_name("ch")
+    partner.create_stream(StreamName=own, StreamModeDetails={"StreamMode": "ON_DEMAND"})
+    wait_active(partner, own)
+    status, body = signed_call(secure, OTHER, "CreateChannel", {
+        "ChannelName": unique_name("c"), "ServiceExecutionRoleARN": f"arn:aws:iam::{PARTNER}:role/r",
+        "StreamConfigurationList": [{"StreamARN": f"arn:aws:kinesis:us-east-1:{PARTNER}:stream/{own}",
+                                     "RecordConfiguration": {"RecordFormatType": "JSON"}}],
+        "S3DestinationConfiguration": {"StorageConfiguration": {
+            "BucketARN": "arn:aws:s3:::partner-channel", "ExpectedBucketOwner": PARTNER, "CompressionType": "NONE"}}})
+    assert (status, body.get("__type")) == (400, "AccessDeniedException"), body
+    assert name not in fh.list_delivery_streams(Limit=1000)["DeliveryStreamNames"]
+    partner_fh.delete_delivery_stream(DeliveryStreamName=name)
+
+
 def wait_queue_active(k, arn: str) -> None:
     for _ in range(200):
         if k.describe_queue(QueueARN=arn)["QueueDescription"]["QueueStatus"] == "ACTIVE":

@@ -308,10 +308,14 @@ pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResul
     in_range(limit, 1, GET_RECORDS_MAX_RECORDS, "limit")?;
     let now = svc.now_ms();
     let it = ShardIterator::decode(&text, now)?;
-    let meta = svc.stream_by_id(it.stream_id).ok_or_else(|| match svc.deleted_stream_name(it.stream_id) {
-        Some(name) => shard_does_not_exist(svc, &name, it.shard_index),
-        None => ApiError::ResourceNotFound("The stream this shard iterator belongs to no longer exists.".into()),
-    })?;
+    let meta = svc
+        .stream_by_id(it.stream_id)
+        // The daemon's internal streams are not read through the API (an iterator can be forged).
+        .filter(|m| !crate::stream::meta::is_internal_name(&m.name))
+        .ok_or_else(|| match svc.deleted_stream_name(it.stream_id) {
+            Some(name) => shard_does_not_exist(svc, &name, it.shard_index),
+            None => ApiError::ResourceNotFound("The stream this shard iterator belongs to no longer exists.".into()),
+        })?;
     // The iterator names the stream read; a StreamARN given beside it must be that stream's.
     if let Some(given) = input.stream_arn.as_deref().filter(|a| svc.stream_of_arn(a).as_deref() != Some(&meta.name)) {
         return Err(crate::kinesis::access::iterator_of_another_stream(given));
