@@ -198,9 +198,7 @@ impl AwsService for Analytics {
             // has checked them against the name pattern, which has no `/`), and an application
             // ARN of another account names nothing it may touch.
             let account = crate::kinesis::accounts::account_of(&a.svc, caller.as_deref()).to_owned();
-            if let Some(Value::String(name)) = value.get_mut("ApplicationName") {
-                *name = crate::stream::meta::qualified(&account, &a.svc.cfg.account_id, name);
-            }
+            crate::kinesis::accounts::qualify_member(&a.svc, &account, &mut value, "ApplicationName");
             let named = value.get("ApplicationName").and_then(Value::as_str).map(|n| a.svc.account_and_name(n).1);
             let arn_owner = value
                 .get("ResourceARN")
@@ -226,13 +224,8 @@ impl AwsService for Analytics {
             }) {
                 return Reply::Whole(Err(e));
             }
-            let present = |mut e: ApiError| {
-                if let Some(m) = crate::kinesis::accounts::present_message(e.message(), &a.svc.cfg.account_id) {
-                    *e.message_mut() = m;
-                }
-                e
-            };
-            Reply::Whole(ops::dispatch(&a, &op, value, &account).await.map_err(present))
+            let result = ops::dispatch(&a, &op, value, &account).await;
+            Reply::Whole(result.map_err(|e| crate::kinesis::accounts::present_error(&a.svc, e)))
         })
     }
 }

@@ -142,13 +142,8 @@ impl AwsService for DynamoDb {
             if let Err(e) = allowed {
                 return Reply::Whole(Err(e));
             }
-            let present = |mut e: ApiError| {
-                if let Some(m) = crate::kinesis::accounts::present_message(e.message(), &ctx.svc.cfg.account_id) {
-                    *e.message_mut() = m;
-                }
-                e
-            };
-            Reply::Whole(ctx.dispatch(&op, req, &account).await.map_err(present))
+            let result = ctx.dispatch(&op, req, &account).await;
+            Reply::Whole(result.map_err(|e| crate::kinesis::accounts::present_error(&ctx.svc, e)))
         })
     }
 }

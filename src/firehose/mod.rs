@@ -251,9 +251,7 @@ impl AwsService for Firehose {
             // Delivery streams are per account: a caller's names are its own account's (the
             // model has checked them against the name pattern, which has no `/`).
             let account = crate::kinesis::accounts::account_of(&f.svc, caller.as_deref()).to_owned();
-            if let Some(Value::String(name)) = value.get_mut("DeliveryStreamName") {
-                *name = crate::stream::meta::qualified(&account, &f.svc.cfg.account_id, name);
-            }
+            crate::kinesis::accounts::qualify_member(&f.svc, &account, &mut value, "DeliveryStreamName");
             let named = value.get("DeliveryStreamName").and_then(Value::as_str).map(|n| f.svc.account_and_name(n).1);
             if let Err(e) = match caller.as_deref() {
                 Some(c) => c.authorize_named("firehose", &op, "deliverystream", named, &f.svc.cfg.region, &account),
@@ -271,13 +269,8 @@ impl AwsService for Firehose {
             }) {
                 return Reply::Whole(Err(e));
             }
-            let present = |mut e: ApiError| {
-                if let Some(m) = crate::kinesis::accounts::present_message(e.message(), &f.svc.cfg.account_id) {
-                    *e.message_mut() = m;
-                }
-                e
-            };
-            Reply::Whole(ops::dispatch(&f, &op, value, &account).await.map_err(present))
+            let result = ops::dispatch(&f, &op, value, &account).await;
+            Reply::Whole(result.map_err(|e| crate::kinesis::accounts::present_error(&f.svc, e)))
         })
     }
 }

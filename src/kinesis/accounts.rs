@@ -51,6 +51,15 @@ pub fn scope_request(svc: &Service, account: &str, op: &str, value: &mut Value) 
     }
 }
 
+/// Names the resource a request's `member` names (a name, checked against its pattern by the
+/// model) as `account`'s resource of that name is named inside the daemon
+/// ([`crate::stream::meta::qualified`]).
+pub fn qualify_member(svc: &Service, account: &str, request: &mut Value, member: &str) {
+    if let Some(Value::String(name)) = request.get_mut(member) {
+        *name = crate::stream::meta::qualified(account, &svc.cfg.account_id, name);
+    }
+}
+
 /// [`scope_request`] for the typed puts' `StreamName` and `StreamARN`.
 pub fn scope_names(svc: &Service, account: &str, name: &mut Option<String>, arn: &mut Option<String>) {
     if account == svc.cfg.account_id {
@@ -73,7 +82,7 @@ pub fn present_error(svc: &Service, mut e: ApiError) -> ApiError {
 
 /// The message with `<account>/` taken off the names it qualifies and the daemon's account, where
 /// it owns them, replaced by theirs; `None` when it names no stream of another account.
-pub fn present_message(message: &str, daemon: &str) -> Option<String> {
+fn present_message(message: &str, daemon: &str) -> Option<String> {
     let bytes = message.as_bytes();
     let (mut out, mut account, mut from, mut i) = (String::new(), None, 0, 0);
     while i + 13 <= bytes.len() {

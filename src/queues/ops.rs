@@ -37,9 +37,7 @@ pub const LIST_DEFAULT: usize = 100;
 /// Runs a queue operation for a caller of `account`: CreateQueue makes a queue of that account,
 /// ListQueues lists that account's, the others name their queue by ARN.
 pub async fn dispatch(q: &Arc<Queues>, op: &str, mut req: Value, account: &str) -> ApiResult<Value> {
-    if let Some(Value::String(name)) = req.get_mut("QueueName") {
-        *name = crate::stream::meta::qualified(account, &q.svc.cfg.account_id, name);
-    }
+    crate::kinesis::accounts::qualify_member(&q.svc, account, &mut req, "QueueName");
     match op {
         "CreateQueue" => create(q, req).await,
         "DescribeQueue" => describe(q, &req),
