@@ -167,13 +167,17 @@ pub fn encode_batch(
 ) {
     assert!(!records.is_empty() && records.len() <= BATCH_RECORDS_MAX as usize);
     let raw_len: usize = records.iter().map(|(k, d)| RECORD_HEADER_LEN + k.len() + d.len()).sum();
-    let mut raw = Vec::with_capacity(raw_len);
-    for (key, data) in records {
-        raw.extend_from_slice(&(key.len() as u16).to_le_bytes());
-        raw.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        raw.extend_from_slice(key.as_bytes());
-        raw.extend_from_slice(data);
+    let start = out.len();
+    if compression == Compression::None && seal.is_none() {
+        // The common case: the records are written once, straight after the header.
+        out.reserve(BATCH_HEADER_LEN + raw_len);
+        push_batch_header(out, CODEC_NONE, BATCH_HEADER_LEN + raw_len, records.len(), raw_len, first_ordinal, ts_ms);
+        push_raw_records(records, out);
+        finish_batch_crc(out, start);
+        return;
     }
+    let mut raw = Vec::with_capacity(raw_len);
+    push_raw_records(records, &mut raw);
     let compressed = match compression {
         Compression::None => None,
         Compression::Lz4 => Some((CODEC_LZ4, lz4_flex::block::compress(&raw))),
@@ -191,17 +195,44 @@ pub fn encode_batch(
         codec |= CODEC_SEALED;
     }
     let len = BATCH_HEADER_LEN + payload.len();
-    let start = out.len();
     out.reserve(len);
+    push_batch_header(out, codec, len, records.len(), raw_len, first_ordinal, ts_ms);
+    out.extend_from_slice(payload);
+    finish_batch_crc(out, start);
+}
+
+/// A batch's records, uncompressed: per record its key length, data length, key and data.
+fn push_raw_records(records: &[(&str, &[u8])], out: &mut Vec<u8>) {
+    for (key, data) in records {
+        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(data);
+    }
+}
+
+/// A batch header with its CRC left zero (see [`finish_batch_crc`]).
+fn push_batch_header(
+    out: &mut Vec<u8>,
+    codec: u8,
+    len: usize,
+    count: usize,
+    raw_len: usize,
+    first_ordinal: u64,
+    ts_ms: i64,
+) {
     out.extend_from_slice(&BATCH_MAGIC.to_le_bytes());
     out.extend_from_slice(&(len as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]); // crc, filled below
+    out.extend_from_slice(&[0; 4]); // crc, filled by finish_batch_crc
     out.extend_from_slice(&[FORMAT_VERSION as u8, codec, 0, 0]);
-    out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(count as u32).to_le_bytes());
     out.extend_from_slice(&(raw_len as u32).to_le_bytes());
     out.extend_from_slice(&first_ordinal.to_le_bytes());
     out.extend_from_slice(&ts_ms.to_le_bytes());
-    out.extend_from_slice(payload);
+}
+
+/// Fills in the CRC of the batch that starts at `start` of `out` and runs to its end.
+fn finish_batch_crc(out: &mut [u8], start: usize) {
     let crc = crc32c::crc32c(&out[start + 12..]);
     out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
 }

@@ -14,7 +14,7 @@ use memmap2::{Mmap, MmapOptions};
 use crate::keys::DataKey;
 
 use super::segment::{
-    decode_batch_header, decode_records, encode_batch, find_next_batch, verify_batch, SegmentHeader,
+    decode_batch_header, decode_records, encode_batch, find_next_batch, verify_batch, SegmentHeader, BATCH_HEADER_LEN,
     BATCH_PAYLOAD_SOFT_MAX, BATCH_RECORDS_MAX, FORMAT_VERSION, SEGMENT_HEADER_LEN,
 };
 use super::{LogConfig, LogError, NewRecord, Record, INDEX_INTERVAL_BYTES};
@@ -219,7 +219,11 @@ impl ShardLog {
         let mut offset = self.segments[seg_i].len;
         let mut ordinal = first_ordinal;
         let mut start = 0usize;
-        let mut encoded = Vec::new();
+        // Room for every record and its batch headers (batches hold up to the soft payload bound),
+        // so the write buffer of a segment is not grown, and copied, while batches are encoded
+        // into it.
+        let raw: usize = records.iter().map(|r| r.partition_key.len() + r.data.len() + 6).sum();
+        let estimate = raw + BATCH_HEADER_LEN * (raw / BATCH_PAYLOAD_SOFT_MAX + 2);
         while start < records.len() {
             // One batch: records up to the soft payload bound (at least one).
             let mut end = start;
@@ -235,15 +239,33 @@ impl ShardLog {
             }
             let fields: Vec<(&str, &[u8])> =
                 records[start..end].iter().map(|r| (r.partition_key.as_str(), &r.data[..])).collect();
-            encoded.clear();
             let seal = self.segments[seg_i].key.as_ref();
             if self.segments[seg_i].key_id.is_some() && seal.is_none() {
                 self.abort(prepared);
                 return Err(LogError::Io(std::io::Error::other("the segment's data key is not available")));
             }
-            encode_batch(ordinal, ts_ms, &fields, self.cfg.compression, seal, &mut encoded);
-            let len = encoded.len() as u64;
+            // The batch is encoded straight into the write that ends where it goes.
+            let fd = self.segments[seg_i].file.as_raw_fd();
+            let contiguous =
+                prepared.writes.last().is_some_and(|w| w.fd == fd && w.offset + w.buf.len() as u64 == offset);
+            if !contiguous {
+                prepared.writes.push(PreparedWrite {
+                    fd,
+                    offset,
+                    buf: Vec::with_capacity(estimate),
+                    new_segment: seg_i + prepared.created_segments >= self.segments.len(),
+                });
+            }
+            let w = prepared.writes.last_mut().expect("pushed above");
+            let at = w.buf.len();
+            encode_batch(ordinal, ts_ms, &fields, self.cfg.compression, seal, &mut w.buf);
+            let len = (w.buf.len() - at) as u64;
             if offset + len > self.cfg.segment_size && offset > SEGMENT_HEADER_LEN {
+                // It does not fit: it goes to a new segment instead.
+                let moved = w.buf.split_off(at);
+                if w.buf.is_empty() {
+                    prepared.writes.pop();
+                }
                 if let Err(e) = self.create_segment(ordinal, now_ms) {
                     self.abort(prepared);
                     return Err(e);
@@ -251,21 +273,16 @@ impl ShardLog {
                 prepared.created_segments += 1;
                 seg_i = self.segments.len() - 1;
                 offset = SEGMENT_HEADER_LEN;
+                prepared.writes.push(PreparedWrite {
+                    fd: self.segments[seg_i].file.as_raw_fd(),
+                    offset,
+                    buf: moved,
+                    new_segment: true,
+                });
             }
             if let Err(e) = self.ensure_allocated(seg_i, offset + len) {
                 self.abort(prepared);
                 return Err(e);
-            }
-            match prepared.writes.last_mut() {
-                Some(w) if w.fd == self.segments[seg_i].file.as_raw_fd() && w.offset + w.buf.len() as u64 == offset => {
-                    w.buf.extend_from_slice(&encoded)
-                }
-                _ => prepared.writes.push(PreparedWrite {
-                    fd: self.segments[seg_i].file.as_raw_fd(),
-                    offset,
-                    buf: encoded.clone(),
-                    new_segment: seg_i + prepared.created_segments >= self.segments.len(),
-                }),
             }
             prepared.batches.push(PlacedBatch {
                 segment: seg_i,

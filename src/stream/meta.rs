@@ -141,7 +141,10 @@ impl ShardMeta {
 }
 
 pub fn shard_id(index: u32) -> String {
-    format!("shardId-{index:012}")
+    let mut out = Vec::with_capacity(20);
+    out.extend_from_slice(b"shardId-");
+    crate::stream::seqno::push_padded(&mut out, u64::from(index), 12);
+    String::from_utf8(out).expect("ASCII")
 }
 
 /// Parses a shard id as AWS does: the digits after the first `-` (or the whole text when there is

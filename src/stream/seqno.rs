@@ -77,10 +77,20 @@ impl SeqNo {
     }
 
     pub fn encode(&self) -> String {
+        // Written digit by digit: `format!` with zero padding costs a call per padding digit, and
+        // every put answers with one of these per record.
+        let mut out = Vec::with_capacity(SEQUENCE_NUMBER_DIGITS);
+        out.extend_from_slice(PREFIX.as_bytes());
         match self.layout {
-            0 => format!("{PREFIX}{:014}{:010}{:030}", self.stream_id, self.shard_index, self.value),
-            l => format!("{PREFIX}{l}{:013}{:010}{:030}", self.stream_id, self.shard_index, self.value),
+            0 => push_padded(&mut out, self.stream_id, 14),
+            l => {
+                push_padded(&mut out, u64::from(l), 1);
+                push_padded(&mut out, self.stream_id, 13);
+            }
         }
+        push_padded(&mut out, u64::from(self.shard_index), 10);
+        push_padded(&mut out, self.value, 30);
+        String::from_utf8(out).expect("ASCII digits")
     }
 
     /// Parses a sequence number this daemon issued (either layout). Anything else is an
@@ -103,6 +113,24 @@ impl SeqNo {
         let value = text[26..56].parse::<u64>().map_err(|_| bad())?;
         Ok(SeqNo { stream_id, shard_index, value, layout })
     }
+}
+
+/// Appends `v` in decimal, zero-padded to at least `width` digits (as `{v:0width$}` does).
+pub fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = v;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - i;
+    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(len)));
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// Shard iterators expire five minutes after they are issued.
@@ -171,6 +199,22 @@ impl ShardIterator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encode_matches_zero_padded_formatting() {
+        for (stream_id, shard_index, value) in
+            [(0, 0, 0), (1, 2, 3), (STREAM_ID_MAX, u32::MAX, u64::MAX), (123_456_789, 77, 2 * 99_999 + 2)]
+        {
+            let l1 = SeqNo { stream_id, shard_index, value, layout: 1 };
+            assert_eq!(l1.encode(), format!("{PREFIX}1{stream_id:013}{shard_index:010}{value:030}"));
+            let l0 = SeqNo { stream_id, shard_index, value, layout: 0 };
+            assert_eq!(l0.encode(), format!("{PREFIX}{stream_id:014}{shard_index:010}{value:030}"));
+            assert_eq!(SeqNo::parse(&l1.encode()).expect("parses"), l1);
+        }
+        let mut wide = Vec::new();
+        push_padded(&mut wide, 12_345, 3);
+        assert_eq!(wide, b"12345");
+    }
 
     #[test]
     fn sequence_numbers_round_trip_and_sort() {
