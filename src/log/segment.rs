@@ -16,7 +16,7 @@ const SEGMENT_HEADER_USED: usize = 44;
 
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"SLB1");
 pub const BATCH_HEADER_LEN: usize = 40;
-const RECORD_HEADER_LEN: usize = 6;
+pub const RECORD_HEADER_LEN: usize = 6;
 /// A batch holds at most this many payload bytes before compression (a single record may exceed
 /// it alone: records are never split).
 pub const BATCH_PAYLOAD_SOFT_MAX: usize = 1 << 20;

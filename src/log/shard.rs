@@ -15,7 +15,7 @@ use crate::keys::DataKey;
 
 use super::segment::{
     decode_batch_header, decode_records, encode_batch, find_next_batch, verify_batch, SegmentHeader, BATCH_HEADER_LEN,
-    BATCH_PAYLOAD_SOFT_MAX, BATCH_RECORDS_MAX, FORMAT_VERSION, SEGMENT_HEADER_LEN,
+    BATCH_PAYLOAD_SOFT_MAX, BATCH_RECORDS_MAX, FORMAT_VERSION, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use super::{LogConfig, LogError, NewRecord, Record, INDEX_INTERVAL_BYTES};
 
@@ -222,7 +222,7 @@ impl ShardLog {
         // Room for every record and its batch headers (batches hold up to the soft payload bound),
         // so the write buffer of a segment is not grown, and copied, while batches are encoded
         // into it.
-        let raw: usize = records.iter().map(|r| r.partition_key.len() + r.data.len() + 6).sum();
+        let raw: usize = records.iter().map(|r| RECORD_HEADER_LEN + r.partition_key.len() + r.data.len()).sum();
         let estimate = raw + BATCH_HEADER_LEN * (raw / BATCH_PAYLOAD_SOFT_MAX + 2);
         while start < records.len() {
             // One batch: records up to the soft payload bound (at least one).
@@ -230,7 +230,7 @@ impl ShardLog {
             let mut payload = 0usize;
             while end < records.len() && (end - start) < BATCH_RECORDS_MAX as usize {
                 let r = &records[end];
-                let size = r.partition_key.len() + r.data.len() + 6;
+                let size = RECORD_HEADER_LEN + r.partition_key.len() + r.data.len();
                 if end > start && payload + size > BATCH_PAYLOAD_SOFT_MAX {
                     break;
                 }

@@ -68,10 +68,7 @@ fn decode_record(
     explicit_hash_key: Option<&str>,
     index: Option<usize>,
 ) -> ApiResult<Decoded> {
-    let Some(data) = data else {
-        let path = format!("{}data", member(index));
-        return Err(ApiError::validation("null", &path, "Member must not be null").with_null());
-    };
+    let Some(data) = data else { return required(None, &format!("{}data", member(index))) };
     if let Some(k) = &partition_key {
         let key_chars = k.encode_utf16().count();
         if key_chars == 0 || key_chars > PARTITION_KEY_MAX_CHARS {
@@ -137,14 +134,7 @@ fn route_for(meta: &StreamMeta, decoded: Vec<Decoded>) -> ApiResult<Vec<Routed>>
         let partition_key = match (d.partition_key, auto) {
             (Some(k), _) => k,
             (None, true) => String::new(),
-            (None, false) => {
-                return Err(ApiError::validation(
-                    "null",
-                    &format!("{}partitionKey", member(d.index)),
-                    "Member must not be null",
-                )
-                .with_null())
-            }
+            (None, false) => return required(None, &format!("{}partitionKey", member(d.index))),
         };
         if d.data.len() + partition_key.len() > max {
             return Err(ApiError::InvalidArgument(format!(
