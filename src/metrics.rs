@@ -413,7 +413,7 @@ impl Metrics {
 }
 
 /// CPU seconds (user + system) and peak resident bytes of this process.
-fn process_usage() -> (f64, u64) {
+pub(crate) fn process_usage() -> (f64, u64) {
     // SAFETY: getrusage fills the struct it is given.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {

@@ -9,6 +9,7 @@ use aws_sdk_kinesis::primitives::{Blob, DateTime};
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use common::{code, kinesis_json, kinesis_raw, runtime, Daemon, SIGNED};
 use md5::{Digest, Md5};
+use serde_json::{json, Value};
 
 fn md5_hash(key: &str) -> u128 {
     u128::from_be_bytes(Md5::digest(key.as_bytes()).into())
@@ -463,4 +464,92 @@ fn h2c_prior_knowledge_serves_the_api() {
     let (s, v) = kinesis_json(d.addr, "DescribeStreamSummary", r#"{"StreamName":"h2"}"#);
     assert_eq!(s, 200);
     assert_eq!(v["StreamDescriptionSummary"]["OpenShardCount"], 1);
+}
+
+/// Puts in the form producers send (the Java SDK's indefinite-length CBOR, plain JSON) and in
+/// forms the fast path leaves to the general one (escapes, a repeated member) store the same
+/// records and get the same answers and errors.
+#[test]
+fn put_records_in_every_wire_form_store_the_same() {
+    let d = Daemon::start();
+    let json = "application/x-amz-json-1.1";
+    let cbor = "application/x-amz-cbor-1.1";
+    let (s, _) = kinesis_raw(d.addr, "CreateStream", json, br#"{"StreamName":"w","ShardCount":2}"#);
+    assert_eq!(s, 200);
+    let text = |out: &mut Vec<u8>, t: &str| {
+        out.push(0x60 | t.len() as u8);
+        out.extend_from_slice(t.as_bytes());
+    };
+    // {_ "StreamName": "w", "Records": [_ {"Data": h'00ff', "PartitionKey": "k1"}, ...] }
+    let cbor_body = |keys: &[&str], payload: &[u8]| {
+        let mut out = vec![0xbf];
+        text(&mut out, "StreamName");
+        text(&mut out, "w");
+        text(&mut out, "Records");
+        out.push(0x9f);
+        for k in keys {
+            out.push(0xa2);
+            text(&mut out, "Data");
+            out.push(0x40 | payload.len() as u8);
+            out.extend_from_slice(payload);
+            text(&mut out, "PartitionKey");
+            text(&mut out, k);
+        }
+        out.extend_from_slice(&[0xff, 0xff]);
+        out
+    };
+    let (s, b) = kinesis_raw(d.addr, "PutRecords", cbor, &cbor_body(&["k1", "k2"], &[0, 255]));
+    assert_eq!(s, 200, "{b:?}");
+    let v: ciborium::value::Value = ciborium::de::from_reader(&b[..]).unwrap();
+    let answer = serde_json::to_value(&v).unwrap();
+    assert_eq!(answer["FailedRecordCount"], 0, "{answer}");
+    let cbor_shards: Vec<Value> = answer["Records"].as_array().unwrap().iter().map(|r| r["ShardId"].clone()).collect();
+    // The same keys in JSON, plain (fast path) and escaped (general path).
+    for body in [
+        &br#"{"StreamName":"w","Records":[{"Data":"AP8=","PartitionKey":"k1"},{"Data":"AP8=","PartitionKey":"k2"}]}"#[..],
+        br#"{"StreamName":"w","Records":[{"Data":"AP8=","PartitionKey":"\u006b1"},{"Data":"AP8=","PartitionKey":"k\u0032"}]}"#,
+    ] {
+        let (s, b) = kinesis_raw(d.addr, "PutRecords", json, body);
+        assert_eq!(s, 200);
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        let shards: Vec<Value> = v["Records"].as_array().unwrap().iter().map(|r| r["ShardId"].clone()).collect();
+        assert_eq!(shards, cbor_shards, "{v}");
+        assert_eq!(v["EncryptionType"], "NONE");
+    }
+    // Errors are the model's, whichever path the request took.
+    let (s, b) = kinesis_raw(d.addr, "PutRecords", cbor, &cbor_body(&[], &[]));
+    assert_eq!(s, 400);
+    let v: ciborium::value::Value = ciborium::de::from_reader(&b[..]).unwrap();
+    assert_eq!(serde_json::to_value(&v).unwrap()["__type"], "ValidationException");
+    let (s, b) = kinesis_raw(d.addr, "PutRecords", json, br#"{"StreamName":"w","Records":[{"Data":"AP8="}]}"#);
+    assert_eq!(s, 400);
+    let fast: Value = serde_json::from_slice(&b).unwrap();
+    let (s, b) =
+        kinesis_raw(d.addr, "PutRecords", json, br#"{"StreamName":"w","StreamName":"w","Records":[{"Data":"AP8="}]}"#);
+    assert_eq!(s, 400);
+    let general: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(fast["__type"], "ValidationException", "{fast}");
+    assert_eq!(fast, general);
+    let (s, b) = kinesis_raw(
+        d.addr,
+        "PutRecords",
+        json,
+        br#"{"StreamName":"nope","Records":[{"Data":"AP8=","PartitionKey":"k"}]}"#,
+    );
+    assert_eq!(s, 400);
+    assert_eq!(serde_json::from_slice::<Value>(&b).unwrap()["__type"], "ResourceNotFoundException");
+    // Every record stored: two from CBOR, four from JSON.
+    let mut total = 0;
+    for shard in ["shardId-000000000000", "shardId-000000000001"] {
+        let body = format!(r#"{{"StreamName":"w","ShardId":"{shard}","ShardIteratorType":"TRIM_HORIZON"}}"#);
+        let (_, b) = kinesis_raw(d.addr, "GetShardIterator", json, body.as_bytes());
+        let it = serde_json::from_slice::<Value>(&b).unwrap()["ShardIterator"].clone();
+        let (_, b) = kinesis_raw(d.addr, "GetRecords", json, json!({"ShardIterator": it}).to_string().as_bytes());
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        for r in v["Records"].as_array().unwrap() {
+            assert_eq!(r["Data"], "AP8=");
+            total += 1;
+        }
+    }
+    assert_eq!(total, 6);
 }

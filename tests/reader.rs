@@ -23,6 +23,7 @@ async fn call(k: &Kinesis, op: &str, body: Value) -> Value {
     match k.call(op.into(), Protocol::Json, serde_json::to_vec(&body).unwrap().into(), Ok(None)).await {
         Reply::Whole(Ok(v)) => v,
         Reply::Whole(Err(e)) => panic!("{op}: {} {}", e.type_name(), e.message()),
+        Reply::Encoded(body) => serde_json::from_slice(&body).unwrap(),
         Reply::Events(_) => panic!("{op}: an event stream"),
     }
 }

@@ -89,6 +89,14 @@ impl Conn {
         self.call_target(&format!("Kinesis_20131202.{op}"), "application/x-amz-json-1.1", body).await
     }
 
+    /// A Kinesis call in CBOR (`application/x-amz-cbor-1.1`); unsigned endpoints only.
+    pub(crate) async fn call_cbor(&mut self, op: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
+        if self.signed.is_some() {
+            anyhow::bail!("--cbor is for unsigned endpoints");
+        }
+        self.call_target(&format!("Kinesis_20131202.{op}"), "application/x-amz-cbor-1.1", body).await
+    }
+
     /// A call to any service: its full `X-Amz-Target` and content type.
     pub(crate) async fn call_target(
         &mut self,

@@ -280,6 +280,7 @@ pub async fn e2e(args: E2eArgs) -> anyhow::Result<()> {
         seconds: args.seconds,
         rate: args.rate,
         disk_baseline: None,
+        cbor: false,
         json: false,
         plot: None,
         encrypt: false,

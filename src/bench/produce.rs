@@ -54,6 +54,10 @@ pub struct ProduceArgs {
     /// Also measure the disk's durable sequential append rate in this directory first.
     #[arg(long)]
     pub disk_baseline: Option<PathBuf>,
+    /// Speak CBOR (`application/x-amz-cbor-1.1`, record data as byte strings, as the Java SDK
+    /// sends it) instead of JSON.
+    #[arg(long)]
+    pub cbor: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -119,6 +123,42 @@ fn body(stream: &str, producer: u32, first_seq: u64, count: usize, keys: usize, 
     Bytes::from(s)
 }
 
+/// Builds one PutRecords body in CBOR: record data as byte strings, no base64.
+fn cbor_body(
+    stream: &str,
+    producer: u32,
+    first_seq: u64,
+    count: usize,
+    keys: usize,
+    filler: &Filler,
+    t0: Instant,
+) -> Bytes {
+    use crate::kinesis::put_wire::cbor;
+    let sent = t0.elapsed().as_nanos() as u64;
+    let data_len = (payload::HEADER_LEN + filler.raw.len()) as u64;
+    let mut out = Vec::with_capacity(count * (filler.raw.len() + 64) + 64);
+    cbor::head(&mut out, cbor::MAP, 2);
+    cbor::text(&mut out, "StreamName");
+    cbor::text(&mut out, stream);
+    cbor::text(&mut out, "Records");
+    cbor::head(&mut out, cbor::ARRAY, count as u64);
+    let mut key = String::new();
+    for i in 0..count {
+        let seq = first_seq + i as u64;
+        cbor::head(&mut out, cbor::MAP, 2);
+        cbor::text(&mut out, "Data");
+        cbor::head(&mut out, cbor::BYTES, data_len);
+        out.extend_from_slice(&payload::header(producer, seq, sent, &filler.raw));
+        out.extend_from_slice(&filler.raw);
+        cbor::text(&mut out, "PartitionKey");
+        key.clear();
+        key.push_str("key-");
+        key.push_str(&((seq as usize * 7919 + producer as usize) % keys.max(1)).to_string());
+        cbor::text(&mut out, &key);
+    }
+    Bytes::from(out)
+}
+
 fn single_body(stream: &str, producer: u32, seq: u64, keys: usize, filler: &Filler, t0: Instant) -> Bytes {
     let (filler_b64, filler) = (filler.b64.as_str(), filler.raw.as_slice());
     let h = payload::header(producer, seq, t0.elapsed().as_nanos() as u64, filler);
@@ -131,6 +171,23 @@ fn single_body(stream: &str, producer: u32, seq: u64, keys: usize, filler: &Fill
 fn error_type(status: u16, body: &[u8]) -> String {
     let t = serde_json::from_slice::<Value>(body).ok().and_then(|v| v["__type"].as_str().map(str::to_owned));
     format!("{status} {}", t.unwrap_or_default())
+}
+
+/// Reads FailedRecordCount from a CBOR answer without decoding the whole of it.
+fn failed_count_cbor(resp: &[u8]) -> u64 {
+    let key = b"\x71FailedRecordCount";
+    let Some(p) = resp.windows(key.len()).position(|w| w == key) else { return 0 };
+    let rest = &resp[p + key.len()..];
+    let Some(&first) = rest.first() else { return 0 };
+    let be = |n: usize| rest.get(1..1 + n).map_or(0, |b| b.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)));
+    match first {
+        0..=23 => u64::from(first),
+        24 => be(1),
+        25 => be(2),
+        26 => be(4),
+        27 => be(8),
+        _ => 0,
+    }
 }
 
 /// Reads `"FailedRecordCount":N` without parsing the whole response.
@@ -178,12 +235,18 @@ pub(crate) async fn producer(
         };
         let (op, payload) = if args.batch <= 1 {
             ("PutRecord", single_body(&args.stream, id as u32, seq, args.keys, &filler, t0))
+        } else if args.cbor {
+            ("PutRecords", cbor_body(&args.stream, id as u32, seq, args.batch, args.keys, &filler, t0))
         } else {
             ("PutRecords", body(&args.stream, id as u32, seq, args.batch, args.keys, &filler, t0))
         };
         let count = args.batch.max(1) as u64;
         seq += count;
-        let (status, resp) = conn.call(op, payload).await?;
+        let (status, resp) = if args.cbor && args.batch > 1 {
+            conn.call_cbor(op, payload).await?
+        } else {
+            conn.call(op, payload).await?
+        };
         let latency_us = started.elapsed().as_micros() as u64;
         r.latencies.record(latency_us, t0.elapsed().as_secs() as usize);
         r.calls += 1;
@@ -191,7 +254,11 @@ pub(crate) async fn producer(
             *r.errors.entry(error_type(status, &resp)).or_default() += count;
             continue;
         }
-        let failed = if args.batch <= 1 { 0 } else { failed_count(&resp) };
+        let failed = match (args.batch <= 1, args.cbor) {
+            (true, _) => 0,
+            (false, true) => failed_count_cbor(&resp),
+            (false, false) => failed_count(&resp),
+        };
         if failed > 0 {
             *r.errors.entry("per-record failures".into()).or_default() += failed;
         }
@@ -204,6 +271,12 @@ pub(crate) async fn producer(
         progress.p99_us.store(r.latencies.all.value_at_quantile(0.99), std::sync::atomic::Ordering::Relaxed);
     }
     Ok(r)
+}
+
+/// This process's CPU seconds (user and system), so a reader can tell whether the load tool, which
+/// shares the machine, was the bottleneck.
+pub(crate) fn client_cpu_seconds() -> f64 {
+    crate::metrics::process_usage().0
 }
 
 /// Durable sequential appends of `chunk_bytes` (write + fdatasync) for `duration`: MB/s and the
@@ -306,6 +379,7 @@ async fn measure(args: ProduceArgs) -> anyhow::Result<(Value, Latencies)> {
         start_encryption(&ep, &args.stream).await?;
     }
     let cpu_before = daemon_cpu_seconds(&ep).await;
+    let client_before = client_cpu_seconds();
     let args = Arc::new(args);
     let progress = Arc::new(Progress::default());
     let t0 = Instant::now();
@@ -352,6 +426,7 @@ async fn measure(args: ProduceArgs) -> anyhow::Result<(Value, Latencies)> {
         (Some(a), Some(b)) if total.acked > 0 => Some((b - a) / (total.acked as f64 / 1e6)),
         _ => None,
     };
+    let client_cpu = (total.acked > 0).then(|| (client_cpu_seconds() - client_before) / (total.acked as f64 / 1e6));
     let rps = total.acked as f64 / secs;
     let mbps = rps * args.record_size as f64 / 1e6;
     let summary = json!({
@@ -370,6 +445,8 @@ async fn measure(args: ProduceArgs) -> anyhow::Result<(Value, Latencies)> {
         "mb_per_s": mbps,
         "call_latency": total.latencies.json(),
         "daemon_cpu_seconds_per_million_records": cpu,
+        "client_cpu_seconds_per_million_records": client_cpu,
+        "protocol": if args.cbor { "cbor" } else { "json" },
         "disk_baseline": baseline.map(|(mb, p99, small_p99)| json!({
             "mb_per_s": mb, "fdatasync_p99_us": p99, "fdatasync_4k_p99_us": small_p99, "ratio": mbps / mb,
         })),
@@ -414,6 +491,9 @@ fn report(summary: &Value, latencies: Latencies, plot: Option<PathBuf>, json: bo
     )?;
     if let Some(c) = summary["daemon_cpu_seconds_per_million_records"].as_f64() {
         writeln!(out, "  daemon cost  {c:.2} CPU-seconds per million records")?;
+    }
+    if let Some(c) = summary["client_cpu_seconds_per_million_records"].as_f64() {
+        writeln!(out, "  client cost  {c:.2} CPU-seconds per million records (this load tool)")?;
     }
     let disk = &summary["disk_baseline"];
     if let Some(mb) = disk["mb_per_s"].as_f64() {

@@ -45,6 +45,8 @@ pub type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'stati
 pub enum Reply {
     /// A whole answer; `Value::Null` is sent as an empty body (operations without output).
     Whole(ApiResult<serde_json::Value>),
+    /// A successful answer already encoded in the request's protocol.
+    Encoded(Vec<u8>),
     /// An `application/vnd.amazon.eventstream` answer, streamed.
     Events(Body),
 }
@@ -499,6 +501,10 @@ async fn api(svc: Arc<Service>, routes: Routes, budget: Arc<Semaphore>, req: Req
     };
     match service.call(op.clone(), proto, body, auth).await {
         Reply::Whole(result) => finish(&svc, proto, service.as_ref(), &op, result),
+        Reply::Encoded(body) => {
+            svc.metrics.record_request(&op, "ok");
+            respond(proto, StatusCode::OK, body, None)
+        }
         Reply::Events(events) => {
             svc.metrics.record_request(&op, "ok");
             let mut r = Response::new(events);

@@ -20,6 +20,7 @@ pub mod fanout;
 pub mod ondemand;
 pub mod ops;
 pub mod positions;
+pub mod put_wire;
 pub mod reshard;
 pub mod routing;
 pub mod shards;
@@ -95,22 +96,20 @@ impl AwsService for Kinesis {
             }
             let (auth, caller) = crate::http::iam::split(auth);
             let account = accounts::account_of(&svc, caller.as_deref()).to_owned();
-            // Hot path: JSON puts are decoded straight into their typed shape, without a Value
-            // tree. A request it refuses is decoded again and checked against the model, so that
-            // the answer is AWS's.
-            if proto.is_json()
-                && auth.is_ok()
-                && (op == "PutRecords" || op == "PutRecord")
-                && !body.iter().all(|b| b.is_ascii_whitespace())
-            {
-                return Reply::Whole(match dispatch_json_bytes(&svc, &op, &body, caller.as_deref()).await {
-                    Ok(v) => Ok(v),
-                    Err(e) => {
-                        let exact =
-                            decode_request(proto, &body, &MEMBER_KINDS).and_then(|mut v| MODEL.check(&op, &mut v));
-                        Err(accounts::present_error(&svc, exact.err().unwrap_or(e)))
-                    }
-                });
+            // Hot path: puts of the simple form producers send are read from the body's bytes and
+            // answered with bytes (`put_wire`). A request it refuses is decoded again and checked
+            // against the model, so that the answer is AWS's.
+            if auth.is_ok() {
+                if let Some(req) = put_wire::scan(proto, &op, &body) {
+                    return match put_wire::serve(&svc, req, caller.as_deref(), proto).await {
+                        Ok(encoded) => Reply::Encoded(encoded),
+                        Err(e) => {
+                            let exact =
+                                decode_request(proto, &body, &MEMBER_KINDS).and_then(|mut v| MODEL.check(&op, &mut v));
+                            Reply::Whole(Err(accounts::present_error(&svc, exact.err().unwrap_or(e))))
+                        }
+                    };
+                }
             }
             let mut value = match decode_request(proto, &body, &MEMBER_KINDS) {
                 Ok(v) => v,
@@ -275,39 +274,6 @@ async fn dispatch(svc: &Arc<Service>, op: &str, req: Value, account: &str) -> Ap
         "PutResourcePolicy" => ops::settings::put_resource_policy(svc, parse(req)?).await,
         "GetResourcePolicy" => ops::settings::get_resource_policy(svc, parse(req)?).await,
         "DeleteResourcePolicy" => ops::settings::delete_resource_policy(svc, parse(req)?).await,
-        _ => Err(ApiError::UnknownOperation(format!("Operation {op} is not supported by this daemon."))),
-    }
-}
-
-/// The data-plane puts, decoded from JSON bytes straight into their typed shapes.
-async fn dispatch_json_bytes(
-    svc: &Arc<Service>,
-    op: &str,
-    body: &[u8],
-    caller: Option<&crate::http::iam::Caller>,
-) -> ApiResult<Value> {
-    let ser =
-        |e: serde_json::Error| ApiError::Serialization(format!("Request does not match the operation's shape: {e}"));
-    let account = accounts::account_of(svc, caller);
-    let allowed = |name: Option<&str>, arn: Option<&str>| match caller {
-        Some(c) => {
-            access::authorize(svc, c, op, &access::Named { stream_name: name, stream_arn: arn, ..Default::default() })
-        }
-        None => Ok(()),
-    };
-    match op {
-        "PutRecords" => {
-            let mut input: ops::records::PutRecordsInput = serde_json::from_slice(body).map_err(ser)?;
-            allowed(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
-            accounts::scope_names(svc, account, &mut input.stream_name, &mut input.stream_arn);
-            ops::records::put_records(svc, input).await
-        }
-        "PutRecord" => {
-            let mut input: ops::records::PutRecordInput = serde_json::from_slice(body).map_err(ser)?;
-            allowed(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
-            accounts::scope_names(svc, account, &mut input.stream_name, &mut input.stream_arn);
-            ops::records::put_record(svc, input).await
-        }
         _ => Err(ApiError::UnknownOperation(format!("Operation {op} is not supported by this daemon."))),
     }
 }

@@ -142,9 +142,14 @@ impl ShardMeta {
 
 pub fn shard_id(index: u32) -> String {
     let mut out = Vec::with_capacity(20);
-    out.extend_from_slice(b"shardId-");
-    crate::stream::seqno::push_padded(&mut out, u64::from(index), 12);
+    write_shard_id(&mut out, index);
     String::from_utf8(out).expect("ASCII")
+}
+
+/// Appends the id of shard `index` (what [`shard_id`] returns) to `out`.
+pub fn write_shard_id(out: &mut Vec<u8>, index: u32) {
+    out.extend_from_slice(b"shardId-");
+    crate::stream::seqno::push_padded(out, u64::from(index), 12);
 }
 
 /// Parses a shard id as AWS does: the digits after the first `-` (or the whole text when there is

@@ -77,20 +77,25 @@ impl SeqNo {
     }
 
     pub fn encode(&self) -> String {
+        let mut out = Vec::with_capacity(SEQUENCE_NUMBER_DIGITS);
+        self.write_to(&mut out);
+        String::from_utf8(out).expect("ASCII digits")
+    }
+
+    /// Appends the sequence number's digits to `out` (what [`SeqNo::encode`] returns).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
         // Written digit by digit: `format!` with zero padding costs a call per padding digit, and
         // every put answers with one of these per record.
-        let mut out = Vec::with_capacity(SEQUENCE_NUMBER_DIGITS);
         out.extend_from_slice(PREFIX.as_bytes());
         match self.layout {
-            0 => push_padded(&mut out, self.stream_id, 14),
+            0 => push_padded(out, self.stream_id, 14),
             l => {
-                push_padded(&mut out, u64::from(l), 1);
-                push_padded(&mut out, self.stream_id, 13);
+                push_padded(out, u64::from(l), 1);
+                push_padded(out, self.stream_id, 13);
             }
         }
-        push_padded(&mut out, u64::from(self.shard_index), 10);
-        push_padded(&mut out, self.value, 30);
-        String::from_utf8(out).expect("ASCII digits")
+        push_padded(out, u64::from(self.shard_index), 10);
+        push_padded(out, self.value, 30);
     }
 
     /// Parses a sequence number this daemon issued (either layout). Anything else is an

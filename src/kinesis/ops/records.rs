@@ -62,33 +62,83 @@ pub struct PutRecordsInput {
     stream_id: Option<String>,
 }
 
-fn decode_record(
-    data: Option<String>,
-    partition_key: Option<String>,
-    explicit_hash_key: Option<&str>,
-    index: Option<usize>,
-) -> ApiResult<Decoded> {
-    let Some(data) = data else { return required(None, &format!("{}data", member(index))) };
-    if let Some(k) = &partition_key {
-        let key_chars = k.encode_utf16().count();
-        if key_chars == 0 || key_chars > PARTITION_KEY_MAX_CHARS {
-            let bound = if key_chars == 0 { "greater than or equal to 1" } else { "less than or equal to 256" };
-            return Err(ApiError::validation(
-                k,
-                &format!("{}partitionKey", member(index)),
-                &format!("Member must have length {bound}"),
-            ));
-        }
+/// Where a put goes, as its request names it.
+pub struct Target {
+    pub stream_name: Option<String>,
+    pub stream_arn: Option<String>,
+    pub stream_id: Option<String>,
+}
+
+/// A record's data as the request carries it.
+pub enum Blob<'a> {
+    /// Base64 text (JSON).
+    Base64(&'a [u8]),
+    /// The bytes themselves (a CBOR byte string, a slice of the request body).
+    Raw(Bytes),
+}
+
+/// One record of a put, borrowed from its request.
+pub struct PutEntry<'a> {
+    pub data: Option<Blob<'a>>,
+    pub partition_key: Option<&'a str>,
+    pub explicit_hash_key: Option<&'a str>,
+}
+
+/// Decodes and checks the records of a put, in AWS's order per record: Data present, the
+/// partition key's length, the data's base64, the explicit hash key. All base64 is decoded into
+/// one buffer that the records share.
+fn decode_records<'a>(entries: &[PutEntry<'a>], indexed: bool) -> ApiResult<Vec<Decoded<'a>>> {
+    enum Span {
+        Shared(std::ops::Range<usize>),
+        Own(Bytes),
     }
-    // SIMD base64, strict as AWS is: padded, and the unused bits of the last digit zero.
-    let bytes = base64_simd::STANDARD
-        .decode_to_vec(data.as_bytes())
-        .map_err(|_| ApiError::Serialization(format!("{}Data is not valid base64.", member(index))))?;
-    let hash = match explicit_hash_key {
-        Some(h) => Some(parse_explicit_hash_key(h)?),
-        None => None,
-    };
-    Ok(Decoded { data: Bytes::from(bytes), partition_key, hash, index })
+    let text: usize = entries.iter().map(|e| if let Some(Blob::Base64(t)) = &e.data { t.len() } else { 0 }).sum();
+    let mut buf = Vec::with_capacity(base64_simd::STANDARD.estimated_decoded_length(text));
+    let mut checked = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let index = indexed.then_some(i);
+        let Some(data) = &e.data else { return required(None, &format!("{}data", member(index))) };
+        if let Some(k) = e.partition_key {
+            let key_chars = k.encode_utf16().count();
+            if key_chars == 0 || key_chars > PARTITION_KEY_MAX_CHARS {
+                let bound = if key_chars == 0 { "greater than or equal to 1" } else { "less than or equal to 256" };
+                return Err(ApiError::validation(
+                    k,
+                    &format!("{}partitionKey", member(index)),
+                    &format!("Member must have length {bound}"),
+                ));
+            }
+        }
+        let span = match data {
+            // SIMD base64, strict as AWS is: padded, and the unused bits of the last digit zero.
+            Blob::Base64(t) => {
+                let start = buf.len();
+                base64_simd::STANDARD
+                    .decode_append(t, &mut buf)
+                    .map_err(|_| ApiError::Serialization(format!("{}Data is not valid base64.", member(index))))?;
+                Span::Shared(start..buf.len())
+            }
+            Blob::Raw(b) => Span::Own(b.clone()),
+        };
+        let hash = match e.explicit_hash_key {
+            Some(h) => Some(parse_explicit_hash_key(h)?),
+            None => None,
+        };
+        checked.push((span, e.partition_key, hash, index));
+    }
+    let shared = Bytes::from(buf);
+    Ok(checked
+        .into_iter()
+        .map(|(span, partition_key, hash, index)| Decoded {
+            data: match span {
+                Span::Shared(r) => shared.slice(r),
+                Span::Own(b) => b,
+            },
+            partition_key,
+            hash,
+            index,
+        })
+        .collect())
 }
 
 /// The member path of PutRecords entry `index` in messages (`records.N.member.`); empty for
@@ -109,9 +159,9 @@ fn check_stream_id(svc: &Service, meta: &StreamMeta, id: Option<&str>) -> ApiRes
 }
 
 /// A record as decoded, before the stream's own rules (size, distribution) apply.
-struct Decoded {
+struct Decoded<'a> {
     data: Bytes,
-    partition_key: Option<String>,
+    partition_key: Option<&'a str>,
     hash: Option<u128>,
     /// The entry's place in PutRecords; `None` for PutRecord.
     index: Option<usize>,
@@ -133,7 +183,7 @@ fn route_for(meta: &StreamMeta, decoded: Vec<Decoded>) -> ApiResult<Vec<Routed>>
         }
         let partition_key = match (d.partition_key, auto) {
             (Some(k), _) => k,
-            (None, true) => String::new(),
+            (None, true) => "",
             (None, false) => return required(None, &format!("{}partitionKey", member(d.index))),
         };
         if d.data.len() + partition_key.len() > max {
@@ -146,21 +196,99 @@ fn route_for(meta: &StreamMeta, decoded: Vec<Decoded>) -> ApiResult<Vec<Routed>>
         let hash = match (auto, d.hash) {
             (true, _) => spread_hash(meta),
             (false, Some(h)) => h,
-            (false, None) => hash_partition_key(&partition_key),
+            (false, None) => hash_partition_key(partition_key),
         };
-        let partition_key = if partition_key.is_empty() { hash.to_string() } else { partition_key };
+        let partition_key = if partition_key.is_empty() { hash.to_string() } else { partition_key.to_owned() };
         out.push(Routed { hash, record: NewRecord { partition_key, data: d.data } });
     }
     Ok(out)
 }
 
+/// What a PutRecord wrote, ready to be answered in any protocol.
+pub struct PutRecordOutcome {
+    pub stream_id: u64,
+    pub shard: u32,
+    pub ordinal: u64,
+    pub encrypted: bool,
+}
+
+impl PutRecordOutcome {
+    pub fn to_value(&self) -> Value {
+        json!({
+            "ShardId": shard_id(self.shard),
+            "SequenceNumber": SeqNo::record(self.stream_id, self.shard, self.ordinal).encode(),
+            "EncryptionType": encryption_type(self.encrypted),
+        })
+    }
+}
+
+/// What a PutRecords did, per record in request order, ready to be answered in any protocol.
+pub struct PutRecordsOutcome {
+    pub stream_id: u64,
+    pub encrypted: bool,
+    /// Each record's shard and ordinal, or the error code and message AWS reports for it.
+    pub results: Vec<Result<(u32, u64), RecordFailure>>,
+}
+
+/// A record a PutRecords did not write: the error code and message AWS reports for it.
+pub type RecordFailure = (&'static str, String);
+
+impl PutRecordsOutcome {
+    pub fn failed(&self) -> usize {
+        self.results.iter().filter(|r| r.is_err()).count()
+    }
+
+    pub fn to_value(&self) -> Value {
+        let results: Vec<Value> = self
+            .results
+            .iter()
+            .map(|r| match r {
+                Ok((shard, ordinal)) => json!({
+                    "SequenceNumber": SeqNo::record(self.stream_id, *shard, *ordinal).encode(),
+                    "ShardId": shard_id(*shard),
+                }),
+                Err((code, message)) => json!({"ErrorCode": code, "ErrorMessage": message}),
+            })
+            .collect();
+        json!({
+            "FailedRecordCount": self.failed(),
+            "Records": results,
+            "EncryptionType": encryption_type(self.encrypted),
+        })
+    }
+}
+
+pub fn encryption_type(encrypted: bool) -> &'static str {
+    if encrypted {
+        "KMS"
+    } else {
+        "NONE"
+    }
+}
+
 pub async fn put_record(svc: &Arc<Service>, input: PutRecordInput) -> ApiResult<Value> {
-    let decoded = decode_record(input.data, input.partition_key, input.explicit_hash_key.as_deref(), None)?;
-    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
+    let target = Target { stream_name: input.stream_name, stream_arn: input.stream_arn, stream_id: input.stream_id };
+    let entry = PutEntry {
+        data: input.data.as_deref().map(|d| Blob::Base64(d.as_bytes())),
+        partition_key: input.partition_key.as_deref(),
+        explicit_hash_key: input.explicit_hash_key.as_deref(),
+    };
+    Ok(put_record_entry(svc, &target, entry, input.sequence_number_for_ordering.as_deref()).await?.to_value())
+}
+
+/// PutRecord of one decoded entry.
+pub async fn put_record_entry(
+    svc: &Arc<Service>,
+    target: &Target,
+    entry: PutEntry<'_>,
+    sequence_number_for_ordering: Option<&str>,
+) -> ApiResult<PutRecordOutcome> {
+    let decoded = decode_records(std::slice::from_ref(&entry), false)?;
+    let meta = svc.resolve(target.stream_name.as_deref(), target.stream_arn.as_deref())?;
     svc.writable(&meta)?;
-    check_stream_id(svc, &meta, input.stream_id.as_deref())?;
-    let routed = route_for(&meta, vec![decoded])?.remove(0);
-    if let Some(s) = &input.sequence_number_for_ordering {
+    check_stream_id(svc, &meta, target.stream_id.as_deref())?;
+    let routed = route_for(&meta, decoded)?;
+    if let Some(s) = sequence_number_for_ordering {
         // Only a sequence number this stream has issued, of one of its shards, orders a put.
         let issued = SeqNo::parse(s).is_ok_and(|q| q.stream_id == meta.id && meta.shard(q.shard_index).is_some());
         if !issued {
@@ -171,17 +299,33 @@ pub async fn put_record(svc: &Arc<Service>, input: PutRecordInput) -> ApiResult<
         }
     }
     let started = Instant::now();
-    let (shard, ordinal) = append_routed(svc, &meta, vec![routed]).await.remove(0)?;
+    let (shard, ordinal) = append_routed(svc, &meta, routed).await.remove(0)?;
     svc.metrics.record_put_latency(&meta.name, started.elapsed());
-    Ok(json!({
-        "ShardId": shard_id(shard),
-        "SequenceNumber": SeqNo::record(meta.id, shard, ordinal).encode(),
-        "EncryptionType": if meta.encryption.is_some() { "KMS" } else { "NONE" },
-    }))
+    Ok(PutRecordOutcome { stream_id: meta.id, shard, ordinal, encrypted: meta.encryption.is_some() })
 }
 
 pub async fn put_records(svc: &Arc<Service>, input: PutRecordsInput) -> ApiResult<Value> {
-    let entries = required(input.records, "records")?;
+    let target = Target { stream_name: input.stream_name, stream_arn: input.stream_arn, stream_id: input.stream_id };
+    let entries = input.records.as_ref().map(|records| {
+        records
+            .iter()
+            .map(|e| PutEntry {
+                data: e.data.as_deref().map(|d| Blob::Base64(d.as_bytes())),
+                partition_key: e.partition_key.as_deref(),
+                explicit_hash_key: e.explicit_hash_key.as_deref(),
+            })
+            .collect()
+    });
+    Ok(put_records_entries(svc, &target, entries).await?.to_value())
+}
+
+/// PutRecords of decoded entries (`None`: the request has no Records).
+pub async fn put_records_entries(
+    svc: &Arc<Service>,
+    target: &Target,
+    entries: Option<Vec<PutEntry<'_>>>,
+) -> ApiResult<PutRecordsOutcome> {
+    let entries = required(entries, "records")?;
     if entries.is_empty() || entries.len() > PUT_RECORDS_MAX_RECORDS {
         return Err(ApiError::validation(
             format!("{} records", entries.len()),
@@ -189,13 +333,10 @@ pub async fn put_records(svc: &Arc<Service>, input: PutRecordsInput) -> ApiResul
             "Member must have length less than or equal to 500 and greater than or equal to 1",
         ));
     }
-    let mut decoded = Vec::with_capacity(entries.len());
-    for (i, e) in entries.into_iter().enumerate() {
-        decoded.push(decode_record(e.data, e.partition_key, e.explicit_hash_key.as_deref(), Some(i))?);
-    }
-    let meta = svc.resolve(input.stream_name.as_deref(), input.stream_arn.as_deref())?;
+    let decoded = decode_records(&entries, true)?;
+    let meta = svc.resolve(target.stream_name.as_deref(), target.stream_arn.as_deref())?;
     svc.writable(&meta)?;
-    check_stream_id(svc, &meta, input.stream_id.as_deref())?;
+    check_stream_id(svc, &meta, target.stream_id.as_deref())?;
     let routed = route_for(&meta, decoded)?;
     let total: usize = routed.iter().map(|r| r.record.data.len() + r.record.partition_key.len()).sum();
     let limit = PUT_RECORDS_MAX_BYTES.max(meta.max_record_bytes());
@@ -208,33 +349,20 @@ pub async fn put_records(svc: &Arc<Service>, input: PutRecordsInput) -> ApiResul
     let started = Instant::now();
     let outcomes = append_routed(svc, &meta, routed).await;
     svc.metrics.record_put_latency(&meta.name, started.elapsed());
-    let mut failed = 0;
-    let results: Vec<Value> = outcomes
-        .iter()
-        .map(|o| match o {
-            Ok((shard, ordinal)) => json!({
-                "SequenceNumber": SeqNo::record(meta.id, *shard, *ordinal).encode(),
-                "ShardId": shard_id(*shard),
-            }),
-            Err(e) => {
-                failed += 1;
+    let results = outcomes
+        .into_iter()
+        .map(|o| {
+            o.map_err(|e| match e {
                 // AWS reports only these two codes per record.
-                let (code, message) = match e {
-                    ApiError::ProvisionedThroughputExceeded(_) => (
-                        "ProvisionedThroughputExceededException",
-                        format!("Rate exceeded for stream {} under account {}.", meta.name, svc.cfg.account_id),
-                    ),
-                    other => ("InternalFailure", other.message().to_owned()),
-                };
-                json!({"ErrorCode": code, "ErrorMessage": message})
-            }
+                ApiError::ProvisionedThroughputExceeded(_) => (
+                    "ProvisionedThroughputExceededException",
+                    format!("Rate exceeded for stream {} under account {}.", meta.name, svc.cfg.account_id),
+                ),
+                other => ("InternalFailure", other.message().to_owned()),
+            })
         })
         .collect();
-    Ok(json!({
-        "FailedRecordCount": failed,
-        "Records": results,
-        "EncryptionType": if meta.encryption.is_some() { "KMS" } else { "NONE" },
-    }))
+    Ok(PutRecordsOutcome { stream_id: meta.id, encrypted: meta.encryption.is_some(), results })
 }
 
 #[derive(Deserialize)]
