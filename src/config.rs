@@ -480,6 +480,10 @@ pub struct StorageConfig {
     pub hot_tail_size: u64,
     #[serde(deserialize_with = "de_duration")]
     pub retention_check_interval: Duration,
+    /// In `sync` durability, a group commit that writes to at least this many segment files is
+    /// made durable by one write-ahead log record (one fdatasync) instead of one fdatasync per
+    /// file. 0 turns the write-ahead log off.
+    pub wal_min_files: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -553,6 +557,7 @@ impl Default for StorageConfig {
             compression: Compression::None,
             hot_tail_size: 4 << 20,
             retention_check_interval: Duration::from_secs(30),
+            wal_min_files: 3,
         }
     }
 }

@@ -65,6 +65,17 @@ impl Service {
         if crate::keys::install(ring).fingerprint() != fingerprint {
             anyhow::bail!("another master key is already in use in this process");
         }
+        // Acknowledged group commits in the write-ahead logs go to their segments before any
+        // shard is recovered.
+        let replayed = crate::log::wal::replay(&cfg.data_dir).context("replaying the write-ahead logs")?;
+        if replayed.files > 0 {
+            tracing::info!(
+                files = replayed.files,
+                writes = replayed.writes,
+                skipped = replayed.skipped,
+                "write-ahead logs replayed"
+            );
+        }
         let (index_tx, index_thread) = store.spawn_index_writer();
         let runtime = Runtime::start(&cfg, index_tx.clone()).context("starting core workers")?;
         let limits = cfg.limits.enforce.then(|| crate::limits::ShardLimits::new(cfg.limits.clone()));
@@ -148,7 +159,7 @@ impl Service {
     }
 
     pub fn shard_dir(&self, key: ShardKey) -> PathBuf {
-        self.cfg.data_dir.join("streams").join(format!("{:016}", key.stream_id)).join(format!("{:06}", key.shard_index))
+        crate::log::wal::shard_dir(&self.cfg.data_dir, key.stream_id, key.shard_index)
     }
 
     fn streams_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<StreamMeta>>> {

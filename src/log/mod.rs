@@ -1,6 +1,7 @@
 //! The shard log: one append-only sequence of segment files per shard.
 //!
-//! This module owns every byte under `streams/<stream id>/<shard index>/`. It is on the hot path:
+//! This module owns every byte under `streams/<stream id>/<shard index>/` and, through [`wal`],
+//! under `wal/`. It is on the hot path:
 //! changes here come with a benchmark figure.
 //!
 //! # On-disk format, version 1
@@ -33,7 +34,8 @@
 //!
 //! # Invariants
 //! - A batch is acknowledged only after it, and everything before it in the shard, is written and
-//!   (in `sync` durability) fdatasynced.
+//!   (in `sync` durability) fdatasynced, in its segment or as part of a write-ahead log record
+//!   ([`wal`]) that is replayed into the segment at start.
 //! - A batch whose crc does not match is never served. Recovery scans from the last persisted index
 //!   entry to the tail. A batch that fails to verify with nothing valid after it is a torn tail
 //!   (never acknowledged): it is cut off. One with valid batches after it is damage: the lost
@@ -48,6 +50,7 @@ pub mod recovery;
 pub mod segment;
 pub mod shard;
 pub mod uring;
+pub mod wal;
 
 use bytes::Bytes;
 

@@ -7,8 +7,10 @@ use super::{LogError, Record};
 use crate::config::Compression;
 
 /// 2: segment headers may carry a wrapped data key, and batches may be sealed (encryption at
-/// rest). Version 1 files are read as they are.
-pub const FORMAT_VERSION: u32 = 2;
+/// rest). 3: the data directory may hold write-ahead logs ([`crate::log::wal`]) that must be
+/// replayed before the segments are read, so a build without them must not open it; segments
+/// and batches are laid out as in 2. Version 1 and 2 files are read as they are.
+pub const FORMAT_VERSION: u32 = 3;
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SLUICESG";
 /// The segment header occupies the first block; batches start after it.
 pub const SEGMENT_HEADER_LEN: u64 = 4096;

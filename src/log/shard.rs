@@ -121,6 +121,8 @@ pub struct Prepared {
 
 pub struct PreparedWrite {
     pub fd: RawFd,
+    /// The base ordinal of the segment written (its file name).
+    pub segment_base: u64,
     pub offset: u64,
     pub buf: Vec<u8>,
     /// Goes to a segment this append created. Such writes must start only once the writes to
@@ -251,6 +253,7 @@ impl ShardLog {
             if !contiguous {
                 prepared.writes.push(PreparedWrite {
                     fd,
+                    segment_base: self.segments[seg_i].base_ordinal,
                     offset,
                     buf: Vec::with_capacity(estimate),
                     new_segment: seg_i + prepared.created_segments >= self.segments.len(),
@@ -275,6 +278,7 @@ impl ShardLog {
                 offset = SEGMENT_HEADER_LEN;
                 prepared.writes.push(PreparedWrite {
                     fd: self.segments[seg_i].file.as_raw_fd(),
+                    segment_base: self.segments[seg_i].base_ordinal,
                     offset,
                     buf: moved,
                     new_segment: true,

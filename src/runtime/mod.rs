@@ -169,14 +169,17 @@ impl Runtime {
             sync_each_append: cfg.storage.durability == Durability::Sync,
             sync_interval: cfg.storage.sync_interval,
             retention_check_interval: cfg.storage.retention_check_interval,
+            wal_min_files: cfg.storage.wal_min_files,
         };
+        let logged = cfg.storage.durability == Durability::Sync && cfg.storage.wal_min_files > 0;
         let mut senders = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
             let (tx, rx) = crossbeam_channel::bounded(cfg.http.worker_queue_depth);
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
             let index = index.clone();
-            let handle = worker::spawn(i, core, wcfg, rx, index)?;
+            let wal = if logged { Some(crate::log::wal::Wal::open(&cfg.data_dir, i)?) } else { None };
+            let handle = worker::spawn(i, core, wcfg, rx, index, wal)?;
             senders.push(tx);
             handles.push(handle);
         }

@@ -3,7 +3,9 @@
 //! Hot path. The loop takes one command (blocking), then drains whatever else is queued, up to
 //! [`GROUP_COMMANDS_MAX`] commands or [`GROUP_BYTES_MAX`] bytes of appends. Reads and control
 //! commands are answered at once; the appends of the whole group are encoded, written and
-//! fdatasynced together (one sync per touched segment), and only then acknowledged. Requests that
+//! fdatasynced together (one sync per touched segment, or, for a group that writes to
+//! `storage.wal_min_files` files or more, one write-ahead log record and its one sync), and only
+//! then acknowledged. Requests that
 //! arrive while the group is on disk form the next group: the busier the daemon, the more each
 //! sync carries.
 
@@ -18,6 +20,7 @@ use super::{Appended, Command, Position, ReadReply, ShardKey, Tip};
 use crate::index::IndexOp;
 use crate::log::shard::Prepared;
 use crate::log::uring::{Uring, WriteOp};
+use crate::log::wal::{encode_group, LoggedWrite, Wal};
 use crate::log::{LogConfig, LogError, NewRecord, ShardLog};
 use crate::protocol::error::ApiError;
 use crate::stream::seqno::SeqNo;
@@ -36,6 +39,9 @@ pub struct WorkerConfig {
     pub sync_each_append: bool,
     pub sync_interval: Duration,
     pub retention_check_interval: Duration,
+    /// A group that writes to at least this many segment files goes through the write-ahead log
+    /// (when the worker has one).
+    pub wal_min_files: usize,
 }
 
 struct OwnedShard {
@@ -64,6 +70,8 @@ struct Worker {
     cfg: WorkerConfig,
     shards: HashMap<ShardKey, OwnedShard>,
     ring: Uring,
+    /// The write-ahead log (`sync` durability only).
+    wal: Option<Wal>,
     index: Sender<IndexOp>,
     next_sync: Instant,
     next_retention: Instant,
@@ -75,6 +83,7 @@ pub fn spawn(
     cfg: WorkerConfig,
     rx: Receiver<Command>,
     index: Sender<IndexOp>,
+    wal: Option<Wal>,
 ) -> std::io::Result<JoinHandle<()>> {
     let ring = Uring::new()?;
     std::thread::Builder::new().name(format!("sluice-core-{id}")).spawn(move || {
@@ -89,6 +98,7 @@ pub fn spawn(
             cfg,
             shards: HashMap::new(),
             ring,
+            wal,
             index,
             next_sync: now + cfg.sync_interval,
             next_retention: now + cfg.retention_check_interval,
@@ -326,31 +336,13 @@ impl Worker {
                 }
             }
         }
-        // Phase one: writes to segments that already existed; phase two: writes to segments this
-        // group created, only for shards whose phase one is durable.
-        let mut failed: Vec<Option<(Option<i32>, String)>> = vec![None; prepared.len()];
-        for new_segments in [false, true] {
-            let mut ops = Vec::new();
-            let mut owner = Vec::new();
-            for (i, (_, _, p)) in prepared.iter().enumerate() {
-                if failed[i].is_some() {
-                    continue;
-                }
-                for w in p.writes.iter().filter(|w| w.new_segment == new_segments) {
-                    ops.push(WriteOp { fd: w.fd, offset: w.offset, buf: &w.buf });
-                    owner.push(i);
-                }
+        let files: usize = prepared.iter().map(|(_, _, p)| p.writes.len()).sum();
+        let failed = match self.wal.as_mut() {
+            Some(wal) if self.cfg.sync_each_append && files >= self.cfg.wal_min_files.max(1) => {
+                write_logged(&mut self.ring, wal, &prepared)
             }
-            if ops.is_empty() {
-                continue;
-            }
-            let results = self.ring.write_all(&ops, self.cfg.sync_each_append);
-            for (r, &i) in results.iter().zip(&owner) {
-                if let Err(e) = r {
-                    failed[i].get_or_insert_with(|| (e.raw_os_error(), e.to_string()));
-                }
-            }
-        }
+            _ => write_direct(&mut self.ring, &prepared, self.cfg.sync_each_append),
+        };
         for ((key, replies, p), failure) in prepared.into_iter().zip(failed) {
             let shard = self.shards.get_mut(&key).expect("checked above");
             if let Some((errno, err)) = failure {
@@ -438,6 +430,104 @@ impl Worker {
             }
         }
     }
+}
+
+/// A failed write: its errno and message.
+type WriteFailure = Option<(Option<i32>, String)>;
+
+/// Writes a group's appends straight to their segments, each linked to its fdatasync when `sync`:
+/// first the writes to segments that already existed, then, only for shards whose first phase
+/// is durable, the writes to segments this group created. Returns each append's failure.
+fn write_direct(ring: &mut Uring, prepared: &[(ShardKey, Replies, Prepared)], sync: bool) -> Vec<WriteFailure> {
+    let mut failed: Vec<WriteFailure> = vec![None; prepared.len()];
+    for new_segments in [false, true] {
+        let mut ops = Vec::new();
+        let mut owner = Vec::new();
+        for (i, (_, _, p)) in prepared.iter().enumerate() {
+            if failed[i].is_some() {
+                continue;
+            }
+            for w in p.writes.iter().filter(|w| w.new_segment == new_segments) {
+                ops.push(WriteOp { fd: w.fd, offset: w.offset, buf: &w.buf });
+                owner.push(i);
+            }
+        }
+        if ops.is_empty() {
+            continue;
+        }
+        let results = ring.write_all(&ops, sync);
+        for (r, &i) in results.iter().zip(&owner) {
+            if let Err(e) = r {
+                failed[i].get_or_insert_with(|| (e.raw_os_error(), e.to_string()));
+            }
+        }
+    }
+    failed
+}
+
+/// Writes a group's appends through the write-ahead log ([`crate::log::wal`]): one record of all
+/// of them, written and fdatasynced; then the segment writes, unsynced (the log is their
+/// durability). If the log write fails, every append fails; if a segment write fails, the
+/// record is voided first, so that a restart never replays what was refused.
+fn write_logged(ring: &mut Uring, wal: &mut Wal, prepared: &[(ShardKey, Replies, Prepared)]) -> Vec<WriteFailure> {
+    let all = |e: &std::io::Error| vec![Some((e.raw_os_error(), e.to_string())); prepared.len()];
+    let mut buf = std::mem::take(&mut wal.buf);
+    buf.clear();
+    let logged: Vec<LoggedWrite> = prepared
+        .iter()
+        .flat_map(|(key, _, p)| {
+            p.writes.iter().map(move |w| LoggedWrite {
+                stream_id: key.stream_id,
+                shard_index: key.shard_index,
+                segment_base: w.segment_base,
+                offset: w.offset,
+                bytes: &w.buf,
+            })
+        })
+        .collect();
+    encode_group(wal.seq(), &logged, &mut buf);
+    drop(logged);
+    let len = buf.len() as u64;
+    let result = ring.write_all(&[WriteOp { fd: wal.fd(), offset: wal.offset(), buf: &buf }], true).remove(0);
+    wal.buf = buf;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "write-ahead log write failed; the group is not acknowledged");
+        if let Err(cut) = wal.cut() {
+            tracing::warn!(error = %cut, "could not cut the write-ahead log after a failed write");
+        }
+        return all(&e);
+    }
+    let ops: Vec<WriteOp> = prepared
+        .iter()
+        .flat_map(|(_, _, p)| p.writes.iter().map(|w| WriteOp { fd: w.fd, offset: w.offset, buf: &w.buf }))
+        .collect();
+    let owner: Vec<usize> =
+        prepared.iter().enumerate().flat_map(|(i, (_, _, p))| p.writes.iter().map(move |_| i)).collect();
+    let results = ring.write_all(&ops, false);
+    let mut failed: Vec<WriteFailure> = vec![None; prepared.len()];
+    for (r, &i) in results.iter().zip(&owner) {
+        if let Err(e) = r {
+            failed[i].get_or_insert_with(|| (e.raw_os_error(), e.to_string()));
+        }
+    }
+    if failed.iter().any(Option::is_some) {
+        // Some appends of the record were refused: none of it may be replayed. The others are
+        // refused too (their bytes are in the page cache but not durable without the record).
+        if let Err(e) = wal.void(len) {
+            tracing::error!(error = %e, "could not void a refused write-ahead log record; aborting so that it is never replayed over later data");
+            std::process::abort();
+        }
+        let e = failed.iter().flatten().next().cloned().expect("one failed");
+        return vec![Some(e); prepared.len()];
+    }
+    wal.committed(
+        len,
+        prepared.iter().flat_map(|(key, _, p)| {
+            p.writes.iter().map(move |w| ((key.stream_id, key.shard_index, w.segment_base), w.fd))
+        }),
+    );
+    wal.rotate_if_full();
+    failed
 }
 
 type PendingReply = tokio::sync::oneshot::Sender<Result<Appended, ApiError>>;
