@@ -426,6 +426,78 @@ pub struct GetRecordsInput {
 }
 
 pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResult<Value> {
+    Ok(get_records_outcome(svc, input).await?.to_value())
+}
+
+/// What a GetRecords read, ready to be answered in any protocol.
+pub struct GetRecordsOutcome {
+    meta: Arc<StreamMeta>,
+    shard_index: u32,
+    records: Vec<crate::log::Record>,
+    /// `None` when a closed shard was read to its end.
+    next_iterator: Option<String>,
+    millis_behind: i64,
+    child_shards: Option<Value>,
+}
+
+impl GetRecordsOutcome {
+    pub fn to_value(&self) -> Value {
+        let records: Vec<Value> = self.records.iter().map(|r| record_json(&self.meta, self.shard_index, r)).collect();
+        match (&self.next_iterator, &self.child_shards) {
+            (Some(next), _) => json!({
+                "Records": records,
+                "NextShardIterator": next,
+                "MillisBehindLatest": self.millis_behind,
+            }),
+            (None, children) => json!({
+                "Records": records,
+                "MillisBehindLatest": self.millis_behind,
+                "ChildShards": children.clone().unwrap_or(Value::Null),
+            }),
+        }
+    }
+
+    /// The JSON answer written directly: what [`GetRecordsOutcome::to_value`] serializes to, with
+    /// the data base64-encoded straight into the body.
+    pub fn to_json(&self) -> Vec<u8> {
+        let data: usize = self.records.iter().map(|r| r.data.len().div_ceil(3) * 4 + r.partition_key.len() + 160).sum();
+        let mut out = Vec::with_capacity(data + 256);
+        out.extend_from_slice(b"{\"Records\":[");
+        for (i, r) in self.records.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"SequenceNumber\":\"");
+            SeqNo::record(self.meta.id, self.shard_index, r.ordinal).write_to(&mut out);
+            out.extend_from_slice(b"\",\"ApproximateArrivalTimestamp\":");
+            write_json(&mut out, &epoch_seconds(r.ts_ms));
+            out.extend_from_slice(b",\"Data\":\"");
+            base64_simd::STANDARD.encode_append(&r.data, &mut out);
+            out.extend_from_slice(b"\",\"PartitionKey\":");
+            write_json(&mut out, &r.partition_key);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]");
+        if let Some(next) = &self.next_iterator {
+            out.extend_from_slice(b",\"NextShardIterator\":");
+            write_json(&mut out, next);
+        }
+        out.extend_from_slice(b",\"MillisBehindLatest\":");
+        out.extend_from_slice(self.millis_behind.to_string().as_bytes());
+        if self.next_iterator.is_none() {
+            out.extend_from_slice(b",\"ChildShards\":");
+            write_json(&mut out, self.child_shards.as_ref().unwrap_or(&Value::Null));
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    serde_json::to_writer(&mut *out, v).expect("writing to a Vec cannot fail");
+}
+
+pub async fn get_records_outcome(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResult<GetRecordsOutcome> {
     let text = required(input.shard_iterator, "shardIterator")?;
     // Some clients pass the iterator with the double quotes of its JSON string around it.
     let text = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
@@ -469,34 +541,80 @@ pub async fn get_records(svc: &Arc<Service>, input: GetRecordsInput) -> ApiResul
     if let Some(limits) = &svc.limits {
         limits.charge_read(key, reply.records.iter().map(|r| r.data.len() as u64).sum());
     }
-    let mut bytes = 0u64;
-    let records: Vec<Value> = reply
-        .records
-        .iter()
-        .map(|r| {
-            bytes += r.data.len() as u64;
-            record_json(&meta, shard.index, r)
-        })
-        .collect();
-    svc.metrics.record_get(&meta.name, &shard.shard_id(), records.len() as u64, bytes);
+    let bytes: u64 = reply.records.iter().map(|r| r.data.len() as u64).sum();
+    svc.metrics.record_get(&meta.name, &shard.shard_id(), reply.records.len() as u64, bytes);
     let behind = match reply.records.last() {
         _ if reply.next >= reply.tip => 0,
         Some(last) => (reply.last_ts_ms - last.ts_ms).max(0),
         None => 0,
     };
     svc.metrics.record_iterator_age(&meta.name, &shard.shard_id(), behind.max(0) as u64);
+    let shard_index = shard.index;
     if reply.closed && reply.next >= reply.tip {
         // A closed shard read to its end: no next iterator, and where its keys went.
-        return Ok(json!({
-            "Records": records,
-            "MillisBehindLatest": 0,
-            "ChildShards": crate::kinesis::fanout::child_shards_when_known(svc, meta.id, shard.index).await,
-        }));
+        let children = crate::kinesis::fanout::child_shards_when_known(svc, meta.id, shard_index).await;
+        return Ok(GetRecordsOutcome {
+            meta,
+            shard_index,
+            records: reply.records,
+            next_iterator: None,
+            millis_behind: 0,
+            child_shards: Some(Value::Array(children)),
+        });
     }
     let next = ShardIterator { ordinal: reply.next, issued_ms: now, ..it };
-    Ok(json!({
-        "Records": records,
-        "NextShardIterator": next.encode(),
-        "MillisBehindLatest": behind,
-    }))
+    Ok(GetRecordsOutcome {
+        meta,
+        shard_index,
+        records: reply.records,
+        next_iterator: Some(next.encode()),
+        millis_behind: behind,
+        child_shards: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::meta::StreamMode;
+
+    #[test]
+    fn the_direct_get_records_answer_is_the_value_answer() {
+        let meta = Arc::new(StreamMeta::new("s".into(), 9, StreamMode::Provisioned, 2, 0));
+        let records = vec![
+            crate::log::Record {
+                ordinal: 0,
+                ts_ms: 1_764_000_000_123,
+                partition_key: "k\"\n1".into(),
+                data: Bytes::new(),
+            },
+            crate::log::Record {
+                ordinal: 77,
+                ts_ms: 1_764_000_000_000,
+                partition_key: "é".into(),
+                data: Bytes::from((0..=255u8).collect::<Vec<_>>()),
+            },
+        ];
+        let open = GetRecordsOutcome {
+            meta: meta.clone(),
+            shard_index: 1,
+            records: records.clone(),
+            next_iterator: Some("AAAA/+x".into()),
+            millis_behind: 12,
+            child_shards: None,
+        };
+        let closed = GetRecordsOutcome {
+            meta,
+            shard_index: 1,
+            records,
+            next_iterator: None,
+            millis_behind: 0,
+            child_shards: Some(json!([{"ShardId": "shardId-000000000002", "ParentShards": ["shardId-000000000001"]}])),
+        };
+        for o in [open, closed] {
+            let direct: Value = serde_json::from_slice(&o.to_json()).unwrap();
+            assert_eq!(direct, o.to_value());
+            assert_eq!(direct["Records"][1]["PartitionKey"], "é");
+        }
+    }
 }
