@@ -142,6 +142,23 @@ impl Uring {
     }
 }
 
+/// [`Uring::write_all`] with plain `pwrite` and `fdatasync` on the calling thread, one op after
+/// another (injected faults included). For writes that gain nothing from the ring: one file, or
+/// buffered writes without syncs, which io_uring would hand to its io-wq threads, costing a
+/// thread switch for each, and no parallelism the page cache copy needs.
+pub fn write_all_blocking(ops: &[WriteOp<'_>], sync: bool) -> Vec<io::Result<()>> {
+    if let Some(errno) = faults::write_fault() {
+        return ops.iter().map(|_| Err(io::Error::from_raw_os_error(errno))).collect();
+    }
+    let sync_fault = if sync { faults::sync_fault() } else { None };
+    ops.iter()
+        .map(|op| match sync_fault {
+            Some(errno) => finish_write(op, 0, false).and(Err(io::Error::from_raw_os_error(errno))),
+            None => finish_write(op, 0, sync),
+        })
+        .collect()
+}
+
 fn finish_write(op: &WriteOp<'_>, mut written: usize, sync: bool) -> io::Result<()> {
     while written < op.buf.len() {
         let rest = &op.buf[written..];

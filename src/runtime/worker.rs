@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::{Appended, Command, Position, ReadReply, ShardKey, Tip};
 use crate::index::IndexOp;
 use crate::log::shard::Prepared;
-use crate::log::uring::{Uring, WriteOp};
+use crate::log::uring::{write_all_blocking, Uring, WriteOp};
 use crate::log::wal::{encode_group, LoggedWrite, Wal};
 use crate::log::{LogConfig, LogError, NewRecord, ShardLog};
 use crate::protocol::error::ApiError;
@@ -339,7 +339,7 @@ impl Worker {
         let files: usize = prepared.iter().map(|(_, _, p)| p.writes.len()).sum();
         let failed = match self.wal.as_mut() {
             Some(wal) if self.cfg.sync_each_append && files >= self.cfg.wal_min_files.max(1) => {
-                write_logged(&mut self.ring, wal, &prepared)
+                write_logged(wal, &prepared)
             }
             _ => write_direct(&mut self.ring, &prepared, self.cfg.sync_each_append),
         };
@@ -455,7 +455,9 @@ fn write_direct(ring: &mut Uring, prepared: &[(ShardKey, Replies, Prepared)], sy
         if ops.is_empty() {
             continue;
         }
-        let results = ring.write_all(&ops, sync);
+        // One write (and its sync) gains nothing from the ring, which would run it on an io-wq
+        // thread; several run concurrently through it.
+        let results = if ops.len() == 1 { write_all_blocking(&ops, sync) } else { ring.write_all(&ops, sync) };
         for (r, &i) in results.iter().zip(&owner) {
             if let Err(e) = r {
                 failed[i].get_or_insert_with(|| (e.raw_os_error(), e.to_string()));
@@ -467,9 +469,10 @@ fn write_direct(ring: &mut Uring, prepared: &[(ShardKey, Replies, Prepared)], sy
 
 /// Writes a group's appends through the write-ahead log ([`crate::log::wal`]): one record of all
 /// of them, written and fdatasynced; then the segment writes, unsynced (the log is their
-/// durability). If the log write fails, every append fails; if a segment write fails, the
+/// durability). Both with plain syscalls on this thread ([`write_all_blocking`]): one file's
+/// write and sync gain nothing from the ring, and buffered writes would be punted to io-wq. If the log write fails, every append fails; if a segment write fails, the
 /// record is voided first, so that a restart never replays what was refused.
-fn write_logged(ring: &mut Uring, wal: &mut Wal, prepared: &[(ShardKey, Replies, Prepared)]) -> Vec<WriteFailure> {
+fn write_logged(wal: &mut Wal, prepared: &[(ShardKey, Replies, Prepared)]) -> Vec<WriteFailure> {
     let all = |e: &std::io::Error| vec![Some((e.raw_os_error(), e.to_string())); prepared.len()];
     let mut buf = std::mem::take(&mut wal.buf);
     buf.clear();
@@ -488,7 +491,7 @@ fn write_logged(ring: &mut Uring, wal: &mut Wal, prepared: &[(ShardKey, Replies,
     encode_group(wal.seq(), &logged, &mut buf);
     drop(logged);
     let len = buf.len() as u64;
-    let result = ring.write_all(&[WriteOp { fd: wal.fd(), offset: wal.offset(), buf: &buf }], true).remove(0);
+    let result = write_all_blocking(&[WriteOp { fd: wal.fd(), offset: wal.offset(), buf: &buf }], true).remove(0);
     wal.buf = buf;
     if let Err(e) = result {
         tracing::error!(error = %e, "write-ahead log write failed; the group is not acknowledged");
@@ -503,7 +506,7 @@ fn write_logged(ring: &mut Uring, wal: &mut Wal, prepared: &[(ShardKey, Replies,
         .collect();
     let owner: Vec<usize> =
         prepared.iter().enumerate().flat_map(|(i, (_, _, p))| p.writes.iter().map(move |_| i)).collect();
-    let results = ring.write_all(&ops, false);
+    let results = write_all_blocking(&ops, false);
     let mut failed: Vec<WriteFailure> = vec![None; prepared.len()];
     for (r, &i) in results.iter().zip(&owner) {
         if let Err(e) = r {
