@@ -178,7 +178,9 @@ fn acknowledged_records_survive_repeated_kill_9() {
     });
     eprintln!("crash harness: seed {seed}, {cycles} cycles (SLUICE_CRASH_SEED={seed} replays the schedule)");
     let mut rng = Rng(seed);
-    let mut d = Daemon::start();
+    // Group commits of two shard files go through the write-ahead log, those of one straight to
+    // its segment: both write paths take the same kills.
+    let mut d = Daemon::start_with(&format!("{}[storage]\nwal_min_files = 2\n", common::FAST_CONFIG));
     let (s, v) = kinesis_json(d.addr, "CreateStream", &format!(r#"{{"StreamName":"crash","ShardCount":{SHARDS}}}"#));
     assert_eq!(s, 200, "{v}");
     let acked = Arc::new(Mutex::new(Vec::new()));
