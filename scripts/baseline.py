@@ -16,6 +16,7 @@ run, not absolute.
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import socket
@@ -290,7 +291,9 @@ def main():
               f"{r['records_per_s'] / one:.0%} |")
     if args.plot:
         svg_plot([(s, r["records_per_s"]) for s, r in scaling], args.plot)
-        print(f"\n![throughput against shard count]({Path(args.plot).name})")
+        # As docs/benchmarks.md links it (the report goes there).
+        link = os.path.relpath(Path(args.plot).resolve(), ROOT / "docs")
+        print(f"\n![throughput against shard count]({link})")
     print("\n### Reading, restarting, memory\n")
     gbps = consume["bytes"] / consume["seconds"] / 1e9
     print(f"- Backlog read: {consume['bytes'] / (1 << 30):.2f} GiB written ({consume['backlog'] / (1 << 30):.2f} GiB acknowledged) "

@@ -150,7 +150,7 @@ fn member(index: Option<usize>) -> String {
     }
 }
 
-/// A StreamId given with a put (the typed fast path skips the generic check) must be the stream's.
+/// A StreamId given with a put (the fast path skips the model's checks) must be the stream's.
 fn check_stream_id(svc: &Service, meta: &StreamMeta, id: Option<&str>) -> ApiResult<()> {
     match id {
         Some(id) if id != meta.stream_id() => Err(svc.not_found(&meta.name)),
