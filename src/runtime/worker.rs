@@ -470,8 +470,9 @@ fn write_direct(ring: &mut Uring, prepared: &[(ShardKey, Replies, Prepared)], sy
 /// Writes a group's appends through the write-ahead log ([`crate::log::wal`]): one record of all
 /// of them, written and fdatasynced; then the segment writes, unsynced (the log is their
 /// durability). Both with plain syscalls on this thread ([`write_all_blocking`]): one file's
-/// write and sync gain nothing from the ring, and buffered writes would be punted to io-wq. If the log write fails, every append fails; if a segment write fails, the
-/// record is voided first, so that a restart never replays what was refused.
+/// write and sync gain nothing from the ring, and buffered writes would be punted to io-wq. If
+/// the log write fails, every append fails; if a segment write fails, the record is voided first,
+/// so that a restart never replays what was refused, and every append fails too.
 fn write_logged(wal: &mut Wal, prepared: &[(ShardKey, Replies, Prepared)]) -> Vec<WriteFailure> {
     let all = |e: &std::io::Error| vec![Some((e.raw_os_error(), e.to_string())); prepared.len()];
     let mut buf = std::mem::take(&mut wal.buf);
@@ -489,7 +490,6 @@ fn write_logged(wal: &mut Wal, prepared: &[(ShardKey, Replies, Prepared)]) -> Ve
         })
         .collect();
     encode_group(wal.seq(), &logged, &mut buf);
-    drop(logged);
     let len = buf.len() as u64;
     let result = write_all_blocking(&[WriteOp { fd: wal.fd(), offset: wal.offset(), buf: &buf }], true).remove(0);
     wal.buf = buf;
@@ -504,24 +504,14 @@ fn write_logged(wal: &mut Wal, prepared: &[(ShardKey, Replies, Prepared)]) -> Ve
         .iter()
         .flat_map(|(_, _, p)| p.writes.iter().map(|w| WriteOp { fd: w.fd, offset: w.offset, buf: &w.buf }))
         .collect();
-    let owner: Vec<usize> =
-        prepared.iter().enumerate().flat_map(|(i, (_, _, p))| p.writes.iter().map(move |_| i)).collect();
-    let results = write_all_blocking(&ops, false);
-    let mut failed: Vec<WriteFailure> = vec![None; prepared.len()];
-    for (r, &i) in results.iter().zip(&owner) {
-        if let Err(e) = r {
-            failed[i].get_or_insert_with(|| (e.raw_os_error(), e.to_string()));
-        }
-    }
-    if failed.iter().any(Option::is_some) {
+    if let Some(Err(e)) = write_all_blocking(&ops, false).into_iter().find(Result::is_err) {
         // Some appends of the record were refused: none of it may be replayed. The others are
         // refused too (their bytes are in the page cache but not durable without the record).
-        if let Err(e) = wal.void(len) {
-            tracing::error!(error = %e, "could not void a refused write-ahead log record; aborting so that it is never replayed over later data");
+        if let Err(v) = wal.void(len) {
+            tracing::error!(error = %v, "could not void a refused write-ahead log record; aborting so that it is never replayed over later data");
             std::process::abort();
         }
-        let e = failed.iter().flatten().next().cloned().expect("one failed");
-        return vec![Some(e); prepared.len()];
+        return all(&e);
     }
     wal.committed(
         len,
@@ -530,7 +520,7 @@ fn write_logged(wal: &mut Wal, prepared: &[(ShardKey, Replies, Prepared)]) -> Ve
         }),
     );
     wal.rotate_if_full();
-    failed
+    vec![None; prepared.len()]
 }
 
 type PendingReply = tokio::sync::oneshot::Sender<Result<Appended, ApiError>>;
